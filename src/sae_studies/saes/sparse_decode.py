@@ -1,0 +1,406 @@
+"""Sparse building blocks shared by every TopK-family SAE in this package.
+
+An encoder (dense TopK, BatchTopK, HierarchicalTopK, a Kronecker-factorised one, ...) chooses,
+per input row, a few latents and hands over ``(values, pattern)``: the differentiable values of
+the selected latents (flat, ``[N]``) and a :class:`SparsePattern` saying which row/latent each
+value belongs to. The pieces here then do the rest without ever touching the dense
+``[B, F]`` activation matrix:
+
+* :func:`sparse_decode` — ``x_hat = b_dec + sum_i values_i * W_dec[latent_i]`` (one
+  ``embedding_bag``), with a backward that computes the value gradients as sampled dot products
+  and the decoder gradient only for the selected rows.
+* :func:`selected_preacts` — the gradient path into a linear encoder ``(x - b_dec) @ W_enc + b_enc``
+  at the selected latents only (its forward takes the values already computed by the dense
+  encoder forward).
+* :func:`prefix_mse_loss` — the nested-prefix loss of HierarchicalTopK / Multi-TopK, computed
+  in batch chunks so the ``B x K x d`` tensor of prefix reconstructions is never built.
+
+All three are ``torch.autograd.Function``s tested against plain autograd.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "SparsePattern",
+    "sparse_decode",
+    "selected_preacts",
+    "prefix_mse_loss",
+    "prefix_level_weights",
+]
+
+# torch warns that CSR support is "beta" and that invariant checks are off; both are expected.
+warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
+
+
+class SparsePattern:
+    """Which latents are selected in which rows: ``N`` entries, sorted by row.
+
+    ``rows[n]`` is the input row (0..B-1) and ``cols[n]`` the latent (0..F-1) of entry ``n``.
+    Entries must be grouped by row in ascending row order (TopK and BatchTopK selections are);
+    columns inside a row may be in any order. The structures each operation needs (CSR row
+    pointers, the transposed latent-major ordering) are built on first use and cached, so one
+    pattern is shared by the forward and the backward of every Function that uses it.
+    """
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_latents: int):
+        if rows.shape != cols.shape or rows.ndim != 1:
+            raise ValueError("rows and cols must be 1-D tensors of the same length")
+        self.rows = rows
+        self.cols = cols
+        self.n_rows = int(n_rows)
+        self.n_latents = int(n_latents)
+        self._crow: torch.Tensor | None = None
+        self._transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.k: int | None = None  # entries per row when constant
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_topk(cls, indices: torch.Tensor, n_latents: int) -> "SparsePattern":
+        """From ``[B, k]`` latent indices (k per row); entry ``b*k + i`` is ``indices[b, i]``."""
+        if indices.ndim != 2:
+            raise ValueError(f"indices must be [B, k], got shape {tuple(indices.shape)}")
+        B, k = indices.shape
+        rows = torch.arange(B, device=indices.device).repeat_interleave(k)
+        pat = cls(rows, indices.reshape(-1), B, n_latents)
+        pat.k = k
+        pat._crow = torch.arange(0, B * k + 1, max(k, 1), device=indices.device)[: B + 1]
+        if k == 0:
+            pat._crow = torch.zeros(B + 1, dtype=torch.long, device=indices.device)
+        return pat
+
+    @classmethod
+    def from_flat(cls, flat_index: torch.Tensor, n_rows: int, n_latents: int) -> "SparsePattern":
+        """From positions in the flattened ``[B, F]`` matrix (any order; sorted here)."""
+        flat_index, _ = torch.sort(flat_index)
+        return cls(flat_index // n_latents, flat_index % n_latents, n_rows, n_latents)
+
+    # ---- cached structure ---------------------------------------------------------------
+    @property
+    def nnz(self) -> int:
+        return self.rows.numel()
+
+    @property
+    def crow(self) -> torch.Tensor:
+        """CSR row pointers ``[B+1]`` of the row-major pattern."""
+        if self._crow is None:
+            counts = torch.bincount(self.rows, minlength=self.n_rows)
+            crow = torch.zeros(self.n_rows + 1, dtype=torch.long, device=self.rows.device)
+            crow[1:] = counts.cumsum(0)
+            self._crow = crow
+        return self._crow
+
+    @property
+    def transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(order, t_crow, t_rows)``: entries sorted by latent, as a CSR of shape ``[F, B]``."""
+        if self._transpose is None:
+            order = torch.argsort(self.cols, stable=True)
+            counts = torch.bincount(self.cols, minlength=self.n_latents)
+            t_crow = torch.zeros(self.n_latents + 1, dtype=torch.long, device=self.cols.device)
+            t_crow[1:] = counts.cumsum(0)
+            self._transpose = (order, t_crow, self.rows[order])
+        return self._transpose
+
+    # ---- the four primitive operations --------------------------------------------------
+    def decode(self, weights: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """``out[b] = sum_{n in row b} weights[n] * W[cols[n]]`` -> ``[B, d]``."""
+        return F.embedding_bag(
+            self.cols,
+            W,
+            self.crow,
+            mode="sum",
+            per_sample_weights=weights.to(W.dtype),
+            include_last_offset=True,
+        )
+
+    def row_dots(self, G: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """``out[n] = G[rows[n]] . W[cols[n]]`` -> ``[N]`` (a sampled dense-dense matmul)."""
+        if self.nnz == 0:
+            return G.new_zeros(0)
+        if G.device.type == "cpu" or G.device.type == "cuda":
+            mask = torch.sparse_csr_tensor(
+                self.crow,
+                self.cols,
+                G.new_zeros(self.nnz),
+                (self.n_rows, self.n_latents),
+                check_invariants=False,
+            )
+            out = torch.sparse.sampled_addmm(mask, G, W.t(), beta=0.0, alpha=1.0)
+            return out.values()
+        return (G[self.rows] * W[self.cols]).sum(-1)  # pragma: no cover
+
+    def scatter_rows(self, weights: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """``out[f] = sum_{n: cols[n]=f} weights[n] * Y[rows[n]]`` -> ``[F, d]``."""
+        order, t_crow, t_rows = self.transpose
+        if self.nnz == 0:
+            return Y.new_zeros(self.n_latents, Y.shape[1])
+        csr = torch.sparse_csr_tensor(
+            t_crow,
+            t_rows,
+            weights[order].to(Y.dtype),
+            (self.n_latents, self.n_rows),
+            check_invariants=False,
+        )
+        return csr @ Y
+
+    def scatter_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """``out[f] = sum_{n: cols[n]=f} weights[n]`` -> ``[F]``."""
+        out = weights.new_zeros(self.n_latents)
+        return out.index_add_(0, self.cols, weights)
+
+    def to_sparse_coo(self, values: torch.Tensor) -> torch.Tensor:
+        """The ``[B, F]`` matrix as a sparse COO tensor (what SAETrainer's bookkeeping takes)."""
+        return torch.sparse_coo_tensor(
+            torch.stack([self.rows, self.cols]),
+            values,
+            (self.n_rows, self.n_latents),
+            is_coalesced=False,
+        )
+
+    def to_dense(self, values: torch.Tensor) -> torch.Tensor:
+        out = values.new_zeros(self.n_rows, self.n_latents)
+        out[self.rows, self.cols] = values
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# decode
+# ---------------------------------------------------------------------------------------
+class _SparseDecode(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        values: torch.Tensor,
+        W_dec: torch.Tensor,
+        b_dec: torch.Tensor | None,
+        pattern: SparsePattern,
+    ) -> torch.Tensor:
+        out = pattern.decode(values, W_dec)
+        if b_dec is not None:
+            out = out + b_dec
+        ctx.pattern = pattern
+        ctx.has_bias = b_dec is not None
+        ctx.save_for_backward(values, W_dec)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
+        values, W_dec = ctx.saved_tensors
+        pattern: SparsePattern = ctx.pattern
+        grad_out = grad_out.contiguous()
+        g_values = g_W = g_b = None
+        if ctx.needs_input_grad[0]:
+            g_values = pattern.row_dots(grad_out, W_dec).to(values.dtype)
+        if ctx.needs_input_grad[1]:
+            g_W = pattern.scatter_rows(values, grad_out)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            g_b = grad_out.sum(0)
+        return g_values, g_W, g_b, None
+
+
+def sparse_decode(
+    values: torch.Tensor,
+    pattern: SparsePattern,
+    W_dec: torch.Tensor,
+    b_dec: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x_hat[b] = b_dec + sum_{n in row b} values[n] * W_dec[cols[n]]`` -> ``[B, d]``.
+
+    ``values`` is flat ``[N]`` (a ``[B, k]`` tensor is flattened). Gradients: values (sampled
+    dot products with the output gradient), ``W_dec`` (only the selected rows are non-zero;
+    returned dense), ``b_dec``.
+    """
+    return _SparseDecode.apply(values.reshape(-1), W_dec, b_dec, pattern)
+
+
+# ---------------------------------------------------------------------------------------
+# encoder pre-activations at the selected latents
+# ---------------------------------------------------------------------------------------
+class _SelectedPreacts(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        values: torch.Tensor,
+        sae_in: torch.Tensor,
+        W_enc: torch.Tensor,
+        b_enc: torch.Tensor | None,
+        b_dec: torch.Tensor | None,
+        pattern: SparsePattern,
+    ) -> torch.Tensor:
+        ctx.pattern = pattern
+        ctx.has_b_enc = b_enc is not None
+        ctx.has_b_dec = b_dec is not None
+        ctx.save_for_backward(sae_in, W_enc)
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):  # type: ignore[override]
+        sae_in, W_enc = ctx.saved_tensors
+        pattern: SparsePattern = ctx.pattern
+        g_sae_in = g_W = g_b_enc = g_b_dec = None
+        need_col_sums = (ctx.has_b_enc and ctx.needs_input_grad[3]) or (
+            ctx.has_b_dec and ctx.needs_input_grad[4]
+        )
+        col = pattern.scatter_weights(grad) if need_col_sums else None
+        if ctx.needs_input_grad[2]:
+            # dL/dW_enc = sae_in^T @ G with G the sparse [B, F] gradient on the pre-activations
+            g_W = pattern.scatter_rows(grad, sae_in).t()
+        if ctx.has_b_enc and ctx.needs_input_grad[3]:
+            g_b_enc = col
+        if ctx.has_b_dec and ctx.needs_input_grad[4]:
+            # sae_in = x - b_dec: dL/db_dec = -sum_b G[b] @ W_enc^T = -W_enc @ colsum(G)
+            g_b_dec = -(W_enc @ col.to(W_enc.dtype))
+        if ctx.needs_input_grad[1]:
+            g_sae_in = pattern.decode(grad, W_enc.t().contiguous())
+        return None, g_sae_in, g_W, g_b_enc, g_b_dec, None
+
+
+def selected_preacts(
+    values: torch.Tensor,
+    pattern: SparsePattern,
+    sae_in: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor | None = None,
+    b_dec: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attach the encoder gradient to pre-activations computed by a dense no-grad forward.
+
+    Returns ``values`` (flat ``[N]``: the already computed pre-activations
+    ``(sae_in @ W_enc + b_enc)[rows, cols]``) as a differentiable function of ``W_enc``,
+    ``b_enc`` and — when ``b_dec`` is given, meaning ``sae_in = x - b_dec`` — of ``b_dec``.
+    The backward touches only the selected latents: ``dW_enc = sae_in^T @ G`` with ``G`` the
+    sparse gradient. ``sae_in`` gets a gradient only if it requires one itself.
+    """
+    return _SelectedPreacts.apply(values.reshape(-1), sae_in, W_enc, b_enc, b_dec, pattern)
+
+
+# ---------------------------------------------------------------------------------------
+# nested-prefix loss (HierarchicalTopK, Multi-TopK)
+# ---------------------------------------------------------------------------------------
+def prefix_level_weights(
+    K: int, levels: list[int] | None = None, weights: list[float] | None = None
+) -> torch.Tensor:
+    """Weight ``w[j-1]`` of prefix level ``j`` (1..K): uniform ``1/|J|`` over ``levels``
+    (all of 1..K by default), or the given ``weights`` for the given ``levels``."""
+    levels = list(range(1, K + 1)) if levels is None else list(levels)
+    w = torch.zeros(K, dtype=torch.float64)
+    if weights is None:
+        weights = [1.0 / len(levels)] * len(levels)
+    for j, wj in zip(levels, weights, strict=True):
+        w[j - 1] = wj
+    return w
+
+
+class _PrefixLoss(torch.autograd.Function):
+    """``loss = (1/B) sum_b sum_j w_j || b + sum_{t<=j} v_t e_t - x ||^2``.
+
+    Per row with ``base = b - x``, ``c_t = sum_{j>=t} w_j`` and ``C[t,u] = c_{max(t,u)}``:
+      * ``R_t = sum_{j>=t} w_j r_j = c_t base + Y_t`` with ``Y = C @ (v * E)`` (a ``K x K`` GEMM
+        on the chunk of selected decoder rows ``E``),
+      * ``dL/dv_t = (2/B) e_t . R_t``, ``dL/de_t = (2/B) v_t R_t``, ``dL/db = (2/B) sum_b R_1``,
+      * ``loss_b = W ||base||^2 + 2 sum_t c_t v_t (base . e_t) + sum_t v_t (e_t . Y_t)``.
+    The ``base`` terms go through the shared sparse primitives (sampled dots, weighted decode,
+    weighted row scatter); only ``Y`` needs the chunked gather of ``E`` (``chunk x K x d``).
+    Loss and all gradients are computed in the forward (one pass over the chunks) when a
+    gradient is needed; the backward only scales them.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        values: torch.Tensor,  # [B, K], values in rank order (rank 1 first)
+        W_dec: torch.Tensor,  # [F, d]
+        b_dec: torch.Tensor,  # [d]
+        target: torch.Tensor,  # [B, d]
+        level_weights: torch.Tensor,  # [K]
+        pattern: SparsePattern,  # from_topk(indices [B, K])
+        chunk_elems: int,
+    ) -> torch.Tensor:
+        B, K = values.shape
+        d = W_dec.shape[1]
+        dtype = W_dec.dtype
+        w = level_weights.to(dtype)
+        c = w.flip(0).cumsum(0).flip(0)  # c_t = sum_{j>=t} w_j
+        ar = torch.arange(K, device=values.device)
+        C = c[torch.maximum(ar[:, None], ar[None, :])]  # [K, K]
+        W_tot = c[0]
+        need_grad = any(ctx.needs_input_grad[:4])
+
+        base = b_dec.unsqueeze(0) - target  # [B, d]
+        q = pattern.row_dots(base, W_dec).view(B, K)  # base . e_t
+        cv = c.unsqueeze(0) * values  # [B, K]
+        loss_rows = W_tot * base.pow(2).sum(-1) + 2.0 * (cv * q).sum(-1)
+
+        D = values.new_empty(B, K)  # e_t . Y_t
+        grad_W = torch.zeros_like(W_dec) if need_grad and ctx.needs_input_grad[1] else None
+        idx = pattern.cols.view(B, K)
+        bs = max(1, int(chunk_elems // max(1, K * d)))
+        for s in range(0, B, bs):
+            e = min(B, s + bs)
+            n = e - s
+            E = W_dec.index_select(0, idx[s:e].reshape(-1)).view(n, K, d)
+            VE = E * values[s:e].unsqueeze(-1)
+            # Y[b] = C @ VE[b]: one GEMM [K, K] x [K, n*d]
+            Y = torch.matmul(C, VE.transpose(0, 1).reshape(K, n * d)).view(K, n, d).transpose(0, 1)
+            D[s:e] = torch.einsum("bkd,bkd->bk", E, Y)
+            if grad_W is not None:
+                # per-sample decoder-row gradient (Y part): v_t Y_t scattered to row idx_t
+                grad_W.index_add_(
+                    0, idx[s:e].reshape(-1), (Y * values[s:e].unsqueeze(-1)).reshape(n * K, d)
+                )
+        loss_rows = loss_rows + (values * D).sum(-1)
+        loss = loss_rows.sum() / B
+
+        if need_grad:
+            scale = 2.0 / B
+            grads: list[torch.Tensor | None] = [None, None, None, None]
+            if ctx.needs_input_grad[0]:
+                grads[0] = scale * (c.unsqueeze(0) * q + D)
+            if ctx.needs_input_grad[1]:
+                assert grad_W is not None
+                grad_W.add_(pattern.scatter_rows(cv.reshape(-1), base))
+                grads[1] = grad_W.mul_(scale)
+            if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+                # sum_j w_j r_j per row = W base + sum_t c_t v_t e_t
+                R1 = W_tot * base + pattern.decode(cv.reshape(-1), W_dec)
+                if ctx.needs_input_grad[2]:
+                    grads[2] = scale * R1.sum(0)
+                if ctx.needs_input_grad[3]:
+                    grads[3] = -scale * R1
+            ctx.grads = grads
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
+        out = [None if g is None else g * grad_out for g in ctx.grads]
+        ctx.grads = None
+        return out[0], out[1], out[2], out[3], None, None, None
+
+
+def prefix_mse_loss(
+    values: torch.Tensor,
+    pattern: SparsePattern,
+    W_dec: torch.Tensor,
+    b_dec: torch.Tensor,
+    target: torch.Tensor,
+    level_weights: torch.Tensor,
+    chunk_elems: int = 1 << 20,
+) -> torch.Tensor:
+    """Weighted nested-prefix reconstruction loss, memory-flat.
+
+    ``values`` ``[B, K]`` are the decode weights of the selected latents in rank order
+    (``pattern = SparsePattern.from_topk(indices)`` with the same order). With prefix
+    reconstructions ``x_hat_j = b_dec + sum_{t<=j} values[:, t-1] W_dec[indices[:, t-1]]``
+    the loss is ``mean_b sum_j level_weights[j-1] ||x_hat_j - target||^2``. HierarchicalTopK
+    uses weights ``1/|J|`` on its levels ``J``; Multi-TopK ``1`` at ``k`` and ``1/8`` at ``4k``.
+    Extra memory: ``O(B (d + K) + chunk_elems)``; the ``B x K x d`` prefix tensor is never built.
+    """
+    if pattern.k is None or values.shape != (pattern.n_rows, pattern.k):
+        raise ValueError("prefix_mse_loss needs a from_topk pattern matching values [B, K]")
+    return _PrefixLoss.apply(values, W_dec, b_dec, target, level_weights, pattern, chunk_elems)
