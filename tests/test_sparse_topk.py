@@ -108,3 +108,148 @@ def test_selected_preacts_gradients():
 
     for a, b in zip(run(True), run(False)):
         assert rel_err(a, b) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------
+# training classes vs SAELens
+# ---------------------------------------------------------------------------------------
+import copy  # noqa: E402
+
+from sae_lens import SAE  # noqa: E402
+from sae_lens.config import SAETrainerConfig  # noqa: E402
+from sae_lens.registry import get_sae_training_class  # noqa: E402
+from sae_lens.saes.sae import TrainStepInput  # noqa: E402
+from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
+
+import sae_studies.saes as saes  # noqa: E402
+
+
+def _make(arch: str, **kw):
+    cls, cfg_cls = get_sae_training_class(arch)
+    torch.manual_seed(0)
+    return cls(cfg_cls(**kw))
+
+
+def _step_grads(sae, x, dead):
+    sae.zero_grad(set_to_none=True)
+    out = sae.training_forward_pass(
+        TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0,
+                       is_logging_step=False)
+    )
+    out.loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in sae.named_parameters()}
+    fa = out.feature_acts
+    fa = fa.to_dense() if fa.is_sparse else fa
+    return out, grads, fa.detach()
+
+
+@pytest.mark.parametrize("slow,fast", [("topk", "sparse_topk"), ("batchtopk", "sparse_batchtopk")])
+@pytest.mark.parametrize("rescale", [True, False])
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+@pytest.mark.parametrize("with_dead", [False, True])
+def test_fast_matches_saelens_loss_and_gradients(slow, fast, rescale, apply_b_dec, with_dead):
+    d, F, k, B = 16, 96, 4, 64
+    kw = dict(d_in=d, d_sae=F, k=k, rescale_acts_by_decoder_norm=rescale,
+              apply_b_dec_to_input=apply_b_dec, aux_loss_coefficient=1 / 32)
+    ref = _make(slow, **kw)
+    with torch.no_grad():  # break the tied init a little, non-unit decoder norms, non-zero biases
+        ref.W_dec.mul_(torch.rand(F, 1) + 0.5)
+        ref.b_dec.normal_(0, 0.1)
+        ref.b_enc.normal_(0, 0.05)
+    fast_sae = _make(fast, **kw)
+    fast_sae.load_state_dict(ref.state_dict())
+    x = torch.randn(B, d)
+    dead = (torch.arange(F) % 3 == 0) if with_dead else torch.zeros(F, dtype=torch.bool)
+    o_ref, g_ref, fa_ref = _step_grads(ref, x, dead)
+    o_fast, g_fast, fa_fast = _step_grads(fast_sae, x, dead)
+    assert float(o_fast.loss) == pytest.approx(float(o_ref.loss), rel=1e-5)
+    for key in o_ref.losses:
+        assert float(o_fast.losses[key]) == pytest.approx(float(o_ref.losses[key]), rel=1e-5, abs=1e-7)
+    if with_dead:
+        assert float(o_ref.losses["auxiliary_reconstruction_loss"]) > 0
+    assert rel_err(o_fast.sae_out, o_ref.sae_out) < 1e-5
+    assert rel_err(fa_fast, fa_ref) < 1e-5
+    for name in g_ref:
+        assert rel_err(g_fast[name], g_ref[name]) < 1e-4, name
+    if slow == "batchtopk":
+        assert float(fast_sae.topk_threshold) == pytest.approx(float(ref.topk_threshold), rel=1e-6)
+
+
+def test_fast_topk_layer_norm_matches():
+    d, F, k, B = 12, 48, 3, 32
+    kw = dict(d_in=d, d_sae=F, k=k, normalize_activations="layer_norm")
+    ref = _make("topk", **kw)
+    fast_sae = _make("sparse_topk", **kw)
+    fast_sae.load_state_dict(ref.state_dict())
+    x = torch.randn(B, d) * 3 + 1
+    o_ref, g_ref, _ = _step_grads(ref, x, None)
+    o_fast, g_fast, _ = _step_grads(fast_sae, x, None)
+    assert float(o_fast.loss) == pytest.approx(float(o_ref.loss), rel=1e-5)
+    for name in g_ref:
+        assert rel_err(g_fast[name], g_ref[name]) < 1e-4, name
+
+
+def test_batch_topk_select_matches_flat_topk():
+    from sae_studies.saes.sparse_topk import batch_topk_select
+
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(64, 200, generator=g).relu()
+    acts[3, :150] += 10  # one row holding many winners: forces the fallback
+    for a in (acts, torch.randn(64, 200, generator=g).relu()):
+        v, i = batch_topk_select(a, 64 * 8)
+        ref_v, ref_i = a.flatten().topk(64 * 8)
+        assert torch.equal(torch.sort(v).values, torch.sort(ref_v).values)
+        assert torch.equal(a.flatten()[i], v)
+
+
+def _trainer(sae, B, steps, data):
+    cfg = SAETrainerConfig(total_training_samples=B * steps, train_batch_size_samples=B,
+                           lr=3e-3, lr_end=3e-3, dead_feature_window=2, feature_sampling_window=1000)
+    return SAETrainer(cfg, sae, data_provider=data)
+
+
+@pytest.mark.parametrize("arch,saved", [("sparse_topk", "topk"), ("sparse_batchtopk", "jumprelu")])
+def test_round_trip_through_saetrainer(tmp_path, arch, saved):
+    d, F, k, B = 16, 64, 4, 32
+    sae = _make(arch, d_in=d, d_sae=F, k=k)
+    gen = torch.Generator().manual_seed(0)
+    data = iter(lambda: torch.randn(B, d, generator=gen), None)
+    trainer = _trainer(sae, B, 6, data)
+    trainer.fit()
+    assert trainer.dead_neurons.dtype == torch.bool
+    sae.save_inference_model(tmp_path)
+    loaded = SAE.load_from_disk(tmp_path)
+    assert loaded.cfg.architecture() == saved
+    x = torch.randn(B, d)
+    sae.eval()
+    with torch.no_grad():
+        if arch == "sparse_topk":
+            assert torch.allclose(loaded.encode(x), sae.encode(x), atol=1e-5)
+            assert torch.allclose(loaded(x), sae(x), atol=1e-5)
+        else:  # BatchTopK -> JumpReLU: the threshold replaces the batch top-k at inference
+            f = loaded.encode(x)
+            assert (f[f > 0] > float(sae.topk_threshold) - 1e-5).all()
+            assert torch.allclose(loaded.decode(f), loaded(x), atol=1e-5)
+
+
+def test_fast_and_slow_train_the_same():
+    d, F, k, B = 16, 64, 4, 32
+    a = _make("topk", d_in=d, d_sae=F, k=k)
+    b = _make("sparse_topk", d_in=d, d_sae=F, k=k)
+    b.load_state_dict(a.state_dict())
+    batches = [torch.randn(B, d, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    _trainer(a, B, 5, iter(batches)).fit()
+    _trainer(b, B, 5, iter(copy.deepcopy(batches))).fit()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert rel_err(q, p) < 1e-4, n
+
+
+def test_register_is_idempotent_and_mapping():
+    saes.register()
+    saes.register()
+    assert get_sae_training_class("sparse_topk")[0] is saes.SparseTopKTrainingSAE
+    assert saes.FAST_TRAINING_ARCHITECTURES["topk"] == "sparse_topk"
+    assert saes.FAST_TRAINING_ARCHITECTURES["batchtopk"] == "sparse_batchtopk"
+    assert saes.fast_architecture("topk") == "sparse_topk"
+    with pytest.raises(ValueError, match="architecture"):
+        saes.fast_architecture("gated")

@@ -161,6 +161,7 @@ class SparsePattern:
             values,
             (self.n_rows, self.n_latents),
             is_coalesced=False,
+            check_invariants=False,
         )
 
     def to_dense(self, values: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,252 @@
+"""Fast TopK / BatchTopK training for SAELens: dense encoder forward, everything else sparse.
+
+``SparseTopKTrainingSAE`` ("sparse_topk") and ``SparseBatchTopKTrainingSAE``
+("sparse_batchtopk") are SAELens ``TrainingSAE``s that compute the same loss as SAELens'
+``TopKTrainingSAE`` / ``BatchTopKTrainingSAE`` (MSE + AuxK, ``rescale_acts_by_decoder_norm``,
+``apply_b_dec_to_input``, input normalisation) with the same gradients, but only the encoder
+matmul ``x @ W_enc`` is dense: selection runs on the no-grad pre-activations, the selected
+values get their encoder gradient through :func:`selected_preacts`, and decoding /
+decoder gradients go through :func:`sparse_decode`. Weights, initialisation, saving
+(``save_inference_model`` -> plain SAELens "topk" / "jumprelu") and inference ``encode`` /
+``decode`` are inherited unchanged. ``feature_acts`` in the training output is a sparse COO
+tensor (SAETrainer's firing bookkeeping accepts it; it costs ~40 ms at B=4096, F=16384
+against ~270 ms for a dense one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
+from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+from typing_extensions import override
+
+from sae_studies.saes.sparse_decode import SparsePattern, selected_preacts, sparse_decode
+
+__all__ = [
+    "FastTopKMixin",
+    "SparseTopKTrainingSAEConfig",
+    "SparseTopKTrainingSAE",
+    "SparseBatchTopKTrainingSAEConfig",
+    "SparseBatchTopKTrainingSAE",
+    "batch_topk_select",
+]
+
+
+def batch_topk_select(acts: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``n_keep`` entries of the flattened ``[B, F]`` matrix ``acts``: ``(values, flat_idx)``.
+
+    Same result as ``acts.flatten().topk(n_keep)`` (up to the order of ties), but first takes
+    each row's top ``min(F, 4 n_keep / B)`` as candidates, which is exact whenever no row holds
+    more of the global top than its candidates (checked; else it falls back to the full topk).
+    A flat topk over 67M entries takes ~1 s on two cores, the two-stage one ~0.2 s.
+    """
+    B, F = acts.shape
+    per_row = min(F, max(1, -(-4 * n_keep // B)))
+    if per_row >= F or per_row * B < n_keep:
+        v, i = acts.flatten().topk(n_keep, sorted=False)
+        return v, i
+    cv, ci = acts.topk(per_row, dim=-1, sorted=True)
+    v, j = cv.flatten().topk(n_keep, sorted=False)
+    threshold = v.min()
+    if bool((cv[:, -1] > threshold).any()):  # some row may hold more winners than candidates
+        v, i = acts.flatten().topk(n_keep, sorted=False)
+        return v, i
+    rows = j // per_row
+    flat = rows * F + ci.flatten()[j]
+    return v, flat
+
+
+class FastTopKMixin:
+    """The sparse training forward shared by the fast TopK-family classes.
+
+    Subclasses provide ``_select(hidden_pre) -> (values, pattern)`` (values are the selected
+    entries of ``hidden_pre``, which is already rescaled by the decoder norms when the config
+    asks for it) and may override ``_reconstruction_loss``.
+    """
+
+    cfg: Any
+    W_enc: torch.nn.Parameter
+    b_enc: torch.nn.Parameter
+    W_dec: torch.nn.Parameter
+    b_dec: torch.nn.Parameter
+
+    # ---- pieces -------------------------------------------------------------------------
+    def _fast_sae_in(self, x: torch.Tensor) -> torch.Tensor:
+        """``process_sae_in`` without the ``b_dec`` subtraction (x is data: no gradient)."""
+        sae_in = x.to(self.dtype)  # type: ignore[attr-defined]
+        sae_in = self.reshape_fn_in(sae_in)  # type: ignore[attr-defined]
+        sae_in = self.hook_sae_input(sae_in)  # type: ignore[attr-defined]
+        return self.run_time_activation_norm_fn_in(sae_in)  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def _fast_hidden_pre(self, sae_in_nob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense no-grad encoder forward: ``(sae_in, hidden_pre)``, hidden_pre rescaled."""
+        sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
+        hidden_pre = torch.addmm(self.b_enc, sae_in, self.W_enc)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            hidden_pre.mul_(self.W_dec.norm(dim=-1))
+        return sae_in, hidden_pre
+
+    def _fast_values(
+        self, selected: torch.Tensor, pattern: SparsePattern, sae_in: torch.Tensor, relu: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable ``(acts, decode_weights)`` at the selected latents.
+
+        Reproduces SAELens exactly: ``acts = relu(hidden_pre * n)`` at the selection and the
+        decoder sees ``acts * (1 / n)``, with gradients through the norms ``n = ||W_dec_f||``.
+        ``selected`` are the (rescaled) values taken from the no-grad ``hidden_pre``.
+        """
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        if self.cfg.rescale_acts_by_decoder_norm:
+            n_sel = self.W_dec.norm(dim=-1)[pattern.cols]
+            raw_vals = selected / n_sel.detach()
+            raw = selected_preacts(raw_vals, pattern, sae_in, self.W_enc, self.b_enc, b_dec)
+            scaled = raw * n_sel
+            # forward value is exactly SAELens' hidden_pre * n; gradient is that of raw * n
+            scaled = scaled + (selected - scaled.detach())
+            acts = scaled.relu() if relu else scaled
+            return acts, acts * (1.0 / n_sel)
+        raw = selected_preacts(selected, pattern, sae_in, self.W_enc, self.b_enc, b_dec)
+        acts = raw.relu() if relu else raw
+        return acts, acts
+
+    def _fast_out(self, x_hat: torch.Tensor) -> torch.Tensor:
+        x_hat = self.hook_sae_recons(x_hat)  # type: ignore[attr-defined]
+        x_hat = self.run_time_activation_norm_fn_out(x_hat)  # type: ignore[attr-defined]
+        return self.reshape_fn_out(x_hat, self.d_head)  # type: ignore[attr-defined]
+
+    def _fast_aux_loss(
+        self,
+        x: torch.Tensor,
+        sae_out: torch.Tensor,
+        hidden_pre: torch.Tensor,
+        sae_in: torch.Tensor,
+        dead_neuron_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """SAELens' ``calculate_topk_aux_loss`` on the sparse path."""
+        if dead_neuron_mask is None or (num_dead := int(dead_neuron_mask.sum())) == 0:
+            return sae_out.new_tensor(0.0)
+        if self.cfg.normalize_activations in ("constant_norm_rescale", "layer_norm"):
+            raise ValueError(
+                "TopK auxiliary loss does not support activation normalization "
+                f"(normalize_activations={self.cfg.normalize_activations!r})."
+            )
+        residual = (x - sae_out).detach()
+        k_aux = x.shape[-1] // 2
+        scale = min(num_dead / k_aux, 1.0)
+        k_aux = min(k_aux, num_dead)
+        with torch.no_grad():
+            dead_idx = dead_neuron_mask.nonzero().squeeze(1)
+            sub = hidden_pre.index_select(1, dead_idx)
+            vals, pos = sub.topk(k_aux, dim=-1, sorted=False)
+            pattern = SparsePattern.from_topk(dead_idx[pos], self.cfg.d_sae)
+        _, dec_w = self._fast_values(vals.reshape(-1), pattern, sae_in, relu=False)
+        recons = sparse_decode(dec_w, pattern, self.W_dec, None)
+        recons = self.reshape_fn_out(recons, self.d_head)  # type: ignore[attr-defined]
+        auxk_loss = (recons - residual).pow(2).sum(dim=-1).mean()
+        return self.cfg.aux_loss_coefficient * scale * auxk_loss
+
+    # ---- the step -----------------------------------------------------------------------
+    def _select(self, hidden_pre: torch.Tensor) -> tuple[torch.Tensor, SparsePattern]:
+        raise NotImplementedError
+
+    def fast_training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        x = step_input.sae_in
+        sae_in_nob = self._fast_sae_in(x)
+        sae_in, hidden_pre = self._fast_hidden_pre(sae_in_nob)
+        with torch.no_grad():
+            selected, pattern = self._select(hidden_pre)
+        acts, dec_w = self._fast_values(selected, pattern, sae_in, relu=True)
+        sae_out = self._fast_out(sparse_decode(dec_w, pattern, self.W_dec, self.b_dec))
+        mse_loss = (sae_out - x).pow(2).sum(dim=-1).mean()
+        aux = self._fast_aux_loss(x, sae_out, hidden_pre, sae_in, step_input.dead_neuron_mask)
+        losses = {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux}
+        return TrainStepOutput(
+            sae_in=x,
+            sae_out=sae_out,
+            feature_acts=pattern.to_sparse_coo(acts.detach()),
+            hidden_pre=hidden_pre,
+            loss=mse_loss + aux,
+            losses=losses,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# TopK
+# ---------------------------------------------------------------------------------------
+@dataclass
+class SparseTopKTrainingSAEConfig(TopKTrainingSAEConfig):
+    """SAELens' TopK training config (same fields); trains on the sparse path, saves as "topk"."""
+
+    @override
+    @classmethod
+    def architecture(cls) -> str:
+        return "sparse_topk"
+
+    @override
+    def get_inference_config_class(self) -> type[SAEConfig]:
+        return TopKSAEConfig
+
+
+class SparseTopKTrainingSAE(FastTopKMixin, TopKTrainingSAE):
+    """SAELens ``TopKTrainingSAE`` whose training step runs on the sparse path."""
+
+    cfg: SparseTopKTrainingSAEConfig  # type: ignore[assignment]
+
+    def _select(self, hidden_pre: torch.Tensor) -> tuple[torch.Tensor, SparsePattern]:
+        vals, idx = hidden_pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return vals.reshape(-1), SparsePattern.from_topk(idx, self.cfg.d_sae)
+
+    @override
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        return self.fast_training_forward_pass(step_input)
+
+
+# ---------------------------------------------------------------------------------------
+# BatchTopK
+# ---------------------------------------------------------------------------------------
+@dataclass
+class SparseBatchTopKTrainingSAEConfig(BatchTopKTrainingSAEConfig):
+    """SAELens' BatchTopK training config (same fields); sparse path, saved as "jumprelu"."""
+
+    @override
+    @classmethod
+    def architecture(cls) -> str:
+        return "sparse_batchtopk"
+
+
+class SparseBatchTopKTrainingSAE(FastTopKMixin, BatchTopKTrainingSAE):
+    """SAELens ``BatchTopKTrainingSAE`` (threshold EMA, JumpReLU export) on the sparse path."""
+
+    cfg: SparseBatchTopKTrainingSAEConfig  # type: ignore[assignment]
+
+    def _select(self, hidden_pre: torch.Tensor) -> tuple[torch.Tensor, SparsePattern]:
+        B, F = hidden_pre.shape
+        n_keep = int(self.cfg.k * B)
+        vals, flat = batch_topk_select(hidden_pre.relu(), n_keep)
+        order = torch.argsort(flat)
+        flat = flat[order]
+        pattern = SparsePattern(flat // F, flat % F, B, F)
+        # the selected entries of hidden_pre itself (the relu is applied in _fast_values)
+        return hidden_pre.view(-1)[flat], pattern
+
+    @override
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        output = self.fast_training_forward_pass(step_input)
+        self._update_threshold_from_values(output.feature_acts)
+        output.metrics["topk_threshold"] = self.topk_threshold
+        return output
+
+    @torch.no_grad()
+    def _update_threshold_from_values(self, feature_acts: torch.Tensor) -> None:
+        """SAELens' ``update_topk_threshold`` on the COO values (same EMA, double precision)."""
+        vals = feature_acts._values() if feature_acts.is_sparse else feature_acts.flatten()
+        positive = vals[vals > 0]
+        if positive.numel() > 0:
+            lr = self.cfg.topk_threshold_lr
+            min_positive = positive.min().to(self.topk_threshold.dtype)
+            self.topk_threshold = (1 - lr) * self.topk_threshold + lr * min_positive
