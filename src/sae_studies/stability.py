@@ -16,8 +16,9 @@ Definitions this repository chooses (the stability paper does not publish its ow
 * continuous variant: ``mean_best[s, i] = mean_{s' ≠ s} max_j <ŵ^s_i, ŵ^{s'}_j>``.
 
 Large dictionaries (65,536 × 65,536 at d = 768) are searched block by block: the full
-``F_a × F_b`` similarity matrix is never built; one block of ``chunk_size × b_chunk_size``
-floats is (256 MiB at the defaults in float32).
+``F_a × F_b`` similarity matrix is never built, only one reused block of
+``chunk_size × b_chunk_size`` floats (256 MiB at the float32 defaults). Inputs may be
+``nn.Parameter``s (e.g. ``sae.W_dec``): everything here works on detached values, no gradients.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def _blocks(
     must finish with a block before asking for the next. With ``exclude_self`` the entries
     ``i == j`` are set to ``-inf``.
     """
+    a, b = a.detach(), b.detach()
     dtype = _compute_dtype(a, b)
     fa, fb = a.shape[0], b.shape[0]
     ca_max, cb_max = min(chunk_size, fa), min(b_chunk_size, fb)
@@ -494,7 +496,7 @@ def hungarian_match(
             "a larger max_features if the machine can hold it."
         )
     dtype = _compute_dtype(a, b)
-    sim = _unit_rows(a, dtype) @ _unit_rows(b, dtype).T
+    sim = _unit_rows(a.detach(), dtype) @ _unit_rows(b.detach(), dtype).T
     sim_np = sim.detach().cpu().numpy()
     row, col = linear_sum_assignment(sim_np, maximize=True)
     row_t = torch.from_numpy(np.asarray(row, dtype=np.int64))
