@@ -158,7 +158,7 @@ class _PrefixTrainingMixin(FastTopKMixin):
         out = TrainStepOutput(
             sae_in=x,
             sae_out=sae_out,
-            feature_acts=rep_pat.to_sparse_coo(rep_acts.detach()),
+            feature_acts=self._feature_acts(rep_pat, rep_acts),
             hidden_pre=hidden_pre,
             loss=loss + aux,
             losses={"mse_loss": loss, "auxiliary_reconstruction_loss": aux},

@@ -21,6 +21,8 @@ All three are ``torch.autograd.Function``s tested against plain autograd.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -37,6 +39,31 @@ __all__ = [
 # torch warns that CSR support is "beta" and that invariant checks are off; both are expected.
 warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
 warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run a block on one intra-op thread.
+
+    ATen's parallel CPU sort is pathological on a busy 2-core machine: sorting 131k latent
+    indices takes ~190 ms on two threads against ~3 ms on one. Every sort here is small
+    (O(B k) entries), so it runs single-threaded.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def sort_small(t: torch.Tensor, dim: int = -1, stable: bool = False):
+    """``torch.sort`` on one thread (see :func:`single_thread`)."""
+    with single_thread():
+        return torch.sort(t, dim=dim, stable=stable)
 
 
 class SparsePattern:
@@ -59,6 +86,7 @@ class SparsePattern:
         self._crow: torch.Tensor | None = None
         self._transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.k: int | None = None  # entries per row when constant
+        self._sorted_flat = False  # entries sorted by (row, col) and unique
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -78,8 +106,10 @@ class SparsePattern:
     @classmethod
     def from_flat(cls, flat_index: torch.Tensor, n_rows: int, n_latents: int) -> "SparsePattern":
         """From positions in the flattened ``[B, F]`` matrix (any order; sorted here)."""
-        flat_index, _ = torch.sort(flat_index)
-        return cls(flat_index // n_latents, flat_index % n_latents, n_rows, n_latents)
+        flat_index, _ = sort_small(flat_index)
+        pat = cls(flat_index // n_latents, flat_index % n_latents, n_rows, n_latents)
+        pat._sorted_flat = True
+        return pat
 
     # ---- cached structure ---------------------------------------------------------------
     @property
@@ -100,7 +130,7 @@ class SparsePattern:
     def transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(order, t_crow, t_rows)``: entries sorted by latent, as a CSR of shape ``[F, B]``."""
         if self._transpose is None:
-            order = torch.argsort(self.cols, stable=True)
+            order = sort_small(self.cols, stable=True)[1]
             counts = torch.bincount(self.cols, minlength=self.n_latents)
             t_crow = torch.zeros(self.n_latents + 1, dtype=torch.long, device=self.cols.device)
             t_crow[1:] = counts.cumsum(0)
@@ -155,12 +185,24 @@ class SparsePattern:
         return out.index_add_(0, self.cols, weights)
 
     def to_sparse_coo(self, values: torch.Tensor) -> torch.Tensor:
-        """The ``[B, F]`` matrix as a sparse COO tensor (what SAETrainer's bookkeeping takes)."""
+        """The ``[B, F]`` matrix as a coalesced sparse COO tensor.
+
+        This is what SAETrainer's firing bookkeeping gets: on a coalesced COO tensor its
+        ``.bool().float().sum(-2)`` / ``.sum(0)`` cost ~50 ms at B=4096, F=3072, k=32 against
+        ~80 ms uncoalesced and ~90 ms for a dense tensor (~320 / 520 / 530 ms at F=16384, k=64).
+        Columns are sorted within each row here (one ``[B, k]`` row sort) when needed.
+        """
+        rows, cols = self.rows, self.cols
+        if self.k is not None and self.k > 1:
+            B, k = self.n_rows, self.k
+            cols2, perm = sort_small(cols.view(B, k), dim=-1)
+            cols = cols2.reshape(-1)
+            values = values.view(B, k).gather(1, perm).reshape(-1)
         return torch.sparse_coo_tensor(
-            torch.stack([self.rows, self.cols]),
+            torch.stack([rows, cols]),
             values,
             (self.n_rows, self.n_latents),
-            is_coalesced=False,
+            is_coalesced=self.k is not None or self._sorted_flat,
             check_invariants=False,
         )
 
