@@ -90,7 +90,9 @@ class ActivationSet:
         return torch.from_numpy(np.array(self.acts[:n]))
 
     def batches(self, batch_size: int, seed: int = 0, epochs: float = math.inf) -> Iterator[torch.Tensor]:
-        """Shuffled [batch_size, d] batches; each pass over the store is a new permutation."""
+        """Shuffled [batch_size, d] batches; each pass over the store is a new permutation.
+
+        Checks batch_size at the call, not at the first batch, so bad input fails before work."""
         n = len(self)
         if batch_size <= 0 or n % batch_size:
             divisors = [b for b in (256, 512, 1024, 2048, 4096, 8192) if n % b == 0]
@@ -98,18 +100,20 @@ class ActivationSet:
                 f"batch_size {batch_size} does not divide the {n} rows of {self.hook}; "
                 f"choose one that does, e.g. {divisors}"
             )
-        rng = np.random.default_rng(seed)
         steps = math.inf if math.isinf(epochs) else int(epochs * n // batch_size)
-        done = 0
-        while done < steps:
-            order = rng.permutation(n)
-            for start in range(0, n, batch_size):
-                if done >= steps:
-                    return
-                idx = np.sort(order[start : start + batch_size])
-                yield torch.from_numpy(self.acts[idx])
-                done += 1
+        return _shuffled_batches(self.acts, batch_size, np.random.default_rng(seed), steps)
 
+
+def _shuffled_batches(acts: np.ndarray, batch_size: int, rng: np.random.Generator, steps: float) -> Iterator[torch.Tensor]:
+    done = 0
+    while done < steps:
+        order = rng.permutation(len(acts))
+        for start in range(0, len(acts), batch_size):
+            if done >= steps:
+                return
+            # sorted rows read the memmap front to back; order within a batch does not matter
+            yield torch.from_numpy(acts[np.sort(order[start : start + batch_size])])
+            done += 1
 
 def harvest(
     loaded: LoadedModel,
@@ -175,3 +179,22 @@ def harvest(
 
     arts = store.get_or_build_many("activations", params, build)
     return {h: ActivationSet(h, art) for h, art in zip(hooks, arts)}
+
+
+def activation_statistics(acts: ActivationSet, n_rows: int = 65_536) -> dict[str, float]:
+    """Summary of one hook's activations (float64, on the first n_rows rows):
+    mean and std of the norm ‖x‖; `mean_share` = ‖E x‖² / E‖x‖², the part of the second moment
+    a constant vector carries; `participation_ratio` = (Σλ)² / Σλ² over the covariance's
+    eigenvalues λ, an effective dimension between 1 and d."""
+    x = acts.tensor(min(n_rows, len(acts))).double()
+    norms = x.norm(dim=-1)
+    mean = x.mean(0)
+    eig = torch.linalg.eigvalsh(torch.cov(x.T)).clamp_min(0)
+    return {
+        "hook": acts.hook,
+        "d": acts.d,
+        "mean_norm": norms.mean().item(),
+        "std_norm": norms.std().item(),
+        "mean_share": (mean.pow(2).sum() / x.pow(2).sum(-1).mean()).item(),
+        "participation_ratio": (eig.sum() ** 2 / eig.pow(2).sum()).item(),
+    }

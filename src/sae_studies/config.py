@@ -39,7 +39,7 @@ class CorpusConfig:
     """How many texts to stream from a HF dataset."""
     val_fraction: float = 0.05
     """Share of entries held out for validation, chosen by a hash of their text (fixed split)."""
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     """Byte-level BPE vocabulary trained on the corpus (embedded model only)."""
 
 
@@ -54,7 +54,7 @@ class LMConfig:
     d_mlp: int = 512
     n_ctx: int = 128
     """Context length, used for training and for harvesting activations."""
-    train_epochs: float = 3.0
+    train_epochs: float = 2.0
     """Passes over the training token stream."""
     batch_size: int = 32
     """Sequences per optimiser step."""
@@ -87,9 +87,9 @@ class SAEConfig:
     lr_warm_up_fraction: float = 0.05
     lr_decay_fraction: float = 0.2
     aux_loss_coefficient: float = 1 / 32
-    l1_coefficient: float = 5.0
+    l1_coefficient: float = 1.0
     """Sparsity coefficient for the standard (ReLU + L1) SAE."""
-    jumprelu_sparsity_coefficient: float = 10.0
+    jumprelu_sparsity_coefficient: float = 0.5
     dead_feature_window: int = 250
     """Steps without firing after which a latent counts as dead (AuxK input)."""
     fast: bool = True

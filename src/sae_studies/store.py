@@ -99,6 +99,8 @@ class Store:
             return found  # type: ignore[return-value]
         keys = [params_key(kind, params_list[i]) for i in missing]
         tmps = [self.root / kind / f".tmp-{key}-{os.getpid()}" for key in keys]
+        for key in keys:
+            _remove_dead_temporaries(self.root / kind, key)
         try:
             for tmp in tmps:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -118,6 +120,17 @@ class Store:
     def stale_temporaries(self) -> list[Path]:
         """Folders left by builds that were killed hard (never trusted; safe to delete)."""
         return sorted(self.root.glob("*/.tmp-*"))
+
+
+def _remove_dead_temporaries(folder: Path, key: str) -> None:
+    """Delete `.tmp-<key>-<pid>` folders of builds whose process is gone (killed hard)."""
+    for tmp in folder.glob(f".tmp-{key}-*"):
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except (ProcessLookupError, ValueError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _files(path: Path) -> dict[str, int]:

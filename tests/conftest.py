@@ -1,0 +1,35 @@
+"""Shared fixtures: a micro profile whose whole pipeline (tokenizer, LM, activations) builds in
+seconds into a temporary data folder, so unit tests never touch the repository's cache."""
+
+import pytest
+import torch
+
+from sae_studies import pipeline
+
+MICRO = {
+    "lm.train_epochs": 0.02,
+    "activations.n_tokens": 16384,
+    "activations.n_eval_tokens": 4096,
+    "activations.batch_size": 512,
+    "sae.train_tokens": 16384,
+}
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory, monkeypatch_session):
+    monkeypatch_session.setenv("SAE_STUDIES_DATA", str(tmp_path_factory.mktemp("data")))
+    run = pipeline.start("smoke", MICRO)
+    run.loaded  # build once for the session
+    return run
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,65 @@
+import dataclasses
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from sae_studies import activations as A
+from sae_studies import metrics, train
+
+
+@pytest.fixture(scope="module")
+def acts(micro_run):
+    hook = A.hook_name(1)
+    return micro_run.activations([hook])[hook], micro_run.activations([hook], split="val")[hook]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk"])
+def test_topk_family_trains_saves_and_loads(micro_run, acts, architecture, fast):
+    train_acts, eval_acts = acts
+    cfg = dataclasses.replace(micro_run.profile.sae, fast=fast, train_tokens=32768)
+    spec = train.SAESpec(architecture, 4 * train_acts.d, k=8)
+    sae, art = train.train_sae(train_acts, spec, cfg, micro_run.store, batch_size=512)
+    assert (art.path / "cfg.json").exists() and (art.path / "sae_weights.safetensors").exists()
+    again = SAE.load_from_disk(str(art.path))
+    x = eval_acts.tensor(256)
+    assert torch.allclose(sae.decode(sae.encode(x)), again.decode(again.encode(x)))
+    report = metrics.sae_reconstruction_metrics(sae, eval_acts.tensor())
+    assert report.explained_variance > 0.2  # far better than predicting the mean
+    if architecture == "topk":
+        assert report.l0 <= 8
+
+
+@pytest.mark.parametrize("architecture, extra", [("standard", ()), ("jumprelu", ()),
+                                                 ("matryoshka_batchtopk", (("matryoshka_widths", [32, 128]),))])
+def test_other_builtins_train(micro_run, acts, architecture, extra):
+    train_acts, eval_acts = acts
+    spec = train.SAESpec(architecture, 4 * train_acts.d, k=8 if "topk" in architecture else None, extra=extra)
+    sae, _ = train.train_sae(train_acts, spec, micro_run.profile.sae, micro_run.store, batch_size=512)
+    assert sae.cfg.d_sae == 4 * train_acts.d
+    assert metrics.sae_reconstruction_metrics(sae, eval_acts.tensor()).explained_variance > 0
+
+
+def test_seed_changes_only_the_sae(micro_run, acts):
+    train_acts, _ = acts
+    spec = train.SAESpec("topk", 64, k=4)
+    a, b = train.train_seeds(train_acts, spec, [0, 1], micro_run.profile.sae, micro_run.store, batch_size=512)
+    a2, _ = train.train_sae(train_acts, spec, micro_run.profile.sae, micro_run.store, batch_size=512)
+    assert torch.equal(a.W_dec, a2.W_dec)  # cached, same seed
+    assert not torch.allclose(a.W_dec, b.W_dec)
+    fresh = train.build_training_sae(spec, train_acts.d, micro_run.profile.sae, 10)
+    assert torch.equal(fresh.W_enc, train.build_training_sae(spec, train_acts.d, micro_run.profile.sae, 10).W_enc)
+
+
+def test_bad_specs_fail_early(micro_run, acts):
+    with pytest.raises(ValueError, match="unknown SAE architecture 'topkk'.*topk"):
+        train.SAESpec("topkk", 64, k=4)
+    with pytest.raises(ValueError, match="needs k"):
+        train.SAESpec("topk", 64)
+    with pytest.raises(ValueError, match="does not divide"):
+        train.train_sae(acts[0], train.SAESpec("topk", 64, k=4), micro_run.profile.sae, micro_run.store, batch_size=1000)
+    with pytest.raises(ValueError, match="unknown config field"):
+        train.build_training_sae(train.SAESpec("topk", 64, k=4, extra=(("nope", 1),)), 32, micro_run.profile.sae, 10)
+    with pytest.raises(ValueError, match="distinct"):
+        train.train_seeds(acts[0], train.SAESpec("topk", 64, k=4), [1, 1], micro_run.profile.sae, micro_run.store)
