@@ -132,6 +132,7 @@ def main() -> None:
     sizes = [(d, F, k, max(3, s // 4) if quick else s) for d, F, k, s in SIZES]
     rows = []
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     for d, F, k, steps in sizes:
         res = {}
         for arch in ("topk", "sparse_topk"):
@@ -162,7 +163,9 @@ def main() -> None:
             f"{slow['peak_train_mb']:>8.0f} {fast['peak_train_mb']:>8.0f} | "
             f"{slow['ev']:>8.4f} {fast['ev']:>8.4f} {abs(slow['ev'] - fast['ev']):>7.4f}"
         )
-    print(f"targets: speed-up >= 2x, step/enc <= 2.5x, |dEV| < 0.01   (total {time.time() - t0:.0f} s)")
+    print(f"targets: speed-up >= 2x, step/enc <= 2.5x, |dEV| < 0.01   (total {time.time() - t0:.0f} s; "
+          f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end on "
+          f"{os.cpu_count()} cores: other processes share the CPU when it exceeds ~2)")
 
 
 if __name__ == "__main__":
