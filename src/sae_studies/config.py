@@ -107,6 +107,35 @@ class Study00Config:
 
 
 @dataclass(frozen=True)
+class Study01Config:
+    """Feature stability across seeds (notebook 01)."""
+
+    layers: tuple[int, ...] = (1, 3)
+    """Residual-stream layers (blocks.{layer}.hook_resid_post) the grid is trained on."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    architectures: tuple[str, ...] = ("topk", "batchtopk", "standard", "matryoshka_batchtopk")
+    expansion_factors: tuple[int, ...] = (4, 8, 16)
+    tau: float = 0.7
+    """Cosine threshold: a feature is matched in another seed if some decoder row there has cosine ≥ tau."""
+    tau_sweep: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    n_marginal_features: int = 256
+    """Features sampled for single-feature ablation effects."""
+    n_top_activations: int = 64
+    """Top activating tokens per feature used for surface-form statistics and explanations."""
+
+
+@dataclass(frozen=True)
+class Study03Config:
+    """HierarchicalTopK against per-k TopK SAEs (notebook 03)."""
+
+    layer: int = 2
+    ks: tuple[int, ...] = (8, 16, 32, 64)
+    """The sparsity grid; the HierarchicalTopK SAE is trained at K = max(ks)."""
+    expansion_factor: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -114,6 +143,8 @@ class Profile:
     activations: ActivationConfig = field(default_factory=ActivationConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
     study00: Study00Config = field(default_factory=Study00Config)
+    study01: Study01Config = field(default_factory=Study01Config)
+    study03: Study03Config = field(default_factory=Study03Config)
 
     @property
     def root(self) -> Path:
