@@ -51,3 +51,9 @@ def test_lr_schedule_warms_up_then_decays():
     lrs = [lm.lr_at(s, 100, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[-1] == pytest.approx(0.1, abs=1e-3) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_any_prefix_of_a_split_mixes_categories(micro_run):
+    for split in ("train", "val"):
+        head = micro_run.loaded.streams[split].categories[:4096]
+        assert len(set(head[head >= 0].tolist())) >= 3, split

@@ -106,16 +106,16 @@ def token_streams(
 ) -> tuple[dict[str, TokenStream], Artifact]:
     """Train and validation token streams, cached per corpus and tokenizer.
 
-    The training stream is shuffled at the entry level with a fixed seed, so that any prefix of
-    it (a token budget) mixes all categories instead of reading one fortune file after another.
+    Both streams are shuffled at the entry level with a fixed seed, so that any prefix of them
+    (a token budget) mixes all categories instead of reading one category after another.
     """
-    params = {"corpus": as_dict(cfg), "tokenizer": tokenizer_id}
+    params = {"corpus": as_dict(cfg), "tokenizer": tokenizer_id, "entry_order": "shuffled, seed 0"}
 
     def build(tmp: Path) -> dict:
-        train, val = corpus.train_val_split(entries(cfg), cfg.val_fraction)
-        order = np.random.default_rng(0).permutation(len(train))
+        rng = np.random.default_rng(0)
         summary = {}
-        for split, items in (("train", [train[i] for i in order]), ("val", val)):
+        for split, items in zip(("train", "val"), corpus.train_val_split(entries(cfg), cfg.val_fraction)):
+            items = [items[i] for i in rng.permutation(len(items))]
             stream = encode(items, tokenizer)
             np.save(tmp / f"{split}_tokens.npy", stream.tokens)
             np.save(tmp / f"{split}_categories.npy", stream.categories)
