@@ -108,20 +108,72 @@ class Study00Config:
 
 @dataclass(frozen=True)
 class Study01Config:
-    """Feature stability across seeds (notebook 01)."""
+    """Feature stability across seeds and its functional asymmetry (notebook 01).
+
+    The grid is seeds × architectures × expansion_factors × layers, every SAE trained with
+    `train.train_seeds` on the same harvested activations (the seed changes only the SAE's
+    initialisation and data order). Architectures named in `reduced_architectures` (the ones
+    that train on SAELens' dense path, several times slower per token on a CPU than the sparse
+    TopK family) are trained only at `reduced_expansion_factors`; an empty tuple trains the full
+    grid for every architecture (what a GPU profile should do).
+    """
 
     layers: tuple[int, ...] = (1, 3)
     """Residual-stream layers (blocks.{layer}.hook_resid_post) the grid is trained on."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """At least 2 distinct seeds (stability compares each seed with the others)."""
     architectures: tuple[str, ...] = ("topk", "batchtopk", "standard", "matryoshka_batchtopk")
     expansion_factors: tuple[int, ...] = (4, 8, 16)
+    """Dictionary sizes F = expansion_factor × d_model."""
+    reduced_architectures: tuple[str, ...] = ("standard", "matryoshka_batchtopk")
+    """Architectures trained only at `reduced_expansion_factors` (CPU budget); () = full grid."""
+    reduced_expansion_factors: tuple[int, ...] = (8,)
+    train_tokens: int = 262_144
+    """Training tokens per SAE of this study (overrides sae.train_tokens: the grid has
+    seeds × architectures × sizes × layers SAEs; measured on the 2-core reference machine)."""
+    batch_size: int = 2048
+    """Rows per SAE training step for this study (must divide activations.n_tokens)."""
+    l1_coefficient: float | None = None
+    """L1 coefficient of the standard (ReLU + L1) SAE; None uses sae.l1_coefficient."""
+    matryoshka_prefixes: tuple[float, ...] = (0.125, 0.25, 0.5)
+    """Matryoshka nested prefix widths as fractions of d_sae (d_sae itself is added); SAELens
+    needs strictly increasing positive widths ending at d_sae."""
     tau: float = 0.7
     """Cosine threshold: a feature is matched in another seed if some decoder row there has cosine ≥ tau."""
     tau_sweep: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    analysis_expansion_factor: int = 8
+    """Dictionary size of the SAEs used for the functional, surface-form and subspace analyses
+    (must be in expansion_factors and, for reduced architectures, in reduced_expansion_factors)."""
+    n_ce_tokens: int = 16_384
+    """Validation tokens (a multiple of lm.n_ctx) for CE with ablated reconstructions spliced in."""
     n_marginal_features: int = 256
-    """Features sampled for single-feature ablation effects."""
+    """Features sampled for single-feature ablation effects on CE (per layer, seed 0 of the
+    first architecture); the FVU effect is computed exactly for every feature."""
     n_top_activations: int = 64
     """Top activating tokens per feature used for surface-form statistics and explanations."""
+    min_firings: int = 8
+    """Features with fewer firings among their top activations get no surface statistics."""
+    single_token_share: float = 0.5
+    """A feature counts as explained by a single token when at least this share of its top
+    activations fall on one token."""
+    subspace_dim: int = 16
+    """Dimension of the subspaces compared across seeds (top singular directions of a group)."""
+    n_random_subspaces: int = 8
+    """Draws averaged for the random and covariance-drawn reference subspaces."""
+    hungarian_max_features: int = 4096
+    """Hungarian one-to-one matching is run for dictionaries up to this size."""
+    pool_architecture: str = "topk"
+    pool_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    """Seeds split into disjoint groups of pool_group_size; each group is pooled into one SAE, so
+    the groups are independent replicates of the pooled procedure (seeds not in `seeds` are
+    trained for this only)."""
+    pool_group_size: int = 2
+    pool_refit_tokens: int = 131_072
+    """Tokens of the encoder refit of a pooled SAE (decoder frozen, see stability.fit_pooled_sae)."""
+    threads: int | None = None
+    """torch threads for this notebook (None: torch's default, all cores). The smoke profile uses
+    1: its tensors are so small that a second thread on a busy 2-core machine costs more than it
+    gives (measured 3× slower LM forward passes)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +182,19 @@ class Study03Config:
 
     layer: int = 2
     ks: tuple[int, ...] = (8, 16, 32, 64)
-    """The sparsity grid; the HierarchicalTopK SAE is trained at K = max(ks)."""
+    """The sparsity grid, sorted ascending; the HierarchicalTopK SAE is trained at K = max(ks)."""
     expansion_factor: int = 8
     seed: int = 0
+    train_tokens: int = 1_048_576
+    """Training tokens of every SAE in this study (all see the same activations and budget)."""
+    baselines: tuple[str, ...] = ("topk", "batchtopk", "matryoshka_batchtopk", "multi_topk")
+    """Architectures trained separately at each k of the grid."""
+    matryoshka_fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    """Matryoshka prefix widths as fractions of the dictionary size."""
+    n_ce_tokens: int = 16_384
+    """Validation tokens used for CE loss / loss recovered (reconstruction uses all eval tokens)."""
+    n_top: int = 32
+    """Top activations per latent for the token-entropy proxy."""
 
 
 @dataclass(frozen=True)
