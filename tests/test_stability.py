@@ -427,3 +427,99 @@ def test_parameters_with_grad_are_accepted():
     assert len(pool_decoders([w, w2], 0.7)) == 30
     assert mean_matched_cosine(w, w2) == pytest.approx(1.0, abs=1e-5)
     assert principal_angles(w, w2).abs().max() < 1e-6
+
+
+# ------------------------------------------------------------------ study-1 analyses
+
+from sae_studies.stability import (  # noqa: E402
+    captured_energy,
+    matched_seeds,
+    pair_match_fraction,
+    seed_groups,
+    stability_class,
+    subspace_reproducibility,
+    top_subspace,
+)
+
+
+def test_stability_class_and_matched_seeds():
+    g = gen(11)
+    base = unit(torch.randn(6, 16, generator=g, dtype=torch.float64))
+    # feature 0..2 present in every seed, 3..5 replaced by fresh random directions in seeds 1, 2
+    decs = [base.clone() for _ in range(3)]
+    decs[1][3:] = torch.randn(3, 16, generator=g, dtype=torch.float64)
+    decs[2][3:] = torch.randn(3, 16, generator=g, dtype=torch.float64)
+    decs[2][4] = decs[1][4]  # feature 4 of seeds 1 and 2 agree
+    sc = stability_scores(decs, 0.95)
+    cls = stability_class(sc.fraction)
+    assert (cls[:, :3] == "stable").all()
+    assert cls[0, 3] == "unstable" and cls[1, 4] == "partial" and cls[2, 4] == "partial"
+    m = matched_seeds(sc)
+    assert m.dtype == torch.long and m[0, :3].tolist() == [2, 2, 2] and m[1, 4] == 1
+    with pytest.raises(ValueError, match="fraction"):
+        stability_class(torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="StabilityScores"):
+        matched_seeds(sc.fraction)
+
+
+def test_pair_match_fraction():
+    g = gen(12)
+    a = torch.randn(10, 8, generator=g, dtype=torch.float64)
+    assert pair_match_fraction(a, a[torch.randperm(10, generator=g)] * 3, 0.99) == 1.0
+    b = a.clone()
+    b[:5] = torch.randn(5, 8, generator=g, dtype=torch.float64)
+    f = pair_match_fraction(a, b, 0.999)
+    assert f == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        pair_match_fraction(a, b[:9], 0.7)
+    with pytest.raises(ValueError, match="tau"):
+        pair_match_fraction(a, b, 0.0)
+
+
+def test_top_subspace_and_captured_energy():
+    g = gen(13)
+    basis = random_subspace(3, 20, g, dtype=torch.float64)
+    rows = torch.randn(40, 3, generator=g, dtype=torch.float64) @ basis  # inside a 3-dim subspace
+    q = top_subspace(rows, 3)
+    assert projection_overlap(q, basis) == pytest.approx(1.0, abs=1e-10)
+    assert captured_energy(rows, basis) == pytest.approx(1.0, abs=1e-10)
+    # random directions against a random k-dim subspace: about k/d
+    many = torch.randn(4000, 20, generator=g, dtype=torch.float64)
+    assert captured_energy(many, random_subspace(5, 20, g, dtype=torch.float64)) == pytest.approx(5 / 20, abs=0.02)
+    with pytest.raises(ValueError, match="dim must be at most"):
+        top_subspace(rows[:2], 3)
+
+
+def test_subspace_reproducibility_detects_shared_subspace():
+    g = gen(14)
+    d, f = 32, 60
+    shared = random_subspace(4, d, g, dtype=torch.float64)
+    a = torch.randn(f, d, generator=g, dtype=torch.float64)
+    b = torch.randn(f, d, generator=g, dtype=torch.float64)
+    # "unstable" rows: different random mixtures of the same 4-dim subspace in each seed
+    a[:20] = torch.randn(20, 4, generator=g, dtype=torch.float64) @ shared
+    b[:20] = torch.randn(20, 4, generator=g, dtype=torch.float64) @ shared
+    mask = torch.zeros(f, dtype=torch.bool)
+    mask[:20] = True
+    res = subspace_reproducibility(a, b, {"unstable": mask, "rest": ~mask}, {"unstable": mask, "rest": ~mask}, 4,
+                                   torch.eye(d, dtype=torch.float64), g, n_random=3)
+    assert res["unstable"]["overlap"] == pytest.approx(1.0, abs=1e-8)
+    assert res["random"]["overlap"] < 0.5 and res["covariance"]["overlap"] < 0.5
+    assert res["unstable"]["cosines"].shape == (4,) and res["unstable"]["n_a"] == 20
+    with pytest.raises(ValueError, match="at least 4"):
+        subspace_reproducibility(a, b, {"u": mask}, {"u": torch.zeros(f, dtype=torch.bool)}, 4, torch.eye(d), g)
+    with pytest.raises(ValueError, match="same non-empty groups"):
+        subspace_reproducibility(a, b, {"u": mask}, {"v": mask}, 4, torch.eye(d), g)
+    with pytest.raises(ValueError, match="same shape"):
+        subspace_reproducibility(a, b[:, :8], {"u": mask}, {"u": mask}, 4, torch.eye(d), g)
+
+
+def test_seed_groups():
+    assert seed_groups([0, 1, 2, 3, 4], 2) == [(0, 1), (2, 3)]
+    assert seed_groups(range(6), 3) == [(0, 1, 2), (3, 4, 5)]
+    with pytest.raises(ValueError, match="at least 2"):
+        seed_groups([0, 1, 2, 3], 1)
+    with pytest.raises(ValueError, match="2 × group_size"):
+        seed_groups([0, 1, 2], 2)
+    with pytest.raises(ValueError, match="distinct"):
+        seed_groups([0, 0, 1, 2], 2)

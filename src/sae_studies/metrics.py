@@ -164,3 +164,269 @@ def sae_report(model, sae, hook: str, eval_acts: torch.Tensor, contexts: np.ndar
         **sae_reconstruction_metrics(sae, eval_acts).as_row(),
         **sae_spliced_metrics(model, sae, hook, contexts).as_row(),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# per-feature statistics (study 1): contributions, ablations, top activations, explanations
+# --------------------------------------------------------------------------------------------
+#
+# Definitions:
+# - contribution direction u_i = decode(e_i) − decode(0): what latent i adds to the reconstruction
+#   per unit of activation (SAELens decoders are affine in the latents; checked at run time);
+# - ablating a set A of latents from the reconstruction: x̂_A = x̂ − Σ_{i∈A} z_i u_i (no re-encoding);
+# - marginal FVU of latent i: FVU(x̂_{i}) − FVU(x̂), exactly
+#   (Σ_t 2 z_ti ⟨e_t, u_i⟩ + z_ti² ‖u_i‖²) / (n · total variance), e = x − x̂;
+# - CE increase of an ablation: CE with x̂_A spliced in − CE with x̂ spliced in (nats/token);
+# - token entropy of a latent: entropy (bits) of the current token over its top activations;
+#   single-token share: share of those top activations on its most common current token.
+
+import pandas as pd  # noqa: E402  (used by the per-feature tables below)
+
+
+@torch.no_grad()
+def feature_contributions(sae) -> torch.Tensor:
+    """[F, d] contribution directions u_i = decode(e_i) − decode(0) of a SAELens SAE."""
+    f = sae.cfg.d_sae
+    dtype = sae.W_dec.dtype
+    zero = sae.decode(torch.zeros(1, f, dtype=dtype, device=sae.W_dec.device))
+    u = sae.decode(torch.eye(f, dtype=dtype, device=sae.W_dec.device)) - zero
+    probe = torch.zeros(1, f, dtype=dtype, device=sae.W_dec.device)
+    probe[0, : min(f, 3)] = torch.tensor([2.0, -0.5, 1.5][: min(f, 3)], dtype=dtype)
+    expected = zero + probe @ u
+    if not torch.allclose(sae.decode(probe), expected, rtol=1e-4, atol=1e-4 * float(u.abs().max())):
+        raise ValueError(f"{type(sae).__name__}.decode is not affine in the latents; ablations need an affine decoder")
+    return u
+
+
+@torch.no_grad()
+def ablation_explained_variance(
+    sae, x: torch.Tensor, ablate: dict[str, torch.Tensor], batch_size: int = 4096
+) -> dict[str, float]:
+    """Explained variance of the reconstruction with each named set of latents ablated.
+
+    `ablate` maps a name to a boolean mask [F] of latents removed from x̂ (no re-encoding); the
+    entry `"none"` (nothing ablated) is always added. EV about the mean, float64 (see module doc).
+    """
+    f = sae.cfg.d_sae
+    masks = {"none": torch.zeros(f, dtype=torch.bool), **ablate}
+    for name, m in masks.items():
+        if m.shape != (f,) or m.dtype != torch.bool:
+            raise ValueError(f"ablate[{name!r}] must be a boolean mask of shape [{f}]; got {m.dtype} {list(m.shape)}")
+    accs = {name: VarianceAccumulator() for name in masks}
+    for xb in x.split(batch_size):
+        z = sae.encode(xb)
+        for name, m in masks.items():
+            accs[name].update(xb, sae.decode(z * (~m).to(z.dtype)))
+    return {name: acc.explained_variance for name, acc in accs.items()}
+
+
+@torch.no_grad()
+def marginal_fvu(sae, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """[F] exact increase in FVU when latent i alone is ablated from the reconstruction."""
+    u = feature_contributions(sae).double()
+    u_sq = u.pow(2).sum(-1)
+    acc = VarianceAccumulator()
+    dsse = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    for xb in x.split(batch_size):
+        z = sae.encode(xb)
+        x_hat = sae.decode(z)
+        acc.update(xb, x_hat)
+        z64, e = z.double(), (xb - x_hat).double()
+        dsse += 2 * (z64 * (e @ u.T)).sum(0) + z64.pow(2).sum(0) * u_sq
+    return (dsse / acc.n / acc.total_variance).numpy()
+
+
+def _resid_layer(hook: str) -> int | None:
+    parts = hook.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post":
+        return int(parts[1])
+    return None
+
+
+@torch.no_grad()
+def spliced_ce_many(
+    model,
+    hook: str,
+    replacements: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    contexts: np.ndarray,
+    batch_size: int = 32,
+    desc: str = "spliced CE",
+) -> dict[str, float]:
+    """Next-token CE (nats/token) of the LM with several replacements of one hook, plus "clean".
+
+    `replacements(a)` takes the hook's activation flattened to [tokens, d] and returns a dict of
+    replacement tensors of the same shape. For `blocks.L.hook_resid_post` the model runs once up
+    to the hook and then once from block L+1 per replacement (same numbers as splicing with a
+    hook, fewer blocks computed); other hooks are spliced with `run_with_hooks`.
+    """
+    layer = _resid_layer(hook)
+    sums: dict[str, float] = {}
+    n = 0
+    for i in tqdm(range(0, len(contexts), batch_size), desc=desc, leave=False):
+        tokens = torch.as_tensor(contexts[i : i + batch_size], dtype=torch.long, device=model.cfg.device)
+        if layer is not None:
+            resid = model(tokens, stop_at_layer=layer + 1)
+            shape = resid.shape
+            outs = {"clean": resid.reshape(-1, shape[-1]), **replacements(resid.reshape(-1, shape[-1]))}
+            logits = {k: model(v.reshape(shape), start_at_layer=layer + 1) for k, v in outs.items()}
+        else:
+            cache = {}
+
+            def grab(a, hook):
+                cache["a"] = a
+                return a
+
+            logits = {"clean": model.run_with_hooks(tokens, fwd_hooks=[(hook, grab)])}
+            shape = cache["a"].shape
+            reps = replacements(cache["a"].reshape(-1, shape[-1]))
+            for k, v in reps.items():
+                logits[k] = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, v=v: v.reshape(a.shape))])
+        for k, lg in logits.items():
+            sums[k] = sums.get(k, 0.0) + _next_token_ce(lg, tokens).item()
+        n += tokens.shape[0] * (tokens.shape[1] - 1)
+    return {k: v / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def ablation_ce(model, sae, hook: str, ablate: dict[str, torch.Tensor], contexts: np.ndarray, batch_size: int = 32) -> dict[str, float]:
+    """CE (nats/token) with the SAE reconstruction spliced in ("sae"), with each named latent set
+    ablated from it (boolean masks [F]), and clean ("clean")."""
+    f = sae.cfg.d_sae
+    keeps = {}
+    for name, m in ablate.items():
+        if m.shape != (f,) or m.dtype != torch.bool:
+            raise ValueError(f"ablate[{name!r}] must be a boolean mask of shape [{f}]; got {m.dtype} {list(m.shape)}")
+        keeps[name] = (~m).float()
+
+    def reps(a):
+        z = sae.encode(a)
+        return {"sae": sae.decode(z), **{name: sae.decode(z * k.to(z.dtype)) for name, k in keeps.items()}}
+
+    return spliced_ce_many(model, hook, reps, contexts, batch_size, desc=f"ablation CE at {hook}")
+
+
+@torch.no_grad()
+def marginal_ce(model, sae, hook: str, features: np.ndarray, contexts: np.ndarray, batch_size: int = 32) -> pd.DataFrame:
+    """Single-latent ablation effects on the LM: one row per latent in `features` with
+    `delta_ce` (CE with latent i ablated from x̂ − CE with x̂, nats per predicted token, over all
+    tokens of `contexts`), `firings` (tokens where it is non-zero) and `delta_ce_per_firing`
+    (the same increase summed over tokens, divided by its firings; NaN if it never fires)."""
+    features = np.asarray(features, dtype=np.int64)
+    u = feature_contributions(sae)
+    fires = np.zeros(len(features))
+
+    def reps(a):
+        z = sae.encode(a)
+        x_hat = sae.decode(z)
+        zf = z[:, features]
+        fires[:] += (zf != 0).sum(0).numpy()
+        return {"sae": x_hat, **{int(f): x_hat - zf[:, j : j + 1] * u[f] for j, f in enumerate(features)}}
+
+    ce = spliced_ce_many(model, hook, reps, contexts, batch_size, desc=f"single-latent CE at {hook}")
+    n_pred = len(contexts) * (contexts.shape[1] - 1)
+    delta = np.array([ce[int(f)] - ce["sae"] for f in features])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_fire = np.where(fires > 0, delta * n_pred / fires, np.nan)
+    return pd.DataFrame({"feature": features, "delta_ce": delta, "firings": fires, "delta_ce_per_firing": per_fire})
+
+
+@dataclass
+class TopActivations:
+    """Per-latent firing frequency and its `n` largest activations over a token set."""
+
+    density: np.ndarray
+    """[F] share of tokens on which the latent is non-zero."""
+    values: torch.Tensor
+    """[F, n] largest activations, descending (0 where the latent fired on fewer than n tokens)."""
+    rows: torch.Tensor
+    """[F, n] int64 token rows of those activations (-1 where value is 0)."""
+    n_tokens: int
+
+
+@torch.no_grad()
+def top_activations(sae, x: torch.Tensor, n: int, batch_size: int = 4096) -> TopActivations:
+    """Stream `x` [tokens, d] through the encoder and keep each latent's top-n activating rows."""
+    if n < 1:
+        raise ValueError(f"n (top activations per latent) must be ≥ 1; got {n}")
+    f = sae.cfg.d_sae
+    vals = torch.zeros(f, 0)
+    rows = torch.zeros(f, 0, dtype=torch.long)
+    fires = torch.zeros(f, dtype=torch.float64)
+    offset = 0
+    for xb in x.split(batch_size):
+        z = sae.encode(xb).float()
+        fires += (z != 0).sum(0).double()
+        kk = min(n, z.shape[0])
+        v, r = z.topk(kk, dim=0)  # [kk, F]
+        cand_v = torch.cat([vals, v.T], 1)
+        cand_r = torch.cat([rows, r.T + offset], 1)
+        top_v, pos = cand_v.topk(min(n, cand_v.shape[1]), dim=1)
+        vals, rows = top_v, cand_r.gather(1, pos)
+        offset += xb.shape[0]
+    rows = torch.where(vals > 0, rows, torch.full_like(rows, -1))
+    vals = vals.clamp_min(0)
+    return TopActivations(density=(fires / offset).numpy(), values=vals, rows=rows, n_tokens=offset)
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def ngram_at(tokens: np.ndarray, row: int, n: int, n_ctx: int) -> tuple[int, ...] | None:
+    """The n tokens ending at `row` (the current token last), None if they cross a context start."""
+    if row % n_ctx < n - 1:
+        return None
+    return tuple(int(t) for t in tokens[row - n + 1 : row + 1])
+
+
+def surface_statistics(top: TopActivations, tokens: np.ndarray, n_ctx: int, min_firings: int = 8) -> pd.DataFrame:
+    """Per latent: `density`, `n_top` (top activations used), `token_entropy` (bits, current token
+    over the top activations), `single_token_share` (share on the most common token), `top_token`
+    and `bigram_share` (share on the most common (previous, current) pair). Latents with fewer than
+    `min_firings` top activations get NaN statistics: a handful of firings says nothing."""
+    out = []
+    for i in range(top.rows.shape[0]):
+        r = top.rows[i][top.rows[i] >= 0].numpy()
+        row = {"feature": i, "density": float(top.density[i]), "n_top": len(r)}
+        if len(r) >= min_firings:
+            toks = tokens[r]
+            uniq, counts = np.unique(toks, return_counts=True)
+            bigrams = [ngram_at(tokens, x, 2, n_ctx) for x in r]
+            bigrams = [b for b in bigrams if b is not None]
+            _, bc = np.unique(np.array(bigrams), axis=0, return_counts=True) if bigrams else (None, np.array([0]))
+            row.update(token_entropy=_entropy_bits(counts), single_token_share=counts.max() / len(r),
+                       top_token=int(uniq[counts.argmax()]), bigram_share=bc.max() / len(r))
+        else:
+            row.update(token_entropy=np.nan, single_token_share=np.nan, top_token=-1, bigram_share=np.nan)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def explain_feature(
+    rows: np.ndarray, tokens: np.ndarray, n_ctx: int, token_str: Callable[[int], str], n_show: int = 3, max_n: int = 3
+) -> dict:
+    """An offline explanation from a latent's top activating rows: the most common current tokens
+    and the most common n-grams ending at the current token (n = 2..max_n), each with its share of
+    the top activations. `text` is a one-line summary, e.g. `'"Murphy" 62% | "'s Law" 40%'`."""
+    rows = np.asarray(rows)
+    rows = rows[rows >= 0]
+    if len(rows) == 0:
+        return {"n": 0, "tokens": [], "ngrams": [], "text": "(never fires)"}
+    uniq, counts = np.unique(tokens[rows], return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:n_show]
+    top_tokens = [(token_str(int(uniq[j])), counts[j] / len(rows)) for j in order]
+    grams = []
+    for n in range(2, max_n + 1):
+        gs = [ngram_at(tokens, r, n, n_ctx) for r in rows]
+        gs = [g for g in gs if g is not None]
+        if not gs:
+            continue
+        u, c = np.unique(np.array(gs), axis=0, return_counts=True)
+        j = int(c.argmax())
+        grams.append(("".join(token_str(int(t)) for t in u[j]), c[j] / len(rows)))
+    text = " · ".join(f"{s!r} {p:.0%}" for s, p in top_tokens)
+    if grams:
+        best = max(grams, key=lambda g: g[1])
+        text += f" | {best[0]!r} {best[1]:.0%}"
+    return {"n": len(rows), "tokens": top_tokens, "ngrams": grams, "text": text}

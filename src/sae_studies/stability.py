@@ -1,6 +1,7 @@
 """Cross-seed feature stability, subspace geometry and pooled dictionaries (study 1).
 
-Pure tensor functions: no I/O, no model code. Decoder matrices use the SAELens layout
+Pure tensor functions: no I/O, no model code — except the last two sections, the study-1
+grid helpers and :func:`fit_pooled_sae`, which trains (SAELens ``SAETrainer``) and caches. Decoder matrices use the SAELens layout
 ``W_dec [F, d]``, one row per feature. A *feature direction* is a decoder row scaled to unit
 length; every cosine here is between such unit rows. Cosines are signed (an SAE latent fires
 with a non-negative coefficient, so ``v`` and ``-v`` are different features): a match needs a
@@ -54,6 +55,20 @@ __all__ = [
     "covariance_subspace",
     "PooledDictionary",
     "pool_decoders",
+    "STABILITY_CLASSES",
+    "matched_seeds",
+    "stability_class",
+    "pair_match_fraction",
+    "top_subspace",
+    "captured_energy",
+    "subspace_reproducibility",
+    "seed_groups",
+    "POOLED_REFIT",
+    "fit_pooled_sae",
+    "GridCell",
+    "check_study01",
+    "study01_grid",
+    "grid_spec",
 ]
 
 #: Rows of ``a`` per block.
@@ -836,3 +851,314 @@ def pool_decoders(
         score=torch.from_numpy(group_score[rank]),
         tau=tau,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# study 1 analyses: stability classes, subspace comparisons, pooled-SAE comparisons
+# --------------------------------------------------------------------------------------------
+
+#: Names of the stability classes, in order: matched in no other seed, in some, in all.
+STABILITY_CLASSES = ("unstable", "partial", "stable")
+
+
+def matched_seeds(scores: StabilityScores) -> Tensor:
+    """``[S, F]`` int64: number of other seeds holding a match at ``scores.tau``."""
+    if not isinstance(scores, StabilityScores):
+        raise ValueError(f"scores must be a StabilityScores; got {type(scores).__name__}")
+    n_other = scores.best.n_seeds - 1
+    return torch.round(scores.fraction * n_other).to(torch.long)
+
+
+def stability_class(fraction: Tensor) -> np.ndarray:
+    """Class of each feature from its stability fraction: ``"unstable"`` (matched in no other
+    seed, fraction 0), ``"stable"`` (matched in every other seed, fraction 1), else
+    ``"partial"``. With two seeds there is no ``"partial"``."""
+    if not isinstance(fraction, Tensor):
+        raise ValueError(f"fraction must be a tensor of stability fractions; got {type(fraction).__name__}")
+    f = fraction.detach().cpu().double().numpy()
+    if f.size and (np.nanmin(f) < 0 or np.nanmax(f) > 1):
+        raise ValueError("fraction must lie in [0, 1] (it is a share of other seeds)")
+    out = np.full(f.shape, "partial", dtype=object)
+    out[f <= 1e-9] = "unstable"
+    out[f >= 1 - 1e-9] = "stable"
+    return out
+
+
+def pair_match_fraction(a: Tensor, b: Tensor, tau: float = 0.7, **chunks) -> float:
+    """Symmetric share of features matched between two dictionaries at ``tau``:
+    ``½ (mean_i 1[max_j <â_i, b̂_j> ≥ tau] + mean_j 1[max_i <b̂_j, â_i> ≥ tau])``.
+
+    The two-seed stability of a procedure (used to compare pooled and single-seed SAEs with the
+    same number of replicates)."""
+    tau = _check_tau(tau)
+    _check_decoders([a, b])
+    va, _ = best_cosine(a, b, **chunks)
+    vb, _ = best_cosine(b, a, **chunks)
+    return 0.5 * (float((va >= tau).double().mean()) + float((vb >= tau).double().mean()))
+
+
+def top_subspace(rows: Tensor, dim: int) -> Tensor:
+    """``[dim, d]`` orthonormal rows: the top-``dim`` right singular vectors of the unit rows of
+    ``rows`` (uncentred; the subspace that holds most of the directions' energy)."""
+    rows = _check_matrix("rows", rows)
+    dim = _check_positive_int("dim", dim)
+    if dim > min(rows.shape):
+        raise ValueError(
+            f"dim must be at most min(n_rows, d) = {min(rows.shape)} for rows of shape {list(rows.shape)}; got {dim}"
+        )
+    u = _unit_rows(rows.detach(), torch.float64)
+    _, _, vh = torch.linalg.svd(u, full_matrices=False)
+    return vh[:dim]
+
+
+def captured_energy(rows: Tensor, basis: Tensor) -> float:
+    """Mean share of each unit row's squared norm inside span(basis): ``mean_i ‖P â_i‖²``.
+
+    For a uniformly random subspace of dimension ``k`` in ``R^d`` its expectation is ``k / d``."""
+    rows = _check_matrix("rows", rows)
+    basis = _check_matrix("basis", basis)
+    _check_same_d("rows", rows, "basis", basis)
+    q = _row_basis("basis", basis)
+    u = _unit_rows(rows.detach(), torch.float64)
+    return float((u @ q.T).pow(2).sum(1).mean())
+
+
+def subspace_reproducibility(
+    dec_a: Tensor,
+    dec_b: Tensor,
+    groups_a: dict[str, Tensor],
+    groups_b: dict[str, Tensor],
+    dim: int,
+    cov: Tensor,
+    generator: torch.Generator | None = None,
+    n_random: int = 8,
+) -> dict[str, dict[str, object]]:
+    """Is a group of features (e.g. the unstable ones) reproducible as a subspace across two seeds?
+
+    For each named group (boolean masks ``[F]`` over the rows of ``dec_a`` and ``dec_b``), take the
+    top-``dim`` subspace of its unit decoder rows in each seed (:func:`top_subspace`) and compare
+    the two: principal angles (cosines, descending), projection overlap
+    (:func:`projection_overlap`) and the energy of seed b's group rows captured by seed a's
+    subspace (:func:`captured_energy`). References, same dimension: ``"random"`` (two Haar-random
+    subspaces) and ``"covariance"`` (two subspaces spanned by vectors drawn from ``N(0, cov)``),
+    each averaged over ``n_random`` draws; for the references ``captured`` uses seed b's rows of
+    the first group against a random (resp. covariance-drawn) subspace.
+
+    Returns ``{name: {"cosines": ndarray [dim], "overlap": float, "captured": float,
+    "n_a": int, "n_b": int}}`` for the groups and the two references.
+    """
+    _check_decoders([dec_a, dec_b])
+    dim = _check_positive_int("dim", dim)
+    n_random = _check_positive_int("n_random", n_random)
+    d = dec_a.shape[1]
+    if set(groups_a) != set(groups_b) or not groups_a:
+        raise ValueError(f"groups_a and groups_b must name the same non-empty groups; got {sorted(groups_a)} and {sorted(groups_b)}")
+    out: dict[str, dict[str, object]] = {}
+    first_rows_b = None
+    for name in groups_a:
+        ma, mb = groups_a[name], groups_b[name]
+        for which, m, dec in (("a", ma, dec_a), ("b", mb, dec_b)):
+            if not isinstance(m, Tensor) or m.dtype != torch.bool or m.shape != (dec.shape[0],):
+                raise ValueError(f"groups_{which}[{name!r}] must be a boolean mask of shape [{dec.shape[0]}]")
+        ra, rb = dec_a.detach()[ma], dec_b.detach()[mb]
+        if min(ra.shape[0], rb.shape[0]) < dim:
+            raise ValueError(
+                f"group {name!r} has {ra.shape[0]} features in seed a and {rb.shape[0]} in seed b; "
+                f"dim={dim} needs at least {dim} in each"
+            )
+        qa, qb = top_subspace(ra, dim), top_subspace(rb, dim)
+        cos = torch.cos(principal_angles(qa, qb)).numpy()
+        out[name] = {"cosines": cos, "overlap": projection_overlap(qa, qb), "captured": captured_energy(rb, qa),
+                     "n_a": int(ra.shape[0]), "n_b": int(rb.shape[0])}
+        if first_rows_b is None:
+            first_rows_b = rb
+    for ref in ("random", "covariance"):
+        coss, ovs, caps = [], [], []
+        for _ in range(n_random):
+            if ref == "random":
+                qa, qb = random_subspace(dim, d, generator, dtype=torch.float64), random_subspace(dim, d, generator, dtype=torch.float64)
+            else:
+                qa, qb = covariance_subspace(dim, cov.double(), generator), covariance_subspace(dim, cov.double(), generator)
+            coss.append(torch.cos(principal_angles(qa, qb)).numpy())
+            ovs.append(projection_overlap(qa, qb))
+            caps.append(captured_energy(first_rows_b, qa))
+        out[ref] = {"cosines": np.mean(coss, 0), "overlap": float(np.mean(ovs)), "captured": float(np.mean(caps)),
+                    "n_a": dim, "n_b": dim}
+    return out
+
+
+def seed_groups(seeds: Sequence[int], group_size: int) -> list[tuple[int, ...]]:
+    """Split ``seeds`` into disjoint consecutive groups of ``group_size`` (≥ 2), at least two groups:
+    the independent replicates of the pooled procedure. Leftover seeds are not used."""
+    seeds = list(seeds)
+    group_size = _check_positive_int("group_size", group_size)
+    if group_size < 2:
+        raise ValueError(f"group_size must be at least 2 (pooling needs ≥ 2 seeds); got {group_size}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct; got {seeds}")
+    if len(seeds) < 2 * group_size:
+        raise ValueError(
+            f"pooling replicates need at least 2 × group_size = {2 * group_size} seeds; got {len(seeds)} ({seeds})"
+        )
+    return [tuple(seeds[i : i + group_size]) for i in range(0, len(seeds) - group_size + 1, group_size)]
+
+
+# --------------------------------------------------------------------------------------------
+# pooled SAE refit (the one part of this module that trains: SAELens SAETrainer)
+# --------------------------------------------------------------------------------------------
+
+#: Version tag of the refit procedure, part of the artifact key.
+POOLED_REFIT = "frozen-decoder-v1"
+
+
+def fit_pooled_sae(acts, directions: Tensor, spec, sae_cfg, store, *, sources: Sequence[str], tau: float,
+                   train_tokens: int, batch_size: int = 4096):
+    """Fit a SAELens SAE whose decoder directions are the pooled ones, held fixed.
+
+    Refit (this repository's choice, ``POOLED_REFIT``): build ``spec``'s training SAE (same
+    architecture, size and sparsity as the seeds it pools), set its decoder rows to the unit
+    ``directions`` ``[F, d]`` and its encoder to their transpose (tied initialisation, as SAELens
+    and Gao et al. initialise), freeze the decoder (``requires_grad = False``) and train the
+    encoder, encoder bias and decoder bias with ``SAETrainer`` for ``train_tokens`` tokens on
+    ``acts`` (data order from ``spec.seed``). Latent magnitudes are the encoder's outputs, so the
+    decoder directions — and hence the stability of the pooled dictionary — are exactly the
+    pooled ones. Cached like any SAE, keyed also by the ``sources`` (artifact keys of the pooled
+    SAEs) and ``tau``.
+
+    Returns ``(SAE, Artifact)`` like :func:`sae_studies.train.train_sae`.
+    """
+    import dataclasses
+    import json
+    import time
+
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from . import train as _train
+
+    directions = _check_matrix("directions", directions)
+    if tuple(directions.shape) != (spec.d_sae, acts.d):
+        raise ValueError(
+            f"directions must be [d_sae, d] = [{spec.d_sae}, {acts.d}] for this spec and activations; "
+            f"got {list(directions.shape)} (pool_decoders returned fewer groups than the dictionary size?)"
+        )
+    tau = _check_tau(tau)
+    train_tokens = _check_positive_int("train_tokens", train_tokens)
+    steps = train_tokens // batch_size
+    if steps < 1:
+        raise ValueError(f"train_tokens ({train_tokens}) is smaller than one batch ({batch_size})")
+    cfg = dataclasses.replace(sae_cfg, train_tokens=steps * batch_size)
+    params = {**_train.artifact_params(spec, acts, cfg, batch_size),
+              "pooled": {"sources": list(sources), "tau": tau, "refit": POOLED_REFIT}}
+    data = acts.batches(batch_size, seed=spec.seed)
+
+    def build(tmp):
+        sae = _train.build_training_sae(spec, acts.d, cfg, steps, data_mean=_train.normalised_mean(acts))
+        w = _unit_rows(directions.detach(), torch.float32)
+        with torch.no_grad():
+            sae.W_dec.copy_(w)
+            sae.W_enc.copy_(w.T)
+        sae.W_dec.requires_grad_(False)
+        trainer = SAETrainer(
+            SAETrainerConfig(
+                total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=cfg.lr,
+                lr_end=cfg.lr / 10, lr_warm_up_steps=int(steps * cfg.lr_warm_up_fraction),
+                lr_decay_steps=int(steps * cfg.lr_decay_fraction), device=cfg.device,
+                dead_feature_window=cfg.dead_feature_window, feature_sampling_window=max(1, steps),
+                n_batches_for_norm_estimate=min(20, steps),
+            ),
+            sae, data_provider=data,
+        )
+        start = time.time()
+        trainer.fit()
+        seconds = time.time() - start
+        moved = float((_unit_rows(sae.W_dec.detach(), torch.float32) * w).sum(1).min())
+        sae.W_dec.requires_grad_(True)
+        sae.cfg.metadata.hook_name = acts.hook
+        sae.save_inference_model(tmp)
+        summary = {"train_seconds": round(seconds, 2), "tokens_per_second": round(steps * batch_size / seconds),
+                   "refit": POOLED_REFIT, "min_cosine_to_pooled": moved}
+        (tmp / "training.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    art = store.get_or_build("sae", params, build)
+    return _train.load_sae(art.path, cfg.device), art
+
+
+# --------------------------------------------------------------------------------------------
+# study 1 grid and parameter checks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One (layer, architecture, dictionary size) of the study-1 grid; all seeds share it."""
+
+    layer: int
+    architecture: str
+    expansion_factor: int
+
+    @property
+    def label(self) -> str:
+        return f"L{self.layer} {self.architecture} {self.expansion_factor}×"
+
+
+def check_study01(cfg, n_layers: int) -> None:
+    """Fail early, naming the parameter, on a study-1 configuration that cannot run."""
+    from .train import architectures
+
+    seeds = list(cfg.seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"study01.seeds must hold at least 2 distinct seeds; got {seeds}")
+    _check_tau(cfg.tau, "study01.tau")
+    for t in cfg.tau_sweep:
+        _check_tau(t, "study01.tau_sweep entries")
+    bad = [a for a in cfg.architectures if a not in architectures()]
+    if bad or not cfg.architectures:
+        raise ValueError(f"study01.architectures has unknown {bad}; valid: {architectures()}")
+    bad = [layer for layer in cfg.layers if not 0 <= layer < n_layers]
+    if bad or not cfg.layers:
+        raise ValueError(f"study01.layers must be in [0, {n_layers - 1}]; got {list(cfg.layers)}")
+    if cfg.analysis_expansion_factor not in cfg.expansion_factors:
+        raise ValueError(
+            f"study01.analysis_expansion_factor ({cfg.analysis_expansion_factor}) must be one of "
+            f"study01.expansion_factors {list(cfg.expansion_factors)}"
+        )
+    if cfg.reduced_architectures and cfg.analysis_expansion_factor not in cfg.reduced_expansion_factors:
+        raise ValueError(
+            f"study01.analysis_expansion_factor ({cfg.analysis_expansion_factor}) must be one of "
+            f"study01.reduced_expansion_factors {list(cfg.reduced_expansion_factors)}"
+        )
+    if not 0 < cfg.single_token_share <= 1:
+        raise ValueError(f"study01.single_token_share must be in (0, 1]; got {cfg.single_token_share}")
+    if cfg.pool_architecture not in cfg.architectures:
+        raise ValueError(f"study01.pool_architecture must be one of study01.architectures {list(cfg.architectures)}")
+    seed_groups(cfg.pool_seeds, cfg.pool_group_size)
+    prefixes = list(cfg.matryoshka_prefixes)
+    if any(not 0 < p < 1 for p in prefixes) or prefixes != sorted(set(prefixes)):
+        raise ValueError(f"study01.matryoshka_prefixes must be strictly increasing fractions in (0, 1); got {prefixes}")
+
+
+def study01_grid(cfg) -> list[GridCell]:
+    """Every cell of the grid: layers × architectures × sizes, with the reduced architectures
+    only at ``reduced_expansion_factors``."""
+    cells = []
+    for layer in cfg.layers:
+        for arch in cfg.architectures:
+            sizes = cfg.reduced_expansion_factors if arch in cfg.reduced_architectures else cfg.expansion_factors
+            cells.extend(GridCell(layer, arch, ef) for ef in sizes if ef in cfg.expansion_factors)
+    return cells
+
+
+def grid_spec(cell: GridCell, d_in: int, k: int, cfg):
+    """The :class:`sae_studies.train.SAESpec` of a grid cell (seed 0): ``d_sae = ef × d_in``,
+    ``k`` for the TopK family, matryoshka widths from ``cfg.matryoshka_prefixes``."""
+    from .train import SAESpec
+
+    d_sae = cell.expansion_factor * d_in
+    extra: tuple = ()
+    if cell.architecture == "matryoshka_batchtopk":
+        widths = sorted({max(1, int(round(p * d_sae))) for p in cfg.matryoshka_prefixes} - {d_sae})
+        extra = (("matryoshka_widths", widths + [d_sae]),)
+    needs_k = cell.architecture not in ("standard", "jumprelu")
+    return SAESpec(cell.architecture, d_sae, k if needs_k else None, 0, extra)

@@ -1,0 +1,198 @@
+"""Study 1: per-feature metrics (ablations, top activations, explanations), the grid helpers and
+the pooled-SAE refit, on tiny SAEs and the micro pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sae_studies import activations, metrics, stability, train
+from sae_studies.config import Study01Config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(micro_run):
+    hook = activations.hook_name(1)
+    acts = micro_run.activations([hook])[hook]
+    cfg = dataclasses.replace(micro_run.profile.sae, train_tokens=4096)
+    spec = train.SAESpec("topk", 4 * acts.d, 4)
+    saes = train.train_seeds(acts, spec, [0, 1], cfg, micro_run.store, 512)
+    return micro_run, hook, acts, cfg, spec, saes
+
+
+# ------------------------------------------------------------------ per-feature metrics
+
+
+def test_feature_contributions_reproduce_decode(tiny):
+    _, _, acts, _, _, saes = tiny
+    sae = saes[0]
+    x = acts.tensor(256)
+    z = sae.encode(x)
+    u = metrics.feature_contributions(sae)
+    zero = sae.decode(torch.zeros(1, sae.cfg.d_sae))
+    torch.testing.assert_close(zero + z @ u, sae.decode(z), rtol=1e-4, atol=1e-4)
+
+
+def test_marginal_fvu_equals_brute_force(tiny):
+    _, _, acts, _, _, saes = tiny
+    sae = saes[0]
+    x = acts.tensor(512)
+    fast = metrics.marginal_fvu(sae, x, batch_size=200)
+    base = metrics.ablation_explained_variance(sae, x, {})["none"]
+    for i in [0, 3, 7, int(np.argmax(fast))]:
+        m = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+        m[i] = True
+        ev = metrics.ablation_explained_variance(sae, x, {"one": m})["one"]
+        assert fast[i] == pytest.approx(base - ev, rel=1e-4, abs=1e-9)
+
+
+def test_ablating_everything_and_nothing(tiny):
+    _, _, acts, _, _, saes = tiny
+    sae = saes[0]
+    x = acts.tensor(512)
+    f = sae.cfg.d_sae
+    evs = metrics.ablation_explained_variance(sae, x, {"all": torch.ones(f, dtype=torch.bool), "none2": torch.zeros(f, dtype=torch.bool)})
+    assert evs["none"] == pytest.approx(metrics.sae_reconstruction_metrics(sae, x).explained_variance, abs=1e-9)
+    assert evs["none2"] == pytest.approx(evs["none"], abs=1e-12)
+    # only the decoder bias is left
+    b = sae.decode(torch.zeros(1, f)).expand_as(x)
+    assert evs["all"] == pytest.approx(metrics.explained_variance(x, b), abs=1e-6)
+    with pytest.raises(ValueError, match="boolean mask"):
+        metrics.ablation_explained_variance(sae, x, {"bad": torch.ones(f)})
+
+
+def test_spliced_ce_fast_path_matches_hooks(tiny):
+    run, hook, _, _, _, saes = tiny
+    sae = saes[0]
+    ctx = run.eval_contexts(1024)
+    ref = metrics.sae_spliced_metrics(run.model, sae, hook, ctx)
+    ce = metrics.ablation_ce(run.model, sae, hook, {}, ctx)
+    assert ce["clean"] == pytest.approx(ref.ce_clean, rel=1e-5)
+    assert ce["sae"] == pytest.approx(ref.ce_sae, rel=1e-5)
+    # the generic (hook) path gives the same numbers
+    generic = metrics.spliced_ce_many(run.model, hook.replace("resid_post", "resid_pre").replace("blocks.1", "blocks.2"),
+                                      lambda a: {"sae": sae.decode(sae.encode(a))}, ctx)
+    assert generic["sae"] == pytest.approx(ref.ce_sae, rel=1e-5)
+
+
+def test_marginal_ce_matches_ablation_ce(tiny):
+    run, hook, _, _, _, saes = tiny
+    sae = saes[0]
+    ctx = run.eval_contexts(1024)
+    feats = np.array([1, 5])
+    mc = metrics.marginal_ce(run.model, sae, hook, feats, ctx)
+    m = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    m[5] = True
+    ce = metrics.ablation_ce(run.model, sae, hook, {"f5": m}, ctx)
+    assert mc.set_index("feature").loc[5, "delta_ce"] == pytest.approx(ce["f5"] - ce["sae"], rel=1e-3, abs=1e-7)
+    assert (mc.firings >= 0).all()
+
+
+def test_top_activations_against_dense(tiny):
+    _, _, acts, _, _, saes = tiny
+    sae = saes[0]
+    x = acts.tensor(700)
+    top = metrics.top_activations(sae, x, 5, batch_size=128)
+    z = sae.encode(x)
+    np.testing.assert_allclose(top.density, (z != 0).double().mean(0).numpy(), atol=1e-12)
+    ref_v, _ = z.topk(5, dim=0)
+    torch.testing.assert_close(top.values, ref_v.T.clamp_min(0))
+    live = top.rows >= 0
+    got = z[top.rows.clamp_min(0), torch.arange(z.shape[1])[:, None].expand_as(top.rows)]
+    torch.testing.assert_close(got[live], top.values[live])
+    with pytest.raises(ValueError, match="n"):
+        metrics.top_activations(sae, x, 0)
+
+
+def test_surface_statistics_and_explanation_known_answer():
+    # 2 latents, rows into a token stream with n_ctx = 4
+    tokens = np.array([5, 7, 7, 9, 5, 7, 1, 7])
+    rows = torch.tensor([[1, 2, 5, 7], [0, 3, 6, -1]])
+    top = metrics.TopActivations(density=np.array([0.5, 0.375]), values=(rows >= 0).float(), rows=rows, n_tokens=8)
+    st = metrics.surface_statistics(top, tokens, n_ctx=4, min_firings=3)
+    assert st.loc[0, "single_token_share"] == 1.0 and st.loc[0, "token_entropy"] == 0.0 and st.loc[0, "top_token"] == 7
+    assert st.loc[1, "n_top"] == 3 and st.loc[1, "token_entropy"] == pytest.approx(np.log2(3))
+    # bigrams of latent 0: rows 1 (5,7), 2 (7,7), 5 (5,7), 7 (1,7): (5,7) twice of 4
+    assert st.loc[0, "bigram_share"] == 0.5
+    st2 = metrics.surface_statistics(top, tokens, n_ctx=4, min_firings=4)
+    assert np.isnan(st2.loc[1, "token_entropy"])
+    e = metrics.explain_feature(rows[0].numpy(), tokens, 4, lambda t: f"<{t}>")
+    assert e["tokens"][0] == ("<7>", 1.0)
+    assert e["ngrams"][0] == ("<5><7>", 0.5)
+    assert "<7>" in e["text"]
+    assert metrics.ngram_at(tokens, 4, 2, 4) is None  # crosses a context start
+    assert metrics.explain_feature(np.array([-1]), tokens, 4, str)["text"] == "(never fires)"
+
+
+# ------------------------------------------------------------------ grid helpers
+
+
+def test_grid_and_specs():
+    cfg = Study01Config(layers=(1, 3), architectures=("topk", "standard", "matryoshka_batchtopk"),
+                        expansion_factors=(4, 8, 16), reduced_architectures=("standard", "matryoshka_batchtopk"),
+                        reduced_expansion_factors=(8,))
+    grid = stability.study01_grid(cfg)
+    assert len(grid) == 2 * (3 + 1 + 1)
+    spec = stability.grid_spec(stability.GridCell(1, "matryoshka_batchtopk", 8), 128, 32, cfg)
+    assert dict(spec.extra)["matryoshka_widths"] == [128, 256, 512, 1024]
+    assert stability.grid_spec(stability.GridCell(1, "standard", 4), 128, 32, cfg).k is None
+    full = dataclasses.replace(cfg, reduced_architectures=())
+    assert len(stability.study01_grid(full)) == 2 * 3 * 3
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"seeds": (0,)}, "at least 2 distinct seeds"),
+        ({"seeds": (1, 1)}, "at least 2 distinct seeds"),
+        ({"tau": 0.0}, r"tau must be a number in \(0, 1\]"),
+        ({"tau": 1.5}, r"tau must be a number in \(0, 1\]"),
+        ({"tau_sweep": (0.5, 1.2)}, "tau_sweep"),
+        ({"architectures": ("topk", "nope")}, "unknown"),
+        ({"layers": (7,)}, "layers"),
+        ({"analysis_expansion_factor": 32}, "analysis_expansion_factor"),
+        ({"pool_seeds": (0, 1, 2)}, "2 × group_size"),
+        ({"matryoshka_prefixes": (0.5, 0.25)}, "matryoshka_prefixes"),
+    ],
+)
+def test_check_study01_bad_input(change, match):
+    with pytest.raises(ValueError, match=match):
+        stability.check_study01(dataclasses.replace(Study01Config(), **change), n_layers=4)
+
+
+def test_check_study01_default_is_valid():
+    stability.check_study01(Study01Config(), n_layers=4)
+
+
+# ------------------------------------------------------------------ pooled SAE
+
+
+def test_fit_pooled_sae_keeps_directions_and_caches(tiny):
+    run, _, acts, cfg, spec, saes = tiny
+    pooled = stability.pool_decoders([s.W_dec for s in saes], 0.5, size=spec.d_sae)
+    assert len(pooled) == spec.d_sae
+    sae, art = stability.fit_pooled_sae(acts, pooled.directions, spec.with_seed(7), cfg, run.store,
+                                        sources=["a", "b"], tau=0.5, train_tokens=2048, batch_size=512)
+    cos = torch.nn.functional.cosine_similarity(sae.W_dec, pooled.directions.float(), dim=1)
+    assert cos.min() > 0.9999
+    assert art.manifest["summary"]["refit"] == stability.POOLED_REFIT
+    again, art2 = stability.fit_pooled_sae(acts, pooled.directions, spec.with_seed(7), cfg, run.store,
+                                           sources=["a", "b"], tau=0.5, train_tokens=2048, batch_size=512)
+    assert art2.key == art.key
+    with pytest.raises(ValueError, match="directions must be"):
+        stability.fit_pooled_sae(acts, pooled.directions[:-1], spec, cfg, run.store, sources=[], tau=0.5, train_tokens=2048,
+                                 batch_size=512)
+    with pytest.raises(ValueError, match="tau"):
+        stability.fit_pooled_sae(acts, pooled.directions, spec, cfg, run.store, sources=[], tau=0.0, train_tokens=2048,
+                                 batch_size=512)
