@@ -196,3 +196,24 @@ def test_fit_pooled_sae_keeps_directions_and_caches(tiny):
     with pytest.raises(ValueError, match="tau"):
         stability.fit_pooled_sae(acts, pooled.directions, spec, cfg, run.store, sources=[], tau=0.0, train_tokens=2048,
                                  batch_size=512)
+
+
+def test_pooled_encoder_init_averages_members(tiny):
+    _, _, acts, cfg, spec, saes = tiny
+    pooled = stability.pool_decoders([s.W_dec for s in saes], 0.3, size=spec.d_sae)
+    w, b = stability.pooled_encoder_init(pooled, saes)
+    assert w.shape == (spec.d_sae, acts.d) and b.shape == (spec.d_sae,)
+    k = next(i for i, m in enumerate(pooled.members) if len(m) >= 2)
+    m = pooled.members[k]
+    ref = torch.stack([saes[int(s)].W_enc[:, int(i)] for s, i in m]).mean(0)
+    torch.testing.assert_close(w[k], ref.detach())
+    # a one-seed "pool" of an SAE's own dictionary reproduces its encoder, and the refit starts there
+    own = stability.PooledDictionary(directions=saes[0].W_dec.detach(), support=torch.ones(spec.d_sae, dtype=torch.long),
+                                     members=[torch.tensor([[0, i]]) for i in range(spec.d_sae)],
+                                     score=torch.zeros(spec.d_sae), tau=1.0)
+    w0, b0 = stability.pooled_encoder_init(own, saes[:1])
+    torch.testing.assert_close(w0, saes[0].W_enc.detach().T)
+    with pytest.raises(ValueError, match="only 1 saes"):
+        stability.pooled_encoder_init(pooled, saes[:1])
+    with pytest.raises(ValueError, match="PooledDictionary"):
+        stability.pooled_encoder_init(w, saes)

@@ -64,6 +64,7 @@ __all__ = [
     "subspace_reproducibility",
     "seed_groups",
     "POOLED_REFIT",
+    "pooled_encoder_init",
     "fit_pooled_sae",
     "GridCell",
     "check_study01",
@@ -1008,17 +1009,51 @@ def seed_groups(seeds: Sequence[int], group_size: int) -> list[tuple[int, ...]]:
 # --------------------------------------------------------------------------------------------
 
 #: Version tag of the refit procedure, part of the artifact key.
-POOLED_REFIT = "frozen-decoder-v1"
+POOLED_REFIT = "frozen-decoder-v2"
+
+
+def _digest(*tensors: Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def pooled_encoder_init(pooled: PooledDictionary, saes: Sequence) -> tuple[Tensor, Tensor]:
+    """Encoder start for a pooled dictionary: for pooled direction ``k`` the mean, over its members
+    ``(seed, feature)``, of those features' encoder columns and biases in the seeds' SAEs
+    (``saes[seed].W_enc[:, feature]``, ``saes[seed].b_enc[feature]``; inference SAEs, input space).
+
+    Returns ``(W [K, d], b [K])``. Without it a pooled dictionary, whose directions are less
+    orthogonal than one seed's, starts from a tied encoder that over-counts correlated directions.
+    """
+    if not isinstance(pooled, PooledDictionary):
+        raise ValueError(f"pooled must be a PooledDictionary; got {type(pooled).__name__}")
+    ws = [sae.W_enc.detach().T for sae in saes]  # [F, d] each
+    bs = [sae.b_enc.detach() for sae in saes]
+    if len({tuple(w.shape) for w in ws}) != 1:
+        raise ValueError(f"saes must have encoders of the same shape; got {[list(w.shape) for w in ws]}")
+    w_out = torch.empty((len(pooled), ws[0].shape[1]), dtype=ws[0].dtype)
+    b_out = torch.empty(len(pooled), dtype=bs[0].dtype)
+    for k, m in enumerate(pooled.members):
+        if int(m[:, 0].max()) >= len(saes):
+            raise ValueError(f"pooled member seed index {int(m[:, 0].max())} but only {len(saes)} saes were given")
+        w_out[k] = torch.stack([ws[int(s)][int(i)] for s, i in m]).mean(0)
+        b_out[k] = torch.stack([bs[int(s)][int(i)] for s, i in m]).mean(0)
+    return w_out, b_out
 
 
 def fit_pooled_sae(acts, directions: Tensor, spec, sae_cfg, store, *, sources: Sequence[str], tau: float,
-                   train_tokens: int, batch_size: int = 4096):
+                   train_tokens: int, batch_size: int = 4096, encoder_init: tuple[Tensor, Tensor] | None = None):
     """Fit a SAELens SAE whose decoder directions are the pooled ones, held fixed.
 
     Refit (this repository's choice, ``POOLED_REFIT``): build ``spec``'s training SAE (same
     architecture, size and sparsity as the seeds it pools), set its decoder rows to the unit
-    ``directions`` ``[F, d]`` and its encoder to their transpose (tied initialisation, as SAELens
-    and Gao et al. initialise), freeze the decoder (``requires_grad = False``) and train the
+    ``directions`` ``[F, d]`` and its encoder to ``encoder_init`` (``(W [F, d], b [F])`` in input
+    space, e.g. from :func:`pooled_encoder_init`, converted to the training SAE's normalised space)
+    or, without it, to the decoder's transpose (tied initialisation), freeze the decoder (``requires_grad = False``) and train the
     encoder, encoder bias and decoder bias with ``SAETrainer`` for ``train_tokens`` tokens on
     ``acts`` (data order from ``spec.seed``). Latent magnitudes are the encoder's outputs, so the
     decoder directions — and hence the stability of the pooled dictionary — are exactly the
@@ -1049,7 +1084,8 @@ def fit_pooled_sae(acts, directions: Tensor, spec, sae_cfg, store, *, sources: S
         raise ValueError(f"train_tokens ({train_tokens}) is smaller than one batch ({batch_size})")
     cfg = dataclasses.replace(sae_cfg, train_tokens=steps * batch_size)
     params = {**_train.artifact_params(spec, acts, cfg, batch_size),
-              "pooled": {"sources": list(sources), "tau": tau, "refit": POOLED_REFIT}}
+              "pooled": {"sources": list(sources), "tau": tau, "refit": POOLED_REFIT, "directions": _digest(directions),
+                         "encoder_init": None if encoder_init is None else _digest(*encoder_init)}}
     data = acts.batches(batch_size, seed=spec.seed)
 
     def build(tmp):
@@ -1057,7 +1093,14 @@ def fit_pooled_sae(acts, directions: Tensor, spec, sae_cfg, store, *, sources: S
         w = _unit_rows(directions.detach(), torch.float32)
         with torch.no_grad():
             sae.W_dec.copy_(w)
-            sae.W_enc.copy_(w.T)
+            if encoder_init is None:
+                sae.W_enc.copy_(w.T)
+            else:
+                # inference encoders act on raw x; the training SAE sees x · s, s = sqrt(d) / E‖x‖
+                x = acts.tensor(min(65_536, len(acts))).double()
+                scale = float(acts.d**0.5 / x.norm(dim=-1).mean())
+                sae.W_enc.copy_((encoder_init[0].double().T / scale).float())
+                sae.b_enc.copy_(encoder_init[1].float())
         sae.W_dec.requires_grad_(False)
         trainer = SAETrainer(
             SAETrainerConfig(
