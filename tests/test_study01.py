@@ -217,3 +217,15 @@ def test_pooled_encoder_init_averages_members(tiny):
         stability.pooled_encoder_init(pooled, saes[:1])
     with pytest.raises(ValueError, match="PooledDictionary"):
         stability.pooled_encoder_init(w, saes)
+
+
+def test_refit_with_zero_learning_rate_reproduces_the_source_sae(tiny):
+    run, _, acts, cfg, spec, saes = tiny
+    a = saes[0]
+    frozen = dataclasses.replace(cfg, lr=1e-12)
+    b, _ = stability.fit_pooled_sae(acts, a.W_dec.detach(), spec.with_seed(11), frozen, run.store, sources=["self"], tau=0.7,
+                                    train_tokens=512, batch_size=512, encoder_init=(a.W_enc.detach().T, a.b_enc.detach()))
+    x = acts.tensor(1024)
+    za, zb = a.encode(x), b.encode(x)
+    assert ((za != 0) == (zb != 0)).float().mean() > 0.97
+    assert (zb.sum() / za.sum()).item() == pytest.approx(1.0, abs=0.05)

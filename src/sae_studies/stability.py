@@ -1009,7 +1009,7 @@ def seed_groups(seeds: Sequence[int], group_size: int) -> list[tuple[int, ...]]:
 # --------------------------------------------------------------------------------------------
 
 #: Version tag of the refit procedure, part of the artifact key.
-POOLED_REFIT = "frozen-decoder-v2"
+POOLED_REFIT = "frozen-decoder-v4"
 
 
 def _digest(*tensors: Tensor) -> str:
@@ -1096,11 +1096,14 @@ def fit_pooled_sae(acts, directions: Tensor, spec, sae_cfg, store, *, sources: S
             if encoder_init is None:
                 sae.W_enc.copy_(w.T)
             else:
-                # inference encoders act on raw x; the training SAE sees x · s, s = sqrt(d) / E‖x‖
+                # Saving folds the input scaling s = sqrt(d) / E‖x‖ into the inference SAE so that
+                # its latents are the training latents / s (decoder rows unit, latents in raw
+                # units): measured, W_inf = W_train and b_inf = b_train / s. Undo that here.
+                # (tests/test_study01.py: a refit with lr ≈ 0 reproduces the source SAE.)
                 x = acts.tensor(min(65_536, len(acts))).double()
                 scale = float(acts.d**0.5 / x.norm(dim=-1).mean())
-                sae.W_enc.copy_((encoder_init[0].double().T / scale).float())
-                sae.b_enc.copy_(encoder_init[1].float())
+                sae.W_enc.copy_(encoder_init[0].T.float())
+                sae.b_enc.copy_((encoder_init[1].double() * scale).float())
         sae.W_dec.requires_grad_(False)
         trainer = SAETrainer(
             SAETrainerConfig(
