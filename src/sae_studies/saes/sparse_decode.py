@@ -13,16 +13,19 @@ value belongs to. The pieces here then do the rest without ever touching the den
   at the selected latents only (its forward takes the values already computed by the dense
   encoder forward).
 * :func:`prefix_mse_loss` — the nested-prefix loss of HierarchicalTopK / Multi-TopK, computed
-  in batch chunks so the ``B x K x d`` tensor of prefix reconstructions is never built.
+  with a suffix recurrence over the levels (``O(B K d)`` work) in row chunks, so the
+  ``B x K x d`` tensor of prefix reconstructions is never built.
 
 All three are ``torch.autograd.Function``s tested against plain autograd.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -340,25 +343,31 @@ def prefix_level_weights(
     return w
 
 
-#: Run the chunk loop of the prefix loss on one thread. Its ops are small (``chunk_elems``
-#: elements) and, on a busy two-core machine, two-thread ATen ops of that size lose most of
-#: their time synchronising (measured: 6.8 s two-threaded vs 1.6 s single-threaded for the
-#: whole loss at B=4096, d=768, K=32 under load ~7).
-_PREFIX_SINGLE_THREAD = True
+#: The prefix loss walks its levels in row chunks of ``_PREFIX_ROWS`` rows on
+#: ``_PREFIX_WORKERS`` Python threads, each running single-threaded ATen ops (the ops release
+#: the GIL). Two-thread ATen ops of this size lose most of their time synchronising on a busy
+#: two-core machine (measured: 6.8 s two-threaded vs 1.6 s single-threaded for the old
+#: Gram-based loss at B=4096, d=768, K=32 under load ~7); one op stream per core does not.
+_PREFIX_WORKERS = 2
+_PREFIX_ROWS = 192
 
 
 class _PrefixLoss(torch.autograd.Function):
-    """``loss = (1/B) sum_b sum_j w_j || b + sum_{t<=j} v_t e_t - x ||^2``.
+    """``loss = (1/B) sum_b sum_j w_j ||r_j||^2`` with ``r_j = b - x + sum_{t<=j} v_t e_t``.
 
-    Per row with ``base = b - x``, ``c_t = sum_{j>=t} w_j`` and ``C[t,u] = c_{max(t,u)}``:
-      * ``R_t = sum_{j>=t} w_j r_j = c_t base + Y_t`` with ``Y = C @ (v * E)`` (a ``K x K`` GEMM
-        on the chunk of selected decoder rows ``E``),
-      * ``dL/dv_t = (2/B) e_t . R_t``, ``dL/de_t = (2/B) v_t R_t``, ``dL/db = (2/B) sum_b R_1``,
-      * ``loss_b = W ||base||^2 + 2 sum_t c_t v_t (base . e_t) + sum_t v_t (e_t . Y_t)``.
-    The ``base`` terms go through the shared sparse primitives (sampled dots, weighted decode,
-    weighted row scatter); only ``Y`` needs the chunked gather of ``E`` (``chunk x K x d``).
-    Loss and all gradients are computed in the forward (one pass over the chunks) when a
-    gradient is needed; the backward only scales them.
+    The suffix recurrence (linear in ``K``), with ``r_j = r_{j-1} + v_j e_j``:
+      * ``r_K`` for all rows comes from one weighted decode (``embedding_bag``);
+      * per chunk of ``n`` rows, walking ``j = K..1`` in blocks of levels (the block's decoder
+        rows gathered level-major into a ``[c, n, d]`` buffer): ``S_j = S_{j+1} + w_j r_j``,
+        ``D_j = e_j . S_j``, ``r_{j-1} = r_j - v_j e_j`` (the previous residual is
+        reconstructed, nothing is stored per level), and ``v_j S_j`` written over ``e_j`` for
+        one ``index_add_`` into the decoder gradient per block;
+    so ``dL/dv_j = (2/B) D_j``, ``dL/de_j = (2/B) v_j S_j``, ``dL/db = (2/B) sum_b S_1``,
+    ``dL/dx = -(2/B) S_1`` and ``loss_b = S_1 . (b - x) + sum_j v_j D_j`` (``sum_j w_j r_j . r_j``
+    telescopes into the suffix sums). Levels past the last non-zero weight are skipped. Work
+    ``O(B K d)``; extra memory ``O(B (d + K))`` plus ``chunk_elems`` per worker thread.
+    Loss and all gradients are computed in the forward when a gradient is needed; the
+    backward only scales them.
     """
 
     @staticmethod
@@ -375,56 +384,90 @@ class _PrefixLoss(torch.autograd.Function):
         B, K = values.shape
         d = W_dec.shape[1]
         dtype = W_dec.dtype
-        w = level_weights.to(dtype)
-        c = w.flip(0).cumsum(0).flip(0)  # c_t = sum_{j>=t} w_j
-        ar = torch.arange(K, device=values.device)
-        C = c[torch.maximum(ar[:, None], ar[None, :])]  # [K, K]
-        W_tot = c[0]
+        wl = [float(t) for t in level_weights.tolist()]
+        last = max((j for j in range(K) if wl[j] != 0.0), default=-1)  # S_j = 0 beyond it
         need_grad = any(ctx.needs_input_grad[:4])
 
-        base = b_dec.unsqueeze(0) - target  # [B, d]
-        q = pattern.row_dots(base, W_dec).view(B, K)  # base . e_t
-        cv = c.unsqueeze(0) * values  # [B, K]
-        loss_rows = W_tot * base.pow(2).sum(-1) + 2.0 * (cv * q).sum(-1)
-
-        D = values.new_empty(B, K)  # e_t . Y_t
+        base = (b_dec.unsqueeze(0) - target).to(dtype)  # r_0, [B, d]
+        D = values.new_zeros(B, K, dtype=dtype)  # e_j . S_j
         grad_W = torch.zeros_like(W_dec) if need_grad and ctx.needs_input_grad[1] else None
         idx = pattern.cols.view(B, K)
-        bs = max(1, int(chunk_elems // max(1, K * d)))
-        with single_thread() if _PREFIX_SINGLE_THREAD else nullcontext():
-            for s in range(0, B, bs):
-                e = min(B, s + bs)
+        vals = values.detach().to(dtype)
+        L = last + 1  # levels that matter
+        # r_L for every row in one (multi-threaded) weighted decode; each chunk then walks its
+        # levels backwards and overwrites its rows of this buffer with S_1.
+        if L == K:
+            S1 = pattern.decode(vals.reshape(-1), W_dec)
+        elif L > 0:
+            S1 = SparsePattern.from_topk(idx[:, :L], pattern.n_latents).decode(
+                vals[:, :L].reshape(-1), W_dec
+            )
+        else:
+            S1 = torch.zeros_like(base)
+        S1.add_(base)
+        n_rows = max(1, min(B, _PREFIX_ROWS, int(chunk_elems // d)))
+        n_lev = max(1, min(max(L, 1), int(chunk_elems // (n_rows * d))))
+        lock = threading.Lock()
+
+        @torch.no_grad()  # grad mode is thread-local: off in the worker threads too
+        def work(lo: int, hi: int) -> None:
+            nb = min(n_rows, hi - lo)
+            buf = W_dec.new_empty(n_lev * nb * d)
+            S = W_dec.new_empty(nb * d)
+            for s in range(lo, hi, nb):
+                e = min(hi, s + nb)
                 n = e - s
-                v_c = values[s:e].unsqueeze(-1)
-                E = W_dec.index_select(0, idx[s:e].reshape(-1)).view(n, K, d)
-                Y = torch.matmul(C, E * v_c)  # Y[b] = C @ (v * E)[b], [n, K, d]
-                D[s:e] = torch.linalg.vecdot(E, Y)
-                if grad_W is not None:
-                    # per-sample decoder-row gradient (Y part): v_t Y_t scattered to row idx_t.
-                    # index_add_ is single-threaded: on two threads it is ~300x slower here.
-                    with single_thread():
-                        grad_W.index_add_(0, idx[s:e].reshape(-1), Y.mul_(v_c).view(n * K, d))
-        loss_rows = loss_rows + (values * D).sum(-1)
-        loss = loss_rows.sum() / B
+                iT = idx[s:e, :L].t()  # [L, n], level-major
+                vT = vals[s:e, :L].t().unsqueeze(-1)  # [L, n, 1]
+                Dt = D[s:e].t()
+                r = S1[s:e]  # r_L, walked down to r_1, then replaced by S_1
+                Sc = S[: n * d].view(n, d).zero_()
+                for hi_l in range(L, 0, -n_lev):
+                    lo_l = max(0, hi_l - n_lev)
+                    c = hi_l - lo_l
+                    ib = iT[lo_l:hi_l].reshape(-1)
+                    E = torch.index_select(W_dec, 0, ib, out=buf[: c * n * d].view(c * n, d))
+                    E = E.view(c, n, d)
+                    for t in range(c - 1, -1, -1):
+                        j = lo_l + t
+                        if wl[j] != 0.0:
+                            Sc.add_(r, alpha=wl[j])
+                        Dt[j] = torch.linalg.vecdot(E[t], Sc)
+                        if j > 0:
+                            r.addcmul_(E[t], vT[j], value=-1.0)
+                        if grad_W is not None:
+                            torch.mul(Sc, vT[j], out=E[t])
+                    if grad_W is not None:
+                        with lock:
+                            grad_W.index_add_(0, ib, E.view(c * n, d))
+                r.copy_(Sc)
+
+        n_workers = _PREFIX_WORKERS if B >= 2 * n_rows else 1
+        with single_thread():
+            if n_workers == 1 or L == 0:
+                work(0, B)
+            else:
+                bounds = [B * i // n_workers for i in range(n_workers + 1)]
+                with ThreadPoolExecutor(n_workers) as ex:
+                    futs = [ex.submit(work, bounds[i], bounds[i + 1]) for i in range(n_workers)]
+                    for f in futs:
+                        f.result()
+        loss = (torch.linalg.vecdot(S1, base).sum() + (vals * D).sum()) / B
 
         if need_grad:
             scale = 2.0 / B
             grads: list[torch.Tensor | None] = [None, None, None, None]
             if ctx.needs_input_grad[0]:
-                grads[0] = scale * (c.unsqueeze(0) * q + D)
+                grads[0] = D.mul_(scale).to(values.dtype)
             if ctx.needs_input_grad[1]:
                 assert grad_W is not None
-                grad_W.add_(pattern.scatter_rows(cv.reshape(-1), base))
                 grads[1] = grad_W.mul_(scale)
-            if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-                # sum_j w_j r_j per row = W base + sum_t c_t v_t e_t
-                R1 = W_tot * base + pattern.decode(cv.reshape(-1), W_dec)
-                if ctx.needs_input_grad[2]:
-                    grads[2] = scale * R1.sum(0)
-                if ctx.needs_input_grad[3]:
-                    grads[3] = -scale * R1
+            if ctx.needs_input_grad[2]:
+                grads[2] = scale * S1.sum(0)
+            if ctx.needs_input_grad[3]:
+                grads[3] = S1.mul_(-scale).to(target.dtype)
             ctx.grads = grads
-        return loss
+        return loss.to(values.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
@@ -440,7 +483,7 @@ def prefix_mse_loss(
     b_dec: torch.Tensor,
     target: torch.Tensor,
     level_weights: torch.Tensor,
-    chunk_elems: int = 1 << 18,
+    chunk_elems: int = 1 << 21,
 ) -> torch.Tensor:
     """Weighted nested-prefix reconstruction loss, memory-flat.
 
@@ -449,7 +492,9 @@ def prefix_mse_loss(
     reconstructions ``x_hat_j = b_dec + sum_{t<=j} values[:, t-1] W_dec[indices[:, t-1]]``
     the loss is ``mean_b sum_j level_weights[j-1] ||x_hat_j - target||^2``. HierarchicalTopK
     uses weights ``1/|J|`` on its levels ``J``; Multi-TopK ``1`` at ``k`` and ``1/8`` at ``4k``.
-    Extra memory: ``O(B (d + K) + chunk_elems)``; the ``B x K x d`` prefix tensor is never built.
+    Extra memory: ``O(B (d + K))`` plus ``chunk_elems`` elements per worker thread (the gathered
+    decoder rows of a block of levels for a chunk of rows); the ``B x K x d`` prefix tensor is
+    never built. Work ``O(B K d)``.
     """
     if pattern.k is None or values.shape != (pattern.n_rows, pattern.k):
         raise ValueError("prefix_mse_loss needs a from_topk pattern matching values [B, K]")
