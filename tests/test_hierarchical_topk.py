@@ -60,6 +60,39 @@ def test_prefix_loss_matches_direct(dtype, levels, weights, chunk):
         assert rel_err(a.grad, r.grad) < tol
 
 
+@pytest.mark.parametrize("workers,rows,chunk", [(1, 192, 1 << 21), (2, 16, 5 * 16 * 48), (2, 7, 1)])
+@pytest.mark.parametrize("levels,weights", [(None, None), ([8, 32], [1.0, 0.125]), ([3, 20], None)])
+def test_prefix_loss_recurrence_chunking(monkeypatch, workers, rows, chunk, levels, weights):
+    """Larger K in float32: row chunks on one or two worker threads, several level blocks per
+    chunk (or one level per block), trailing zero-weight levels; agreement with the direct
+    prefix tensor, and the loss alone under no_grad."""
+    import importlib
+
+    sd = importlib.import_module("sae_studies.saes.sparse_decode")
+    monkeypatch.setattr(sd, "_PREFIX_WORKERS", workers)
+    monkeypatch.setattr(sd, "_PREFIX_ROWS", rows)
+    B, d, F, K = 100, 48, 300, 32
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, d, generator=g)
+    W = torch.randn(F, d, generator=g) / d**0.5
+    b = torch.randn(d, generator=g) * 0.1
+    idx = torch.stack([torch.randperm(F, generator=g)[:K] for _ in range(B)])
+    v = torch.rand(B, K, generator=g).sort(-1, descending=True).values
+    w = prefix_level_weights(K, levels, weights)
+    ref_in = [t.clone().requires_grad_() for t in (v, W, b, x)]
+    ref = direct_prefix_loss(ref_in[0], idx, ref_in[1], ref_in[2], ref_in[3], w.float())
+    ref.backward()
+    pat = SparsePattern.from_topk(idx, F)
+    got_in = [t.clone().requires_grad_() for t in (v, W, b, x)]
+    got = prefix_mse_loss(got_in[0], pat, *got_in[1:], w, chunk_elems=chunk)
+    got.backward()
+    assert rel_err(got, ref) < 1e-5
+    for a, r in zip(got_in, ref_in):
+        assert rel_err(a.grad, r.grad) < 1e-5
+    with torch.no_grad():
+        assert rel_err(prefix_mse_loss(v, pat, W, b, x, w, chunk_elems=chunk), ref) < 1e-5
+
+
 def _sae(arch, **kw):
     cls, cfg_cls = get_sae_training_class(arch)
     torch.manual_seed(0)
