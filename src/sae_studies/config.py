@@ -159,7 +159,7 @@ class Study01Config:
     (must be in expansion_factors and, for reduced architectures, in reduced_expansion_factors)."""
     n_ce_tokens: int = 16_384
     """Validation tokens (a multiple of lm.n_ctx) for CE with ablated reconstructions spliced in."""
-    n_marginal_features: int = 256
+    n_marginal_features: int = 128
     """Features sampled for single-feature ablation effects on CE (per layer, seed 0 of the
     first architecture); the FVU effect is computed exactly for every feature."""
     n_top_activations: int = 64

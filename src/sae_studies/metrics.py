@@ -264,11 +264,16 @@ def spliced_ce_many(
     n = 0
     for i in tqdm(range(0, len(contexts), batch_size), desc=desc, leave=False):
         tokens = torch.as_tensor(contexts[i : i + batch_size], dtype=torch.long, device=model.cfg.device)
+        # one replacement at a time: logits are [batch, pos, vocab], never hold more than one
+        def add(k, lg):
+            sums[k] = sums.get(k, 0.0) + _next_token_ce(lg, tokens).item()
+
         if layer is not None:
             resid = model(tokens, stop_at_layer=layer + 1)
             shape = resid.shape
-            outs = {"clean": resid.reshape(-1, shape[-1]), **replacements(resid.reshape(-1, shape[-1]))}
-            logits = {k: model(v.reshape(shape), start_at_layer=layer + 1) for k, v in outs.items()}
+            add("clean", model(resid, start_at_layer=layer + 1))
+            for k, v in replacements(resid.reshape(-1, shape[-1])).items():
+                add(k, model(v.reshape(shape), start_at_layer=layer + 1))
         else:
             cache = {}
 
@@ -276,13 +281,10 @@ def spliced_ce_many(
                 cache["a"] = a
                 return a
 
-            logits = {"clean": model.run_with_hooks(tokens, fwd_hooks=[(hook, grab)])}
+            add("clean", model.run_with_hooks(tokens, fwd_hooks=[(hook, grab)]))
             shape = cache["a"].shape
-            reps = replacements(cache["a"].reshape(-1, shape[-1]))
-            for k, v in reps.items():
-                logits[k] = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, v=v: v.reshape(a.shape))])
-        for k, lg in logits.items():
-            sums[k] = sums.get(k, 0.0) + _next_token_ce(lg, tokens).item()
+            for k, v in replacements(cache["a"].reshape(-1, shape[-1])).items():
+                add(k, model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, v=v: v.reshape(a.shape))]))
         n += tokens.shape[0] * (tokens.shape[1] - 1)
     return {k: v / n for k, v in sums.items()}
 
@@ -315,12 +317,24 @@ def marginal_ce(model, sae, hook: str, features: np.ndarray, contexts: np.ndarra
     u = feature_contributions(sae)
     fires = np.zeros(len(features))
 
+    class _Lazy(dict):
+        """Replacement tensors made one at a time (a dict of them all would hold F × [tokens, d])."""
+
+        def __init__(self, x_hat, zf):
+            super().__init__()
+            self.x_hat, self.zf = x_hat, zf
+
+        def items(self):
+            yield "sae", self.x_hat
+            for j, f in enumerate(features):
+                yield int(f), self.x_hat - self.zf[:, j : j + 1] * u[f]
+
     def reps(a):
         z = sae.encode(a)
         x_hat = sae.decode(z)
         zf = z[:, features]
         fires[:] += (zf != 0).sum(0).numpy()
-        return {"sae": x_hat, **{int(f): x_hat - zf[:, j : j + 1] * u[f] for j, f in enumerate(features)}}
+        return _Lazy(x_hat, zf)
 
     ce = spliced_ce_many(model, hook, reps, contexts, batch_size, desc=f"single-latent CE at {hook}")
     n_pred = len(contexts) * (contexts.shape[1] - 1)
