@@ -31,7 +31,7 @@ from transformer_lens import HookedTransformer
 from sae_studies import activations, config, lm, tokens
 from sae_studies.store import Store
 
-N_WINDOWS = 256
+N_WINDOWS = 1024  # 131k tokens: enough that per-artifact fixed costs (manifests) are amortised
 REPEATS = 3
 
 

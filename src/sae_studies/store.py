@@ -22,6 +22,7 @@ import subprocess
 import time
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -148,7 +149,7 @@ def _write_manifest(path: Path, kind: str, key: str, params: dict[str, Any], sum
         "params": params,
         "summary": summary,
         "files": _files(path),
-        "versions": package_versions(),
+        "versions": dict(package_versions()),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -171,6 +172,7 @@ def _verify(path: Path) -> None:
         raise CorruptArtifact(f"artifact {path} does not match its manifest (missing {missing}, size changed {changed})")
 
 
+@lru_cache(maxsize=1)  # a process does not change its packages or commit; manifests are many
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in _PACKAGES:
@@ -181,6 +183,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
