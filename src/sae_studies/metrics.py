@@ -158,11 +158,17 @@ def sae_spliced_metrics(model, sae, hook: str, contexts: np.ndarray, batch_size:
     return spliced_metrics(model, hook, lambda a: sae.decode(sae.encode(a)), contexts, batch_size)
 
 
-def sae_report(model, sae, hook: str, eval_acts: torch.Tensor, contexts: np.ndarray) -> dict[str, float]:
-    """Reconstruction metrics on eval activations plus CE / loss recovered / KL on contexts."""
+def sae_report(
+    model, sae, hook: str, eval_acts: torch.Tensor, contexts: np.ndarray,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Reconstruction metrics on eval activations plus CE / loss recovered / KL on contexts.
+
+    `encode` replaces `sae.encode` (e.g. a top-k cut of the code); the SAE's decoder is kept."""
+    encode = encode or sae.encode
     return {
-        **sae_reconstruction_metrics(sae, eval_acts).as_row(),
-        **sae_spliced_metrics(model, sae, hook, contexts).as_row(),
+        **reconstruction_metrics(encode, sae.decode, eval_acts.split(4096), sae.cfg.d_sae).as_row(),
+        **spliced_metrics(model, hook, lambda a: sae.decode(encode(a)), contexts).as_row(),
     }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from .metrics import ReconstructionReport, reconstruction_metrics, spliced_metrics
+from .metrics import sae_report
 
 
 def keep_top_k(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -40,10 +40,7 @@ def cut_encoder(sae, k: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def evaluate_cut(sae, k: int | None, model, hook: str, eval_x: torch.Tensor, contexts: np.ndarray) -> dict:
     """Reconstruction metrics and loss recovered of `sae` with its code cut to the top k."""
-    encode = cut_encoder(sae, k)
-    report: ReconstructionReport = reconstruction_metrics(encode, sae.decode, eval_x.split(4096), sae.cfg.d_sae)
-    spliced = spliced_metrics(model, hook, lambda a: sae.decode(encode(a)), contexts)
-    return {**report.as_row(), **spliced.as_row()}
+    return sae_report(model, sae, hook, eval_x, contexts, encode=cut_encoder(sae, k))
 
 
 @torch.no_grad()
