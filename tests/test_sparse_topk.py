@@ -9,6 +9,7 @@ from sae_studies.saes.sparse_decode import (
     SparsePattern,
     prefix_level_weights,
     prefix_mse_loss,
+    row_norms,
     selected_preacts,
     sparse_decode,
 )
@@ -78,6 +79,23 @@ def test_sparse_decode_ragged_pattern():
     assert rel_err(out, out2) < 1e-12
     assert rel_err(vals.grad, v2.grad) < 1e-12
     assert rel_err(W.grad, W2.grad) < 1e-12
+
+
+def test_row_norms_value_and_gradient_match_autograd_with_a_zero_row():
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(30, 7, generator=g, dtype=torch.float64)
+    W[11] = 0.0  # a dead, zeroed decoder row: norm 0, gradient 0 (not nan)
+    upstream = torch.randn(30, generator=g, dtype=torch.float64)
+    W1 = W.clone().requires_grad_()
+    W2 = W.clone().requires_grad_()
+    n1 = row_norms(W1)
+    n2 = W2.norm(dim=-1)
+    (n1 * upstream).sum().backward()
+    (n2 * upstream).sum().backward()
+    assert rel_err(n1, n2) < 1e-14
+    assert torch.isfinite(W1.grad).all()
+    assert rel_err(W1.grad, W2.grad) < 1e-14
+    assert torch.all(W1.grad[11] == 0)
 
 
 def test_selected_preacts_gradients():
