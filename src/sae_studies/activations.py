@@ -2,7 +2,7 @@
 
 `harvest` runs the LM over the first `n_tokens` tokens of a split (non-overlapping windows of
 n_ctx) and writes every requested hook into its own artifact (`acts.npy`, float32 [n, d],
-written through a memmap, plus the token ids and category ids of each row). All hooks that are
+appended front to back with plain file writes, plus the token ids and category ids of each row). All hooks that are
 not cached yet are filled in one forward pass, which stops after the deepest requested layer.
 
 `ActivationSet.batches` is the data provider SAELens' `SAETrainer` takes: an endless iterator of
@@ -147,15 +147,10 @@ def harvest(
         missing = [p["hook"] for p in missing_params]
         with torch.no_grad():  # one window tells each hook's width (d_model, d_mlp, heads × d_head)
             _, probe = model.run_with_cache(torch.as_tensor(contexts[:1], dtype=torch.long), names_filter=missing)
-        outs = {
-            h: np.lib.format.open_memmap(tmp / "acts.npy", mode="w+", dtype=np.float32, shape=(n_tokens, probe[h][0, 0].numel()))
-            for h, tmp in zip(missing, tmps)
-        }
-        cursor = [0]
+        outs = {h: _NpyWriter(tmp / "acts.npy", (n_tokens, probe[h][0, 0].numel())) for h, tmp in zip(missing, tmps)}
 
         def writer(act: torch.Tensor, hook) -> None:
-            flat = act.detach().reshape(-1, act.shape[-1])
-            outs[hook.name][cursor[0] : cursor[0] + flat.shape[0]] = flat.float().cpu().numpy()
+            outs[hook.name].append(act.detach().reshape(-1, act.shape[-1]).float().cpu().numpy())
 
         layers = [_layer_of(h) for h in missing]
         stop = None if None in layers else max(layers) + 1
@@ -164,13 +159,12 @@ def harvest(
             for i in tqdm(range(0, n_windows, batch_size), desc=f"harvesting {len(missing)} hook(s)"):
                 batch = torch.as_tensor(contexts[i : min(i + batch_size, n_windows)], dtype=torch.long, device=model.cfg.device)
                 model.run_with_hooks(batch, fwd_hooks=[(h, writer) for h in missing], stop_at_layer=stop)
-                cursor[0] += batch.numel()
         summaries = []
         for h, tmp in zip(missing, tmps):
-            outs[h].flush()
+            outs[h].close()
             np.save(tmp / "tokens.npy", contexts[:n_windows].reshape(-1))
             np.save(tmp / "categories.npy", categories[:n_windows].reshape(-1))
-            acts = outs[h]
+            acts = np.load(tmp / "acts.npy", mmap_mode="r")
             sample = np.asarray(acts[:: max(1, n_tokens // 16384)], dtype=np.float64)
             summaries.append({"d": int(acts.shape[1]), "mean_norm": float(np.linalg.norm(sample, axis=1).mean())})
             del acts
@@ -179,6 +173,33 @@ def harvest(
 
     arts = store.get_or_build_many("activations", params, build)
     return {h: ActivationSet(h, art) for h, art in zip(hooks, arts)}
+
+
+class _NpyWriter:
+    """A float32 ``[n, d]`` ``.npy`` file filled front to back by ``append``.
+
+    Plain ``write`` calls into the page cache, rather than assignments into a fresh memmap:
+    filling a new file-backed mapping costs a page fault per 4 KiB on top of the copy, which
+    made harvesting all hooks of the default model ~40% slower than a plain forward pass.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int]):
+        self.shape = shape
+        self.rows = 0
+        self.file = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.ndim != 2 or rows.shape[1] != self.shape[1] or self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"cannot append {rows.shape} at row {self.rows} of a {self.shape} array")
+        self.file.write(np.ascontiguousarray(rows, dtype=np.float32).data)
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.file.name}: wrote {self.rows} of {self.shape[0]} rows")
 
 
 def activation_statistics(acts: ActivationSet, n_rows: int = 65_536) -> dict[str, float]:
