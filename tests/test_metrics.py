@@ -38,10 +38,45 @@ def test_reconstruction_metrics_count_l0_and_dead():
     assert report.dead_fraction == 0 and report.density.shape == (3,)
 
 
-def test_identity_splice_recovers_everything(micro_run):
-    contexts = micro_run.eval_contexts(1024)
-    report = metrics.spliced_metrics(micro_run.model, "blocks.1.hook_resid_post", lambda a: a, contexts)
+def test_identity_splice_recovers_everything_and_caches(micro_run):
+    splicer = metrics.Splicer(micro_run.model, "blocks.1.hook_resid_post", micro_run.eval_contexts(1024))
+    report = splicer.report(lambda a: a)
     assert report.ce_sae == pytest.approx(report.ce_clean, rel=1e-6)
     assert report.kl == pytest.approx(0.0, abs=1e-6)
     assert report.loss_recovered == pytest.approx(1.0, abs=1e-5)
     assert report.ce_zero > report.ce_clean
+    # a second question reuses the cached clean CE and residual stream and gives the same numbers
+    again = splicer.ce(lambda a: {"id": a, "half": 0.5 * a})
+    assert again["clean"] == report.ce_clean
+    assert again["id"] == pytest.approx(report.ce_sae, rel=1e-12)
+    assert again["half"] > again["clean"]
+
+
+@pytest.mark.parametrize("hook", ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"])
+def test_splicer_matches_a_hooked_forward_pass(micro_run, hook):
+    """Known answer: CE and KL from the splicer equal those of run_with_hooks on the whole set."""
+    model = micro_run.model
+    contexts = micro_run.eval_contexts(1024)
+    splicer = metrics.Splicer(model, hook, contexts, batch_size=3)  # batches that do not divide n
+    out = splicer.ce(lambda a: {"scaled": 0.7 * a}, kl=("scaled",))
+    tokens = torch.as_tensor(contexts, dtype=torch.long)
+    with torch.no_grad():
+        clean = model(tokens)
+        scaled = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook: 0.7 * a)])
+    target = tokens[:, 1:].reshape(-1)
+
+    def ce(logits):
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).double(), target).item()
+
+    logp, logq = clean[:, :-1].double().log_softmax(-1), scaled[:, :-1].double().log_softmax(-1)
+    kl = (logp.exp() * (logp - logq)).sum(-1).mean().item()
+    assert out["clean"] == pytest.approx(ce(clean), rel=1e-5)
+    assert out["scaled"] == pytest.approx(ce(scaled), rel=1e-5)
+    assert out["kl:scaled"] == pytest.approx(kl, rel=1e-4, abs=1e-7)
+    zeroed = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook: torch.zeros_like(a))])
+    assert splicer.ce_zero == pytest.approx(ce(zeroed), rel=1e-5)
+
+
+def test_splicer_names_a_bad_hook(micro_run):
+    with pytest.raises(ValueError, match=r"blocks\.1\.hook_resid_pots.*blocks\.0\.hook_resid_post"):
+        metrics.Splicer(micro_run.model, "blocks.1.hook_resid_pots", micro_run.eval_contexts(1024))

@@ -24,15 +24,6 @@ def test_category_auroc_known_answers():
     assert auc[1] == pytest.approx(0.5) and set(auc) == {0, 1, 2}  # all-zero ties: chance
 
 
-def test_top_token_entropy_known_answers():
-    tokens = np.array([7, 7, 7, 7, 1, 2, 3, 4])
-    codes = torch.zeros(8, 3)
-    codes[:4, 0] = torch.tensor([4.0, 3.0, 2.0, 1.0])  # always token 7 → entropy 0
-    codes[4:, 1] = torch.tensor([4.0, 3.0, 2.0, 1.0])  # four distinct tokens → log 4
-    ent = pareto.top_token_entropy(codes, tokens, n_top=4)
-    assert ent[0] == pytest.approx(0.0) and ent[1] == pytest.approx(np.log(4)) and np.isnan(ent[2])
-
-
 def test_interpolation_in_log_l0_and_gap():
     assert pareto.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 8) == pytest.approx(0.6)
     assert np.isnan(pareto.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 32))

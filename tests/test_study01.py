@@ -72,29 +72,25 @@ def test_ablating_everything_and_nothing(tiny):
         metrics.ablation_explained_variance(sae, x, {"bad": torch.ones(f)})
 
 
-def test_spliced_ce_fast_path_matches_hooks(tiny):
+def test_ablation_ce_without_masks_is_the_plain_splice(tiny):
     run, hook, _, _, _, saes = tiny
     sae = saes[0]
-    ctx = run.eval_contexts(1024)
-    ref = metrics.sae_spliced_metrics(run.model, sae, hook, ctx)
-    ce = metrics.ablation_ce(run.model, sae, hook, {}, ctx)
-    assert ce["clean"] == pytest.approx(ref.ce_clean, rel=1e-5)
-    assert ce["sae"] == pytest.approx(ref.ce_sae, rel=1e-5)
-    # the generic (hook) path gives the same numbers
-    generic = metrics.spliced_ce_many(run.model, hook.replace("resid_post", "resid_pre").replace("blocks.1", "blocks.2"),
-                                      lambda a: {"sae": sae.decode(sae.encode(a))}, ctx)
-    assert generic["sae"] == pytest.approx(ref.ce_sae, rel=1e-5)
+    splicer = metrics.Splicer(run.model, hook, run.eval_contexts(1024))
+    ref = splicer.report(lambda a: sae.decode(sae.encode(a)))
+    ce = metrics.ablation_ce(splicer, sae, {})
+    assert ce["clean"] == pytest.approx(ref.ce_clean, rel=1e-9)
+    assert ce["sae"] == pytest.approx(ref.ce_sae, rel=1e-9)
 
 
 def test_marginal_ce_matches_ablation_ce(tiny):
     run, hook, _, _, _, saes = tiny
     sae = saes[0]
-    ctx = run.eval_contexts(1024)
+    splicer = metrics.Splicer(run.model, hook, run.eval_contexts(1024))
     feats = np.array([1, 5])
-    mc = metrics.marginal_ce(run.model, sae, hook, feats, ctx)
+    mc = metrics.marginal_ce(splicer, sae, feats)
     m = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
     m[5] = True
-    ce = metrics.ablation_ce(run.model, sae, hook, {"f5": m}, ctx)
+    ce = metrics.ablation_ce(splicer, sae, {"f5": m})
     assert mc.set_index("feature").loc[5, "delta_ce"] == pytest.approx(ce["f5"] - ce["sae"], rel=1e-3, abs=1e-7)
     assert (mc.firings >= 0).all()
 
@@ -113,6 +109,19 @@ def test_top_activations_against_dense(tiny):
     torch.testing.assert_close(got[live], top.values[live])
     with pytest.raises(ValueError, match="n"):
         metrics.top_activations(sae, x, 0)
+
+
+def test_top_token_entropy_of_any_code_known_answers():
+    """top_activations takes any encoder (here the identity on precomputed codes)."""
+    tokens = np.array([7, 7, 7, 7, 1, 2, 3, 4])
+    codes = torch.zeros(8, 3)
+    codes[:4, 0] = torch.tensor([4.0, 3.0, 2.0, 1.0])  # always token 7 → entropy 0
+    codes[4:, 1] = torch.tensor([4.0, 3.0, 2.0, 1.0])  # four distinct tokens → 2 bits
+    codes[0, 2] = 1.0  # fires once: fewer than n_top firings → no statistic
+    top = metrics.top_activations(lambda z: z, codes, n=4, batch_size=3)
+    ent = metrics.surface_statistics(top, tokens, n_ctx=8, min_firings=4).token_entropy.to_numpy()
+    assert ent[0] == pytest.approx(0.0) and ent[1] == pytest.approx(2.0) and np.isnan(ent[2])
+    assert top.density == pytest.approx([0.5, 0.5, 0.125])
 
 
 def test_surface_statistics_and_explanation_known_answer():

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -131,44 +132,133 @@ def _next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     )
 
 
-@torch.no_grad()
-def spliced_metrics(
-    model, hook: str, replace: Callable[[torch.Tensor], torch.Tensor], contexts: np.ndarray, batch_size: int = 32
-) -> SplicedReport:
-    """CE of the LM with `replace(activation)` spliced in at `hook`, against clean and zero ablation."""
-    sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
-    n = 0
-    for i in tqdm(range(0, len(contexts), batch_size), desc=f"CE with splice at {hook}", leave=False):
-        tokens = torch.as_tensor(contexts[i : i + batch_size], dtype=torch.long, device=model.cfg.device)
-        clean = model(tokens, return_type="logits")
-        spliced = model.run_with_hooks(
-            tokens, return_type="logits", fwd_hooks=[(hook, lambda a, hook: replace(a.reshape(-1, a.shape[-1])).reshape(a.shape))]
+def _resid_layer(hook: str) -> int | None:
+    parts = hook.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post":
+        return int(parts[1])
+    return None
+
+
+class Splicer:
+    """Next-token CE (nats/token) of one LM on fixed contexts with one hook's activation replaced.
+
+    Build one per (model, hook, contexts) and ask it for many replacements: the clean and the
+    zero-ablation CE are computed once, and for `blocks.L.hook_resid_post` the residual stream at
+    the hook is cached, so each replacement costs only the blocks after L (same numbers as
+    splicing with a hook). Other hooks are spliced with `run_with_hooks`.
+
+    - `ce(replacements, kl=...)`: CE for each replacement; `replacements(a)` takes the hook's
+      activation flattened to [tokens, d] and returns a dict of tensors of that shape (made one
+      at a time if it is a lazy mapping). The result also holds "clean" and, for each key in
+      `kl`, "kl:<key>" = mean over predicted tokens of KL(p_clean ‖ p_replaced) (nats);
+    - `report(replace)`: a `SplicedReport` (CE clean / spliced / zero, KL, loss recovered).
+    """
+
+    def __init__(self, model, hook: str, contexts: np.ndarray, batch_size: int = 32, cache_mib: float = 512):
+        if hook not in model.hook_dict:
+            valid = sorted(h for h in model.hook_dict if h.startswith("blocks.0.") or not h.startswith("blocks."))
+            raise ValueError(f"hook {hook!r} is not a hook point of this model; e.g. {valid} (and the same for every block)")
+        if contexts.ndim != 2 or contexts.shape[1] < 2:
+            raise ValueError(f"contexts must be [n, n_ctx ≥ 2] token windows; got shape {list(contexts.shape)}")
+        self.model, self.hook, self.contexts, self.batch_size = model, hook, contexts, batch_size
+        self.n_predicted = contexts.shape[0] * (contexts.shape[1] - 1)
+        self._layer = _resid_layer(hook)
+        resid_mib = contexts.size * model.cfg.d_model * 4 / 2**20
+        self._resid: dict[int, torch.Tensor] | None = {} if self._layer is not None and resid_mib <= cache_mib else None
+        self._ce_clean: float | None = None
+        self._ce_zero: float | None = None
+
+    def _tokens(self, i: int) -> torch.Tensor:
+        return torch.as_tensor(self.contexts[i : i + self.batch_size], dtype=torch.long, device=self.model.cfg.device)
+
+    def _activation(self, i: int, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The hook's clean activation [B, P, d], and the clean logits if they came for free."""
+        if self._layer is not None:
+            if self._resid is not None and i in self._resid:
+                return self._resid[i], None
+            resid = self.model(tokens, stop_at_layer=self._layer + 1)
+            if self._resid is not None:
+                self._resid[i] = resid
+            return resid, None
+        cache = {}
+
+        def grab(a, hook):
+            cache["a"] = a
+            return a
+
+        logits = self.model.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(self.hook, grab)])
+        return cache["a"], logits
+
+    def _logits(self, tokens: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        if self._layer is not None:
+            return self.model(activation, start_at_layer=self._layer + 1)
+        return self.model.run_with_hooks(
+            tokens, return_type="logits", fwd_hooks=[(self.hook, lambda a, hook: activation.reshape(a.shape))]
         )
-        zero = model.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(hook, lambda a, hook: torch.zeros_like(a))])
-        sums["clean"] += _next_token_ce(clean, tokens).item()
-        sums["sae"] += _next_token_ce(spliced, tokens).item()
-        sums["zero"] += _next_token_ce(zero, tokens).item()
-        logp, logq = clean.double().log_softmax(-1), spliced.double().log_softmax(-1)
-        sums["kl"] += (logp.exp() * (logp - logq)).sum(-1)[:, :-1].sum().item()
-        n += tokens.shape[0] * (tokens.shape[1] - 1)
-    return SplicedReport(ce_clean=sums["clean"] / n, ce_sae=sums["sae"] / n, ce_zero=sums["zero"] / n, kl=sums["kl"] / n)
 
+    @torch.no_grad()
+    def ce(
+        self,
+        replacements: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        kl: Iterable[str] = (),
+        desc: str | None = None,
+    ) -> dict[str, float]:
+        kl = set(kl)
+        sums: dict[str, float] = {}
 
-def sae_spliced_metrics(model, sae, hook: str, contexts: np.ndarray, batch_size: int = 32) -> SplicedReport:
-    return spliced_metrics(model, hook, lambda a: sae.decode(sae.encode(a)), contexts, batch_size)
+        def add(key, value):
+            sums[key] = sums.get(key, 0.0) + value
+
+        for i in tqdm(range(0, len(self.contexts), self.batch_size), desc=desc or f"spliced CE at {self.hook}", leave=False):
+            tokens = self._tokens(i)
+            a, clean = self._activation(i, tokens)
+            clean_logp = None
+            if self._ce_clean is None or kl:
+                clean = self._logits(tokens, a) if clean is None else clean
+                add("clean", _next_token_ce(clean, tokens).item())
+                clean_logp = clean[:, :-1].double().log_softmax(-1)
+            # one replacement at a time: logits are [batch, pos, vocab], never hold more than one
+            for key, value in replacements(a.reshape(-1, a.shape[-1])).items():
+                logits = self._logits(tokens, value.reshape(a.shape))
+                add(key, _next_token_ce(logits, tokens).item())
+                if key in kl:
+                    logq = logits[:, :-1].double().log_softmax(-1)
+                    add(f"kl:{key}", (clean_logp.exp() * (clean_logp - logq)).sum().item())
+        out = {key: total / self.n_predicted for key, total in sums.items()}
+        if "clean" in out:
+            self._ce_clean = out["clean"]
+        out["clean"] = self._ce_clean
+        return out
+
+    @property
+    def ce_clean(self) -> float:
+        if self._ce_clean is None:
+            self.ce(lambda a: {}, desc=f"clean CE at {self.hook}")
+        return self._ce_clean
+
+    @property
+    def ce_zero(self) -> float:
+        """CE with the hook's activation zeroed (the floor of loss recovered)."""
+        if self._ce_zero is None:
+            self._ce_zero = self.ce(lambda a: {"zero": torch.zeros_like(a)}, desc=f"zero-ablation CE at {self.hook}")["zero"]
+        return self._ce_zero
+
+    def report(self, replace: Callable[[torch.Tensor], torch.Tensor], desc: str | None = None) -> SplicedReport:
+        out = self.ce(lambda a: {"spliced": replace(a)}, kl=("spliced",), desc=desc)
+        return SplicedReport(ce_clean=out["clean"], ce_sae=out["spliced"], ce_zero=self.ce_zero, kl=out["kl:spliced"])
 
 
 def sae_report(
-    model, sae, hook: str, eval_acts: torch.Tensor, contexts: np.ndarray,
+    sae, eval_acts: torch.Tensor, splicer: Splicer,
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Reconstruction metrics on eval activations plus CE / loss recovered / KL on contexts.
+    """Reconstruction metrics on eval activations plus CE / loss recovered / KL from `splicer`.
 
     `encode` replaces `sae.encode` (e.g. a top-k cut of the code); the SAE's decoder is kept."""
     encode = encode or sae.encode
     return {
         **reconstruction_metrics(encode, sae.decode, eval_acts.split(4096), sae.cfg.d_sae).as_row(),
-        **spliced_metrics(model, hook, lambda a: sae.decode(encode(a)), contexts).as_row(),
+        **splicer.report(lambda a: sae.decode(encode(a))).as_row(),
     }
 
 
@@ -185,9 +275,6 @@ def sae_report(
 # - CE increase of an ablation: CE with x̂_A spliced in − CE with x̂ spliced in (nats/token);
 # - token entropy of a latent: entropy (bits) of the current token over its top activations;
 #   single-token share: share of those top activations on its most common current token.
-
-import pandas as pd  # noqa: E402  (used by the per-feature tables below)
-
 
 @torch.no_grad()
 def feature_contributions(sae) -> torch.Tensor:
@@ -242,61 +329,8 @@ def marginal_fvu(sae, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
     return (dsse / acc.n / acc.total_variance).numpy()
 
 
-def _resid_layer(hook: str) -> int | None:
-    parts = hook.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post":
-        return int(parts[1])
-    return None
-
-
 @torch.no_grad()
-def spliced_ce_many(
-    model,
-    hook: str,
-    replacements: Callable[[torch.Tensor], dict[str, torch.Tensor]],
-    contexts: np.ndarray,
-    batch_size: int = 32,
-    desc: str = "spliced CE",
-) -> dict[str, float]:
-    """Next-token CE (nats/token) of the LM with several replacements of one hook, plus "clean".
-
-    `replacements(a)` takes the hook's activation flattened to [tokens, d] and returns a dict of
-    replacement tensors of the same shape. For `blocks.L.hook_resid_post` the model runs once up
-    to the hook and then once from block L+1 per replacement (same numbers as splicing with a
-    hook, fewer blocks computed); other hooks are spliced with `run_with_hooks`.
-    """
-    layer = _resid_layer(hook)
-    sums: dict[str, float] = {}
-    n = 0
-    for i in tqdm(range(0, len(contexts), batch_size), desc=desc, leave=False):
-        tokens = torch.as_tensor(contexts[i : i + batch_size], dtype=torch.long, device=model.cfg.device)
-        # one replacement at a time: logits are [batch, pos, vocab], never hold more than one
-        def add(k, lg):
-            sums[k] = sums.get(k, 0.0) + _next_token_ce(lg, tokens).item()
-
-        if layer is not None:
-            resid = model(tokens, stop_at_layer=layer + 1)
-            shape = resid.shape
-            add("clean", model(resid, start_at_layer=layer + 1))
-            for k, v in replacements(resid.reshape(-1, shape[-1])).items():
-                add(k, model(v.reshape(shape), start_at_layer=layer + 1))
-        else:
-            cache = {}
-
-            def grab(a, hook):
-                cache["a"] = a
-                return a
-
-            add("clean", model.run_with_hooks(tokens, fwd_hooks=[(hook, grab)]))
-            shape = cache["a"].shape
-            for k, v in replacements(cache["a"].reshape(-1, shape[-1])).items():
-                add(k, model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, v=v: v.reshape(a.shape))]))
-        n += tokens.shape[0] * (tokens.shape[1] - 1)
-    return {k: v / n for k, v in sums.items()}
-
-
-@torch.no_grad()
-def ablation_ce(model, sae, hook: str, ablate: dict[str, torch.Tensor], contexts: np.ndarray, batch_size: int = 32) -> dict[str, float]:
+def ablation_ce(splicer: Splicer, sae, ablate: dict[str, torch.Tensor]) -> dict[str, float]:
     """CE (nats/token) with the SAE reconstruction spliced in ("sae"), with each named latent set
     ablated from it (boolean masks [F]), and clean ("clean")."""
     f = sae.cfg.d_sae
@@ -310,11 +344,11 @@ def ablation_ce(model, sae, hook: str, ablate: dict[str, torch.Tensor], contexts
         z = sae.encode(a)
         return {"sae": sae.decode(z), **{name: sae.decode(z * k.to(z.dtype)) for name, k in keeps.items()}}
 
-    return spliced_ce_many(model, hook, reps, contexts, batch_size, desc=f"ablation CE at {hook}")
+    return splicer.ce(reps, desc=f"ablation CE at {splicer.hook}")
 
 
 @torch.no_grad()
-def marginal_ce(model, sae, hook: str, features: np.ndarray, contexts: np.ndarray, batch_size: int = 32) -> pd.DataFrame:
+def marginal_ce(splicer: Splicer, sae, features: np.ndarray) -> pd.DataFrame:
     """Single-latent ablation effects on the LM: one row per latent in `features` with
     `delta_ce` (CE with latent i ablated from x̂ − CE with x̂, nats per predicted token, over all
     tokens of `contexts`), `firings` (tokens where it is non-zero) and `delta_ce_per_firing`
@@ -342,8 +376,8 @@ def marginal_ce(model, sae, hook: str, features: np.ndarray, contexts: np.ndarra
         fires[:] += (zf != 0).sum(0).numpy()
         return _Lazy(x_hat, zf)
 
-    ce = spliced_ce_many(model, hook, reps, contexts, batch_size, desc=f"single-latent CE at {hook}")
-    n_pred = len(contexts) * (contexts.shape[1] - 1)
+    ce = splicer.ce(reps, desc=f"single-latent CE at {splicer.hook}")
+    n_pred = splicer.n_predicted
     delta = np.array([ce[int(f)] - ce["sae"] for f in features])
     with np.errstate(invalid="ignore", divide="ignore"):
         per_fire = np.where(fires > 0, delta * n_pred / fires, np.nan)
@@ -364,17 +398,24 @@ class TopActivations:
 
 
 @torch.no_grad()
-def top_activations(sae, x: torch.Tensor, n: int, batch_size: int = 4096) -> TopActivations:
-    """Stream `x` [tokens, d] through the encoder and keep each latent's top-n activating rows."""
+def top_activations(source, x: torch.Tensor, n: int, batch_size: int = 4096) -> TopActivations:
+    """Stream `x` [tokens, d] through an encoder and keep each latent's top-n activating rows.
+
+    `source` is a SAELens SAE (its `encode`) or any function from activations to codes (a top-k
+    cut, a HierarchicalTopK at some k, or the identity on precomputed codes)."""
     if n < 1:
         raise ValueError(f"n (top activations per latent) must be ≥ 1; got {n}")
-    f = sae.cfg.d_sae
-    vals = torch.zeros(f, 0)
-    rows = torch.zeros(f, 0, dtype=torch.long)
-    fires = torch.zeros(f, dtype=torch.float64)
+    if len(x) == 0:
+        raise ValueError("no activations to rank (x has 0 rows)")
+    encode = source.encode if hasattr(source, "encode") else source
+    vals = rows = fires = None
     offset = 0
     for xb in x.split(batch_size):
-        z = sae.encode(xb).float()
+        z = encode(xb).float()
+        if vals is None:
+            f = z.shape[1]
+            vals, rows = torch.zeros(f, 0), torch.zeros(f, 0, dtype=torch.long)
+            fires = torch.zeros(f, dtype=torch.float64)
         fires += (z != 0).sum(0).double()
         kk = min(n, z.shape[0])
         v, r = z.topk(kk, dim=0)  # [kk, F]

@@ -6,9 +6,10 @@
 - `category_auroc(codes, categories)`: for each corpus category, the best single latent's
   AUROC for telling that category's tokens from the rest, averaged over categories. A code whose
   individual latents track themes scores high; 0.5 is chance. Needs no external model.
-- `top_token_entropy(codes, tokens, n_top)`: per latent, the entropy (nats) of the current-token
-  distribution over its n_top highest activations. Low entropy = the latent fires on few distinct
-  tokens (lexical, easy to name); it is a proxy, not a measure of meaning.
+- the second proxy, top-token entropy, is `metrics.surface_statistics(...).token_entropy`: per
+  latent, the entropy (bits) of the current token over its top activations, the same number
+  study 1 reports. Low entropy = the latent fires on few distinct tokens (lexical, easy to name);
+  it is a proxy, not a measure of meaning.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from .metrics import sae_report
+from .metrics import Splicer, sae_report
 
 
 def keep_top_k(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -38,9 +39,9 @@ def cut_encoder(sae, k: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: keep_top_k(sae.encode(x), k)
 
 
-def evaluate_cut(sae, k: int | None, model, hook: str, eval_x: torch.Tensor, contexts: np.ndarray) -> dict:
+def evaluate_cut(sae, k: int | None, eval_x: torch.Tensor, splicer: Splicer) -> dict:
     """Reconstruction metrics and loss recovered of `sae` with its code cut to the top k."""
-    return sae_report(model, sae, hook, eval_x, contexts, encode=cut_encoder(sae, k))
+    return sae_report(sae, eval_x, splicer, encode=cut_encoder(sae, k))
 
 
 @torch.no_grad()
@@ -66,23 +67,6 @@ def category_auroc(codes: torch.Tensor, categories: np.ndarray) -> dict[int, flo
             continue
         auc = (ranks[pos].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
         out[int(c)] = float(auc.max())
-    return out
-
-
-def top_token_entropy(codes: torch.Tensor, tokens: np.ndarray, n_top: int) -> np.ndarray:
-    """Per latent, entropy (nats) of the token ids at its n_top largest activations; NaN for
-    latents that fire on fewer than n_top tokens."""
-    if n_top < 1:
-        raise ValueError(f"n_top must be ≥ 1, got {n_top}")
-    n_top = min(n_top, codes.shape[0])
-    values, rows = codes.topk(n_top, dim=0)  # [n_top, F]
-    toks = torch.as_tensor(tokens)[rows]  # [n_top, F]
-    out = np.full(codes.shape[1], np.nan)
-    alive = (values > 0).all(0).numpy()
-    for j in np.flatnonzero(alive):
-        _, counts = np.unique(toks[:, j].numpy(), return_counts=True)
-        p = counts / counts.sum()
-        out[j] = float(-(p * np.log(p)).sum())
     return out
 
 

@@ -6,14 +6,14 @@ model, token streams and activations it needs; everything comes from (or goes to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import activations, lm, plotting
+from . import activations, lm, metrics, plotting
 from .config import Profile, load_profile
 from .store import Store
 
@@ -21,6 +21,7 @@ from .store import Store
 @dataclass
 class Run:
     profile: Profile
+    _splicers: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def store(self) -> Store:
@@ -44,6 +45,14 @@ class Run:
         """Validation windows [n, n_ctx] covering the eval token budget (for CE metrics)."""
         n = (n_tokens or self.profile.activations.n_eval_tokens) // self.model.cfg.n_ctx
         return self.loaded.streams["val"].contexts(self.model.cfg.n_ctx)[:n]
+
+    def splicer(self, hook: str, n_tokens: int | None = None) -> metrics.Splicer:
+        """The CE evaluator of `hook` on `eval_contexts(n_tokens)`, one per (hook, budget), so the
+        clean and zero-ablation CE and the cached activations are shared by every SAE evaluated."""
+        key = (hook, n_tokens)
+        if key not in self._splicers:
+            self._splicers[key] = metrics.Splicer(self.model, hook, self.eval_contexts(n_tokens))
+        return self._splicers[key]
 
     def save_figure(self, fig, name: str):
         return plotting.save_figure(fig, name, self.profile.figures_dir)
