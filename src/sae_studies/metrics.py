@@ -431,7 +431,7 @@ def top_activations(source, x: torch.Tensor, n: int, batch_size: int = 4096) -> 
 
 def _entropy_bits(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns the −0.0 of a single token into 0.0
 
 
 def ngram_at(tokens: np.ndarray, row: int, n: int, n_ctx: int) -> tuple[int, ...] | None:
