@@ -153,8 +153,9 @@ def harvest(
             outs[hook.name].append(act.detach().reshape(-1, act.shape[-1]).float().cpu().numpy())
 
         layers = [_layer_of(h) for h in missing]
+        # stop after the deepest requested block: stop_at_layer = n_layers still skips ln_final and
+        # the unembedding, a quarter of the forward pass of the default model
         stop = None if None in layers else max(layers) + 1
-        stop = None if stop is not None and stop >= model.cfg.n_layers else stop
         with torch.no_grad():
             for i in tqdm(range(0, n_windows, batch_size), desc=f"harvesting {len(missing)} hook(s)"):
                 batch = torch.as_tensor(contexts[i : min(i + batch_size, n_windows)], dtype=torch.long, device=model.cfg.device)
