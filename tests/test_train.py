@@ -63,3 +63,33 @@ def test_bad_specs_fail_early(micro_run, acts):
         train.build_training_sae(train.SAESpec("topk", 64, k=4, extra=(("nope", 1),)), 32, micro_run.profile.sae, 10)
     with pytest.raises(ValueError, match="distinct"):
         train.train_seeds(acts[0], train.SAESpec("topk", 64, k=4), [1, 1], micro_run.profile.sae, micro_run.store)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_batchtopk_threshold_is_bias_corrected(micro_run, acts, fast):
+    """Known answer: the saved JumpReLU threshold is SAELens' EMA / (1 − 0.99^steps), and with
+    it the inference L0 lands nearer k than with the raw EMA (micro run: 32 steps, EMA at 28 %)."""
+    train_acts, eval_acts = acts
+    base = dataclasses.replace(micro_run.profile.sae, fast=fast, train_tokens=16384)
+    spec = train.SAESpec("batchtopk", 4 * train_acts.d, k=8)
+    raw, raw_art = train.train_sae(train_acts, spec, dataclasses.replace(base, debias_batchtopk_threshold=False),
+                                   micro_run.store, batch_size=512)
+    fixed, fixed_art = train.train_sae(train_acts, spec, base, micro_run.store, batch_size=512)
+    assert raw_art.key != fixed_art.key
+    torch.testing.assert_close(fixed.threshold, raw.threshold / (1 - 0.99**32), rtol=1e-5, atol=0)
+    torch.testing.assert_close(fixed.W_enc, raw.W_enc)  # the correction touches nothing else
+    x = eval_acts.tensor()
+    l0_raw, l0_fixed = (metrics.sae_reconstruction_metrics(s, x).l0 for s in (raw, fixed))
+    assert abs(l0_fixed - 8) < abs(l0_raw - 8)
+
+
+def test_threshold_correction_leaves_other_architectures_cache_keys_alone(acts, micro_run):
+    train_acts, _ = acts
+    cfg = micro_run.profile.sae
+    off = dataclasses.replace(cfg, debias_batchtopk_threshold=False)
+    topk = train.SAESpec("topk", 64, k=4)
+    assert train.artifact_params(topk, train_acts, cfg, 512) == train.artifact_params(topk, train_acts, off, 512)
+    bt = train.SAESpec("batchtopk", 64, k=4)
+    assert train.artifact_params(bt, train_acts, cfg, 512) != train.artifact_params(bt, train_acts, off, 512)
+    with pytest.raises(ValueError, match="n_updates"):
+        train.debias_topk_threshold(None, 0)

@@ -96,6 +96,12 @@ class SAEConfig:
     budget (256 steps of 4,096 tokens) that is a quarter of the run."""
     fast: bool = True
     """Train TopK-family SAEs on the repository's sparse path (False: SAELens' dense path)."""
+    debias_batchtopk_threshold: bool = True
+    """BatchTopK's inference threshold is SAELens' EMA (rate `topk_threshold_lr` = 0.01) of each
+    batch's smallest selected activation, started at 0, so after n steps it holds only
+    1 − 0.99^n of its target (72 % after 128 steps) and the exported JumpReLU fires ~2k latents
+    per token on short runs. True divides it by that factor at the end of training (Adam's bias
+    correction); False keeps SAELens' value. Only BatchTopK-family SAEs depend on it."""
     device: str = "cpu"
 
 

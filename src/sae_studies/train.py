@@ -111,10 +111,26 @@ def normalised_mean(acts: ActivationSet, n_rows: int = 65_536) -> torch.Tensor:
     return (x.mean(0) * scale).float()
 
 
+def has_topk_threshold(architecture: str) -> bool:
+    """BatchTopK family: trained with a global top-k threshold that becomes a JumpReLU threshold."""
+    return "topk_threshold_lr" in {f.name for f in dataclasses.fields(get_sae_training_class(architecture)[1])}
+
+
+@torch.no_grad()
+def debias_topk_threshold(sae, n_updates: int) -> None:
+    """Divide a BatchTopK training SAE's threshold EMA (started at 0) by 1 − (1 − lr)^n_updates,
+    so it estimates the batch threshold itself rather than a share of it (see SAEConfig)."""
+    if n_updates < 1:
+        raise ValueError(f"n_updates must be ≥ 1, got {n_updates}")
+    sae.topk_threshold = sae.topk_threshold / (1 - (1 - sae.cfg.topk_threshold_lr) ** n_updates)
+
+
 def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batch_size: int) -> dict[str, Any]:
     cfg = dataclasses.asdict(sae_cfg)
     cfg.pop("expansion_factor")  # d_sae is in the spec
     cfg.pop("k")
+    if not has_topk_threshold(spec.architecture):
+        cfg.pop("debias_batchtopk_threshold")  # no effect on them: their cached artifacts stay valid
     return {"spec": dataclasses.asdict(spec), "activations": acts.key, "training": cfg, "batch_size": batch_size}
 
 
@@ -145,6 +161,8 @@ def train_sae(
         start = time.time()
         trainer.fit()
         seconds = time.time() - start
+        if sae_cfg.debias_batchtopk_threshold and has_topk_threshold(training_class_name(spec, sae_cfg)):
+            debias_topk_threshold(sae, steps)  # one threshold update per training step
         sae.cfg.metadata.hook_name = acts.hook
         sae.save_inference_model(tmp)
         summary = {
