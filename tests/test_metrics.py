@@ -80,3 +80,5 @@ def test_splicer_matches_a_hooked_forward_pass(micro_run, hook):
 def test_splicer_names_a_bad_hook(micro_run):
     with pytest.raises(ValueError, match=r"blocks\.1\.hook_resid_pots.*blocks\.0\.hook_resid_post"):
         metrics.Splicer(micro_run.model, "blocks.1.hook_resid_pots", micro_run.eval_contexts(1024))
+    with pytest.raises(ValueError, match=r"n ≥ 1"):  # e.g. an eval budget below one context window
+        metrics.Splicer(micro_run.model, "blocks.1.hook_resid_post", micro_run.eval_contexts(1024)[:0])

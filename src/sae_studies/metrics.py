@@ -158,8 +158,8 @@ class Splicer:
         if hook not in model.hook_dict:
             valid = sorted(h for h in model.hook_dict if h.startswith("blocks.0.") or not h.startswith("blocks."))
             raise ValueError(f"hook {hook!r} is not a hook point of this model; e.g. {valid} (and the same for every block)")
-        if contexts.ndim != 2 or contexts.shape[1] < 2:
-            raise ValueError(f"contexts must be [n, n_ctx ≥ 2] token windows; got shape {list(contexts.shape)}")
+        if contexts.ndim != 2 or contexts.shape[0] < 1 or contexts.shape[1] < 2:
+            raise ValueError(f"contexts must be [n ≥ 1, n_ctx ≥ 2] token windows; got shape {list(contexts.shape)}")
         self.model, self.hook, self.contexts, self.batch_size = model, hook, contexts, batch_size
         self.n_predicted = contexts.shape[0] * (contexts.shape[1] - 1)
         self._layer = _resid_layer(hook)
