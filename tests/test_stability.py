@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -458,6 +459,13 @@ def test_stability_class_and_matched_seeds():
     assert m.dtype == torch.long and m[0, :3].tolist() == [2, 2, 2] and m[1, 4] == 1
     with pytest.raises(ValueError, match="fraction"):
         stability_class(torch.tensor([1.5]))
+    # latents that (almost) never fire are "dead", whatever their fraction
+    firings = np.array([0, 3, 50, 7, 8, 100])
+    dead = stability_class(sc.fraction[0], firings, min_firings=8)
+    assert dead.tolist() == ["dead", "dead", "stable", "dead", cls[0, 4], cls[0, 5]]
+    assert (stability_class(sc.fraction[0], firings) == np.where(firings < 1, "dead", cls[0])).all()
+    with pytest.raises(ValueError, match="one count per feature"):
+        stability_class(sc.fraction[0], firings[:3])
     with pytest.raises(ValueError, match="StabilityScores"):
         matched_seeds(sc.fraction)
 

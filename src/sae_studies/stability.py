@@ -860,6 +860,7 @@ def pool_decoders(
 
 #: Names of the stability classes, in order: matched in no other seed, in some, in all.
 STABILITY_CLASSES = ("unstable", "partial", "stable")
+"""The classes of live features; `stability_class` may also return "dead" (see there)."""
 
 
 def matched_seeds(scores: StabilityScores) -> Tensor:
@@ -870,10 +871,15 @@ def matched_seeds(scores: StabilityScores) -> Tensor:
     return torch.round(scores.fraction * n_other).to(torch.long)
 
 
-def stability_class(fraction: Tensor) -> np.ndarray:
+def stability_class(fraction: Tensor, firings: np.ndarray | None = None, min_firings: int = 1) -> np.ndarray:
     """Class of each feature from its stability fraction: ``"unstable"`` (matched in no other
     seed, fraction 0), ``"stable"`` (matched in every other seed, fraction 1), else
-    ``"partial"``. With two seeds there is no ``"partial"``."""
+    ``"partial"``. With two seeds there is no ``"partial"``.
+
+    With ``firings`` (times each latent fired on held-out tokens, same shape), latents that fired
+    fewer than ``min_firings`` times are ``"dead"`` whatever their fraction: a latent that never
+    learned a direction cannot match across seeds, and counting it as an unstable feature would
+    make "unstable" partly mean "dead" (short runs leave many)."""
     if not isinstance(fraction, Tensor):
         raise ValueError(f"fraction must be a tensor of stability fractions; got {type(fraction).__name__}")
     f = fraction.detach().cpu().double().numpy()
@@ -882,6 +888,11 @@ def stability_class(fraction: Tensor) -> np.ndarray:
     out = np.full(f.shape, "partial", dtype=object)
     out[f <= 1e-9] = "unstable"
     out[f >= 1 - 1e-9] = "stable"
+    if firings is not None:
+        firings = np.asarray(firings)
+        if firings.shape != f.shape:
+            raise ValueError(f"firings has shape {firings.shape}, fraction {f.shape}: one count per feature")
+        out[firings < min_firings] = "dead"
     return out
 
 
