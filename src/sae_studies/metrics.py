@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .activations import check_hooks
+
 
 @dataclass
 class VarianceAccumulator:
@@ -155,9 +157,7 @@ class Splicer:
     """
 
     def __init__(self, model, hook: str, contexts: np.ndarray, batch_size: int = 32, cache_mib: float = 512):
-        if hook not in model.hook_dict:
-            valid = sorted(h for h in model.hook_dict if h.startswith("blocks.0.") or not h.startswith("blocks."))
-            raise ValueError(f"hook {hook!r} is not a hook point of this model; e.g. {valid} (and the same for every block)")
+        check_hooks(model, [hook])
         if contexts.ndim != 2 or contexts.shape[0] < 1 or contexts.shape[1] < 2:
             raise ValueError(f"contexts must be [n ≥ 1, n_ctx ≥ 2] token windows; got shape {list(contexts.shape)}")
         self.model, self.hook, self.contexts, self.batch_size = model, hook, contexts, batch_size
@@ -229,12 +229,6 @@ class Splicer:
             self._ce_clean = out["clean"]
         out["clean"] = self._ce_clean
         return out
-
-    @property
-    def ce_clean(self) -> float:
-        if self._ce_clean is None:
-            self.ce(lambda a: {}, desc=f"clean CE at {self.hook}")
-        return self._ce_clean
 
     @property
     def ce_zero(self) -> float:
