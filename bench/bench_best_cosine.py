@@ -1,7 +1,7 @@
 """Benchmark: chunked best-cosine search against the dense ``W_a @ W_b.T`` + max.
 
 Two random Gaussian "decoders" ``[F, d]`` (float32, d = 768) are matched: for every row of A
-the best cosine among the rows of B and its index (``sae_studies.stability.best_cosine``).
+the best cosine among the rows of B and its index (``sae_studies.analyses.cosine.best_cosine``).
 
 * dense:   ``unit(A) @ unit(B).T`` then ``.max(dim=1)`` — the full F × F matrix.
 * chunked: ``best_cosine(A, B)`` at its defaults (blocks of 4096 × 16384 rows, one reused
@@ -44,7 +44,7 @@ def run_case(method: str, n: int, d: int, out_path: str) -> None:
     import torch
 
     sys.path.insert(0, os.path.join(REPO, "src"))
-    from sae_studies.stability import best_cosine
+    from sae_studies.analyses.cosine import best_cosine
 
     torch.set_num_threads(2)
     g = torch.Generator().manual_seed(0)

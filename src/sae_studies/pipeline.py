@@ -11,11 +11,12 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import torch
 
-from . import activations, lm, metrics, plotting
-from .config import Profile, load_profile
+from . import activations, lm, plotting
+from .analyses import quality
+from .config import EMBEDDED_MODEL, Profile, load_profile
 from .store import Store
+from .studies import verdicts
 
 
 @dataclass
@@ -42,25 +43,38 @@ class Run:
         return activations.harvest(self.loaded, hooks, n_tokens, self.store, split=split)
 
     def eval_contexts(self, n_tokens: int | None = None) -> np.ndarray:
-        """Validation windows [n, n_ctx] covering the eval token budget (for CE metrics)."""
-        n = (n_tokens or self.profile.activations.n_eval_tokens) // self.model.cfg.n_ctx
-        return self.loaded.streams["val"].contexts(self.model.cfg.n_ctx)[:n]
+        """Validation windows covering the eval token budget (for CE metrics), BOS included for
+        models that need one."""
+        return self.loaded.contexts("val", n_tokens or self.profile.activations.n_eval_tokens)
 
-    def splicer(self, hook: str, n_tokens: int | None = None) -> metrics.Splicer:
+    def splicer(self, hook: str, n_tokens: int | None = None) -> quality.Splicer:
         """The CE evaluator of `hook` on `eval_contexts(n_tokens)`, one per (hook, budget), so the
-        clean and zero-ablation CE and the cached activations are shared by every SAE evaluated."""
+        clean and zero-ablation CE and the cached activations are shared by every SAE evaluated.
+        The BOS position (if any) is never replaced: SAEs are not trained on it."""
         key = (hook, n_tokens)
         if key not in self._splicers:
-            self._splicers[key] = metrics.Splicer(self.model, hook, self.eval_contexts(n_tokens))
+            self._splicers[key] = quality.Splicer(self.model, hook, self.eval_contexts(n_tokens), keep_first=self.loaded.n_prefix)
         return self._splicers[key]
 
     def save_figure(self, fig, name: str):
         return plotting.save_figure(fig, name, self.profile.figures_dir)
 
+    @property
+    def model_label(self) -> str:
+        """How findings tables name the model, e.g. "embedded (4 layers, d_model 128)"."""
+        cfg = self.profile.lm
+        if cfg.name == EMBEDDED_MODEL:
+            return f"embedded ({cfg.n_layers} layers, d_model {cfg.d_model}, trained on the fortune corpus)"
+        return cfg.name
 
-def start(profile: str, overrides: dict[str, Any] | None = None, threads: int | None = None) -> Run:
-    """Load the profile, set the plot style and torch's thread count (all cores by default)."""
-    if threads:
-        torch.set_num_threads(threads)
+    def write_findings(self, found: list[verdicts.Verdict], study: str, title: str, model: str | None = None):
+        """`figures_dir/findings_<study>.md`: the study's verdict table for this profile (`model`
+        names what the numbers come from when it is not the profile's LM, e.g. synthetic data)."""
+        return verdicts.write_findings(found, study, self.profile.figures_dir, title=title,
+                                       model=model or self.model_label, profile=self.profile.name)
+
+
+def start(profile: str, overrides: dict[str, Any] | None = None) -> Run:
+    """Load the profile and set the plot style."""
     plotting.use_style()
     return Run(load_profile(profile, overrides))

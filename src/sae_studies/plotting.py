@@ -7,7 +7,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-CATEGORY_COLORS = dict(zip(("fortunes", "limerick", "murphy", "startrek", "zippy"), sns.color_palette("colorblind", 5)))
+from .corpus import CATEGORIES
+
+CATEGORY_COLORS = dict(zip(CATEGORIES, sns.color_palette("colorblind", len(CATEGORIES))))
 
 
 def use_style() -> None:

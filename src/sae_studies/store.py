@@ -21,10 +21,11 @@ import shutil
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("sae-studies", "torch", "sae-lens", "transformer-lens", "tokenizers", "numpy")
@@ -57,9 +58,6 @@ class CorruptArtifact(RuntimeError):
 class Store:
     def __init__(self, root: Path | str):
         self.root = Path(root)
-
-    def path_for(self, kind: str, params: dict[str, Any]) -> Path:
-        return self.root / kind / params_key(kind, params)
 
     def get(self, kind: str, params: dict[str, Any]) -> Artifact | None:
         """The valid artifact for these parameters, or None. Corrupt folders are moved aside."""

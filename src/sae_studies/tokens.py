@@ -40,14 +40,6 @@ class TokenStream:
         return self.categories[: n * n_ctx].reshape(n, n_ctx)
 
 
-def entries(cfg: CorpusConfig) -> list[corpus.Entry]:
-    if cfg.source == "fortunes":
-        return corpus.load_fortunes()
-    if cfg.source.startswith("hf:"):
-        return corpus.load_hf_texts(cfg.source[3:], cfg.hf_split, cfg.hf_text_column, cfg.hf_n_texts)
-    raise ValueError(f"corpus.source must be 'fortunes' or 'hf:<dataset>', got {cfg.source!r}")
-
-
 def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
     """Byte-level BPE (GPT-2 style pre-tokenisation) with one special token, EOT."""
     tok = Tokenizer(models.BPE())
@@ -76,7 +68,7 @@ def embedded_tokenizer(cfg: CorpusConfig, store: Store) -> tuple[PreTrainedToken
     params = {"corpus": cfg.source, "val_fraction": cfg.val_fraction, "vocab_size": cfg.vocab_size}
 
     def build(tmp: Path) -> dict:
-        train, _ = corpus.train_val_split(entries(cfg), cfg.val_fraction)
+        train, _ = corpus.load(cfg)
         tok = train_bpe([e.text for e in train], cfg.vocab_size)
         tok.save(str(tmp / "tokenizer.json"))
         as_hf_tokenizer(tmp / "tokenizer.json", tmp / "hf")
@@ -114,7 +106,7 @@ def token_streams(
     def build(tmp: Path) -> dict:
         rng = np.random.default_rng(0)
         summary = {}
-        for split, items in zip(("train", "val"), corpus.train_val_split(entries(cfg), cfg.val_fraction)):
+        for split, items in zip(("train", "val"), corpus.load(cfg)):
             items = [items[i] for i in rng.permutation(len(items))]
             stream = encode(items, tokenizer)
             np.save(tmp / f"{split}_tokens.npy", stream.tokens)

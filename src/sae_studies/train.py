@@ -14,59 +14,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from sae_lens import SAE
 from sae_lens.config import SAETrainerConfig
-from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
+from sae_lens.registry import get_sae_training_class
 from sae_lens.training.sae_trainer import SAETrainer
 
-from . import saes as _saes  # registers the repository's architectures with SAELens
 from .activations import ActivationSet
 from .config import SAEConfig
+from .saes import registry
+from .saes.registry import SAESpec
 from .store import Artifact, Store
 
-BUILTIN = ("topk", "batchtopk", "standard", "jumprelu", "matryoshka_batchtopk")
-TOPK_FAMILY_FIELDS = ("k", "aux_loss_coefficient")
+__all__ = ["SAESpec", "architectures", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
 
 
 def architectures() -> list[str]:
-    """Every architecture name `train_sae` accepts."""
-    return sorted(SAE_TRAINING_CLASS_REGISTRY)
-
-
-@dataclasses.dataclass(frozen=True)
-class SAESpec:
-    """What makes one SAE, beyond the activations it is trained on."""
-
-    architecture: str
-    d_sae: int
-    k: int | None = None
-    """Active latents per token for the TopK family (mean per token for BatchTopK)."""
-    seed: int = 0
-    extra: tuple[tuple[str, Any], ...] = ()
-    """Architecture-specific config fields, e.g. (("matryoshka_widths", [256, 1024]),)."""
-
-    def __post_init__(self) -> None:
-        if self.architecture not in SAE_TRAINING_CLASS_REGISTRY:
-            raise ValueError(f"unknown SAE architecture {self.architecture!r}; valid: {architectures()}")
-        if self.d_sae < 1:
-            raise ValueError(f"d_sae must be positive, got {self.d_sae}")
-        needs_k = "k" in {f.name for f in dataclasses.fields(get_sae_training_class(self.architecture)[1])}
-        if needs_k and (self.k is None or self.k < 1):
-            raise ValueError(f"architecture {self.architecture!r} needs k ≥ 1, got {self.k}")
-
-    def with_seed(self, seed: int) -> "SAESpec":
-        return dataclasses.replace(self, seed=seed)
+    """Every architecture name `train_sae` accepts (the registered recipes)."""
+    return registry.names()
 
 
 def training_class_name(spec: SAESpec, sae_cfg: SAEConfig) -> str:
     """The registered training class: the sparse fast path for the TopK family unless disabled."""
-    if sae_cfg.fast:
-        return _saes.FAST_TRAINING_ARCHITECTURES.get(spec.architecture, spec.architecture)
-    return spec.architecture
+    return registry.get(spec.architecture).training_class_for(sae_cfg.fast)
 
 
 def build_training_sae(spec: SAESpec, d_in: int, sae_cfg: SAEConfig, steps: int, data_mean: torch.Tensor | None = None):
@@ -103,17 +77,18 @@ def build_training_sae(spec: SAESpec, d_in: int, sae_cfg: SAEConfig, steps: int,
     return sae
 
 
+def input_scale(acts: ActivationSet, n_rows: int = 65_536) -> float:
+    """SAELens' `expected_average_only_in` scaling factor sqrt(d) / E‖x‖ (on the first n_rows rows):
+    the training SAE sees x · scale, and saving folds 1 / scale back into the inference SAE."""
+    x = acts.tensor(min(n_rows, len(acts))).double()
+    return float(acts.d**0.5 / x.norm(dim=-1).mean())
+
+
 def normalised_mean(acts: ActivationSet, n_rows: int = 65_536) -> torch.Tensor:
     """Mean of the activations after SAELens' `expected_average_only_in` scaling, which maps the
     mean norm to sqrt(d): the scale the training SAE sees."""
     x = acts.tensor(min(n_rows, len(acts))).double()
-    scale = acts.d**0.5 / x.norm(dim=-1).mean()
-    return (x.mean(0) * scale).float()
-
-
-def has_topk_threshold(architecture: str) -> bool:
-    """BatchTopK family: trained with a global top-k threshold that becomes a JumpReLU threshold."""
-    return "topk_threshold_lr" in {f.name for f in dataclasses.fields(get_sae_training_class(architecture)[1])}
+    return (x.mean(0) * input_scale(acts, n_rows)).float()
 
 
 @torch.no_grad()
@@ -129,22 +104,52 @@ def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batc
     cfg = dataclasses.asdict(sae_cfg)
     cfg.pop("expansion_factor")  # d_sae is in the spec
     cfg.pop("k")
-    if not has_topk_threshold(spec.architecture):
+    if not registry.get(spec.architecture).batch_threshold:
         cfg.pop("debias_batchtopk_threshold")  # no effect on them: their cached artifacts stay valid
     return {"spec": dataclasses.asdict(spec), "activations": acts.key, "training": cfg, "batch_size": batch_size}
 
 
 def train_sae(
-    acts: ActivationSet, spec: SAESpec, sae_cfg: SAEConfig, store: Store, batch_size: int = 4096
+    acts: ActivationSet,
+    spec: SAESpec,
+    sae_cfg: SAEConfig,
+    store: Store,
+    batch_size: int = 4096,
+    *,
+    init: Mapping[str, torch.Tensor] | None = None,
+    frozen: Sequence[str] = (),
+    key_extra: Mapping[str, Any] | None = None,
 ) -> tuple[SAE, Artifact]:
-    """Train (or load from the cache) one SAE on `acts`; return the inference SAE and its artifact."""
+    """Train (or load from the cache) one SAE on `acts`; return the inference SAE and its artifact.
+
+    `init` overwrites parameters of the freshly initialised training SAE (names as in the training
+    SAE, values in its normalised input space, see `input_scale`); `frozen` parameters keep their
+    value throughout training; `key_extra` adds entries to the cache key that say where `init`
+    came from (e.g. the pooled refit's sources). The pooled refit of study 1 is this with a frozen
+    decoder.
+    """
     steps = sae_cfg.train_tokens // batch_size
     if steps < 1:
         raise ValueError(f"sae.train_tokens ({sae_cfg.train_tokens}) is smaller than one batch ({batch_size})")
     data = acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
+    params = artifact_params(spec, acts, sae_cfg, batch_size)
+    overlap = set(params) & set(key_extra or {})
+    if overlap:
+        raise ValueError(f"key_extra must not replace the SAE's own key entries {sorted(overlap)}")
+    params.update(key_extra or {})
 
     def build(tmp: Path) -> dict:
         sae = build_training_sae(spec, acts.d, sae_cfg, steps, data_mean=normalised_mean(acts))
+        named = dict(sae.named_parameters())
+        unknown = (set(init or {}) | set(frozen)) - set(named)
+        if unknown:
+            raise ValueError(f"init / frozen name unknown parameters {sorted(unknown)}; valid: {sorted(named)}")
+        with torch.no_grad():
+            for name, value in (init or {}).items():
+                named[name].copy_(value)
+        start_values = {name: named[name].detach().clone() for name in frozen}
+        for name in frozen:
+            named[name].requires_grad_(False)
         trainer_cfg = SAETrainerConfig(
             total_training_samples=steps * batch_size,
             train_batch_size_samples=batch_size,
@@ -161,7 +166,14 @@ def train_sae(
         start = time.time()
         trainer.fit()
         seconds = time.time() - start
-        if sae_cfg.debias_batchtopk_threshold and has_topk_threshold(training_class_name(spec, sae_cfg)):
+        # SAETrainer may rescale parameters in place (it folds the input normalisation into the
+        # decoder at the end), so a frozen parameter keeps its direction, not its scale
+        frozen_cos = {name: float(torch.nn.functional.cosine_similarity(named[name].detach().reshape(v.shape[0], -1),
+                                                                         v.reshape(v.shape[0], -1), dim=1).min())
+                      for name, v in start_values.items()}
+        for name in frozen:
+            named[name].requires_grad_(True)
+        if sae_cfg.debias_batchtopk_threshold and registry.get(spec.architecture).batch_threshold:
             debias_topk_threshold(sae, steps)  # one threshold update per training step
         sae.cfg.metadata.hook_name = acts.hook
         sae.save_inference_model(tmp)
@@ -171,11 +183,12 @@ def train_sae(
             "training_class": training_class_name(spec, sae_cfg),
             "train_l0": sae.cfg.metadata.l0,
             "dead_at_end": sae.cfg.metadata.num_dead_features,
+            **({"frozen_min_row_cosine": frozen_cos} if frozen else {}),
         }
         (tmp / "training.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-    art = store.get_or_build("sae", artifact_params(spec, acts, sae_cfg, batch_size), build)
+    art = store.get_or_build("sae", params, build)
     return load_sae(art.path, sae_cfg.device), art
 
 

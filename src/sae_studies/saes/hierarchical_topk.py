@@ -24,6 +24,8 @@ from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopK, TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 from typing_extensions import override
 
+from sae_studies.checks import check_int
+from sae_studies.saes.registry import Recipe, register
 from sae_studies.saes.sparse_decode import SparsePattern, prefix_level_weights, prefix_mse_loss
 from sae_studies.saes.sparse_topk import FastTopKMixin
 
@@ -37,15 +39,6 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None, hint: str = "") -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo
-    ok = ok and (hi is None or value <= hi)
-    if not ok:
-        allowed = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
-        raise ValueError(f"{name} must be {allowed}{hint}; got {name}={value!r}")
-    return value
-
-
 def _check_levels(levels: Any, K: int) -> list[int] | None:
     if levels is None:
         return None
@@ -56,7 +49,7 @@ def _check_levels(levels: Any, K: int) -> list[int] | None:
             f"in 1..{K} (k={K}); got levels=[]"
         )
     for lv in levels:
-        _check_int("levels", lv, 1, K, f" (each level at most k={K})")
+        check_int("levels", lv, 1, K, f" (each level at most k={K})")
     if any(a >= b for a, b in zip(levels, levels[1:])):
         raise ValueError(
             f"levels must be strictly increasing integers in 1..{K}; got levels={levels!r}"
@@ -82,8 +75,8 @@ class HierarchicalTopKSAEConfig(TopKSAEConfig):
         super().__post_init__()
         if self.k_max is None:
             self.k_max = self.k
-        _check_int("k_max", self.k_max, 1, self.d_sae, f" (d_sae={self.d_sae})")
-        _check_int("k", self.k, 1, self.k_max, f" (k_max={self.k_max}, the K it was trained for)")
+        check_int("k_max", self.k_max, 1, self.d_sae, f" (d_sae={self.d_sae})")
+        check_int("k", self.k, 1, self.k_max, f" (k_max={self.k_max}, the K it was trained for)")
 
 
 class HierarchicalTopKSAE(TopKSAE):
@@ -91,9 +84,9 @@ class HierarchicalTopKSAE(TopKSAE):
 
     cfg: HierarchicalTopKSAEConfig  # type: ignore[assignment]
 
-    def set_k(self, k: int) -> "HierarchicalTopKSAE":
+    def set_k(self, k: int) -> HierarchicalTopKSAE:
         """Use the top ``k`` latents from now on (1 <= k <= cfg.k_max)."""
-        _check_int("k", k, 1, self.cfg.k_max, f" (k_max={self.cfg.k_max}, the K it was trained for)")
+        check_int("k", k, 1, self.cfg.k_max, f" (k_max={self.cfg.k_max}, the K it was trained for)")
         self.cfg.k = k
         self.activation_fn = TopK(k)
         return self
@@ -103,7 +96,7 @@ class HierarchicalTopKSAE(TopKSAE):
         """TopK encode with the configured ``k``, or with ``k`` for this call only."""
         if k is None:
             return super().encode(x)
-        _check_int("k", k, 1, self.cfg.k_max, f" (k_max={self.cfg.k_max}, the K it was trained for)")
+        check_int("k", k, 1, self.cfg.k_max, f" (k_max={self.cfg.k_max}, the K it was trained for)")
         sae_in = self.process_sae_in(x)
         hidden_pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
         if self.cfg.rescale_acts_by_decoder_norm:
@@ -191,7 +184,7 @@ class HierarchicalTopKTrainingSAEConfig(TopKTrainingSAEConfig):
         return self.k
 
     def __post_init__(self) -> None:
-        _check_int("k", self.k, 1, self.d_sae, f" (K, at most d_sae={self.d_sae})")
+        check_int("k", self.k, 1, self.d_sae, f" (K, at most d_sae={self.d_sae})")
         self.levels = _check_levels(self.levels, self.k)
         super().__post_init__()
 
@@ -236,8 +229,8 @@ class MultiTopKTrainingSAEConfig(TopKTrainingSAEConfig):
         return self.k * self.multi_topk_factor
 
     def __post_init__(self) -> None:
-        _check_int("multi_topk_factor", self.multi_topk_factor, 2, None)
-        _check_int("k", self.k, 1, self.d_sae // self.multi_topk_factor,
+        check_int("multi_topk_factor", self.multi_topk_factor, 2, None)
+        check_int("k", self.k, 1, self.d_sae // self.multi_topk_factor,
                    f" (k * multi_topk_factor must be at most d_sae={self.d_sae})")
         if not self.multi_topk_weight >= 0:
             raise ValueError(f"multi_topk_weight must be >= 0; got {self.multi_topk_weight!r}")
@@ -258,3 +251,44 @@ class MultiTopKTrainingSAE(_PrefixTrainingMixin, TopKTrainingSAE):
     @override
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
         return _PrefixTrainingMixin.training_forward_pass(self, step_input)
+
+
+# ---------------------------------------------------------------------------------------
+# recipes
+# ---------------------------------------------------------------------------------------
+def _hierarchical_options(d_sae: int, k: int | None, levels: list[int] | None = None) -> dict[str, Any]:
+    """``levels``: an optional strictly increasing subset of 1..K averaged over (default all)."""
+    return {} if levels is None else {"levels": _check_levels(levels, k)}
+
+
+def _multi_topk_options(d_sae: int, k: int | None, factor: int = 4, weight: float = 0.125) -> dict[str, Any]:
+    """``factor``: the second level is factor·k (needs factor·k ≤ d_sae); ``weight`` its loss weight."""
+    check_int("multi_topk factor", factor, 2)
+    check_int("k", k, 1, d_sae // factor, f" (k * factor = {k} * {factor} must be at most d_sae={d_sae})")
+    extra: dict[str, Any] = {}
+    if factor != 4:
+        extra["multi_topk_factor"] = factor
+    if weight != 0.125:
+        extra["multi_topk_weight"] = weight
+    return extra
+
+
+register(
+    Recipe(
+        name="hierarchical_topk",
+        training_class="hierarchical_topk",
+        options=_hierarchical_options,
+        summary="HierarchicalTopK (arXiv 2505.24473): one SAE for every k ≤ K, loss averaged over nested prefixes.",
+    ),
+    training={"hierarchical_topk": (HierarchicalTopKTrainingSAE, HierarchicalTopKTrainingSAEConfig)},
+    inference={"hierarchical_topk": (HierarchicalTopKSAE, HierarchicalTopKSAEConfig)},
+)
+register(
+    Recipe(
+        name="multi_topk",
+        training_class="multi_topk",
+        options=_multi_topk_options,
+        summary="Multi-TopK (Gao et al. 2024): L(k) + L(4k)/8; saved as a selectable-k TopK SAE.",
+    ),
+    training={"multi_topk": (MultiTopKTrainingSAE, MultiTopKTrainingSAEConfig)},
+)

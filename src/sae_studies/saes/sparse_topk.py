@@ -23,6 +23,7 @@ from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 from typing_extensions import override
 
+from sae_studies.saes.registry import Recipe, register
 from sae_studies.saes.sparse_decode import (
     SparsePattern,
     row_norms,
@@ -284,3 +285,27 @@ class SparseBatchTopKTrainingSAE(FastTopKMixin, BatchTopKTrainingSAE):
             lr = self.cfg.topk_threshold_lr
             min_positive = positive.min().to(self.topk_threshold.dtype)
             self.topk_threshold = (1 - lr) * self.topk_threshold + lr * min_positive
+
+
+# ---------------------------------------------------------------------------------------
+# recipes: what studies ask for by name
+# ---------------------------------------------------------------------------------------
+register(
+    Recipe(
+        name="topk",
+        training_class="sparse_topk",
+        reference_class="topk",
+        summary="TopK (Gao et al. 2024): the k largest pre-activations per token; sparse training path.",
+    ),
+    training={"sparse_topk": (SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig)},
+)
+register(
+    Recipe(
+        name="batchtopk",
+        training_class="sparse_batchtopk",
+        reference_class="batchtopk",
+        batch_threshold=True,
+        summary="BatchTopK (Bussmann et al. 2024): the k·B largest over the batch; saved as JumpReLU.",
+    ),
+    training={"sparse_batchtopk": (SparseBatchTopKTrainingSAE, SparseBatchTopKTrainingSAEConfig)},
+)

@@ -1,0 +1,179 @@
+"""Study 2: parameter checks, cells, verdict rules (one table each way) and a tiny end-to-end run
+through train.train_sae on generated rows (no language model)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sae_studies.config import Profile, Study02Config, load_profile
+from sae_studies.store import Store
+from sae_studies.studies import synthetic as S2
+from sae_studies.studies.verdicts import Verdict
+
+TINY = Study02Config(
+    d=12, n_isolated=2, n_groups=2, rank=3, n_rows=2048, n_eval_rows=1024, seeds=(0, 1), train_tokens=2048,
+    sweep_train_tokens=1024, batch_size=256, lr=5e-3, budgets=(1024,), architectures=("topk", "standard"),
+    sweep_seeds=(0, 1), sweep_ranks=(2,), sweep_directions=(1, None), sweep_dict_rank=2, sweep_dict_directions=2,
+    sweep_dict_factors=(1.0,), min_firings=1, subspace_dim=3, n_random_subspaces=2, k=2,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def test_profiles_pass_the_checks():
+    for name in ("smoke", "default"):
+        spec = S2.check(load_profile(name).study02)
+        assert spec.n_gt_dims <= spec.d
+    assert S2.check(TINY).rank == 3
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"rank": 12}, ["study02", "rank", "1..11"]),
+        ({"directions": 0}, ["directions", ">= 1"]),
+        ({"p_group": 2.0}, ["p_group"]),
+        ({"dict_factor": 0.1}, ["dict_factor", "n_isolated=2"]),
+        ({"sweep_dict_factors": (0.05,)}, ["sweep_dict_factors", "n_isolated=2"]),
+        ({"k": 100}, ["study02.k", "F=16"]),
+        ({"seeds": (0,)}, ["study02.seeds", "at least 2"]),
+        ({"sweep_seeds": (1, 1)}, ["study02.sweep_seeds"]),
+        ({"batch_size": 300}, ["batch_size", "divide"]),
+        ({"sweep_ranks": (6,)}, ["n_isolated + n_groups × rank", "d=12"]),
+        ({"architectures": ("nope",)}, ["architectures", "topk"]),
+        ({"tau": 0.0}, ["study02.tau"]),
+        ({"sweep_directions": (0,)}, ["sweep_directions"]),
+    ],
+)
+def test_bad_configs_fail_early_naming_the_parameter(changes, words):
+    with pytest.raises(ValueError) as err:
+        S2.check(dataclasses.replace(TINY, **changes))
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_dictionary_size_and_cells():
+    assert S2.dictionary_size(2.0, 26, 8) == 52
+    assert S2.dictionary_size(0.5, 104, 8) == 52
+    with pytest.raises(ValueError, match="smaller than the n_isolated=8"):
+        S2.dictionary_size(0.5, 10, 8)
+    cfg = dataclasses.replace(TINY, sweep_ranks=(1, 2), sweep_directions=(1, 2, 4, None))
+    assert S2.phase_cells(cfg) == [(1, 1), (1, 2), (1, None), (2, 2), (2, 4), (2, 8), (2, None)]
+    models, labels = S2.size_models(TINY)
+    assert [m[1] for m in models] == [2 + 2 * 4] and labels[0]["n_directions"] == 10
+
+
+# ------------------------------------------------------------------ verdict rules
+
+
+def _per_seed(iso_rec, iso_stable, group_stable, group_mb, rot_mb, sub, cross, archs=("topk", "standard")):
+    rows = []
+    for a in archs:
+        for seed, jitter in enumerate((-0.01, 0.01)):
+            rows.append({"architecture": a, "seed": seed, "iso_recovered": iso_rec + jitter, "isolated_stable": iso_stable + jitter,
+                         "group_stable": group_stable + jitter, "group_mean_best": group_mb + jitter,
+                         "rot_group_mean_best": rot_mb, "subspace_cos2": sub + jitter, "cross_seed_cos2": cross + jitter})
+    return pd.DataFrame(rows)
+
+
+def test_verdict_isolated():
+    assert S2.verdict_isolated(_per_seed(0.98, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "agrees"
+    assert S2.verdict_isolated(_per_seed(0.5, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "disagrees"
+    mixed = pd.concat([_per_seed(0.98, 0.97, 0, 0, 0, 0, 0, ("topk",)), _per_seed(0.98, 0.5, 0, 0, 0, 0, 0, ("standard",))])
+    assert S2.verdict_isolated(mixed, 0.9).outcome == "partly"
+
+
+def test_verdict_low_rank_unstable():
+    assert S2.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.2, 0.60, 0.58, 0, 0)).outcome == "agrees"
+    assert S2.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.8, 0.90, 0.58, 0, 0)).outcome == "disagrees"
+    # as stable as the null's chance level, but above half the isolated rate: not unstable by the rule
+    assert S2.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.6, 0.70, 0.70, 0, 0)).outcome == "disagrees"
+
+
+def test_verdict_subspaces():
+    assert S2.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.96), 0.2).outcome == "agrees"
+    assert S2.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.40), 0.2).outcome == "disagrees"
+    assert S2.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.95, 0.95), 0.5).outcome == "disagrees"  # random + 0.5 = 1.0
+
+
+def _phase(stable, sub):
+    cells = [(2, 1), (2, np.nan), (8, 1), (8, np.nan)]
+    return pd.DataFrame([{"rank": r, "directions": np.nan if np.isnan(m) else m * r, "group_stable": s, "subspace_cos2": c}
+                         for (r, m), s, c in zip(cells, stable, sub)])
+
+
+def test_verdict_phase():
+    assert S2.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.9])).outcome == "agrees"
+    assert S2.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.5])).outcome == "partly"
+    assert S2.verdict_phase(_phase([0.5, 0.6, 0.9, 0.4], [0.99, 0.95, 0.97, 0.9])).outcome == "disagrees"
+
+
+def test_verdict_dictionary_size():
+    rows = lambda rec, sub: pd.DataFrame({"factor": [0.5, 1.0, 2.0], "dir_recovered": rec, "subspace_cos2": sub})  # noqa: E731
+    assert S2.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.95, 0.97])).outcome == "agrees"
+    assert S2.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.6, 0.97])).outcome == "partly"
+    assert S2.verdict_dictionary_size(rows([0.1, 0.1, 0.2], [0.9, 0.95, 0.97])).outcome == "disagrees"
+
+
+def test_verdict_control_and_class_composition():
+    classes = pd.DataFrame({"class": ["stable"] * 9 + ["unstable"] * 9 + ["dead"] * 3,
+                            "kind": ["isolated"] * 8 + ["group"] + ["group"] * 8 + ["none"] + ["group"] * 3})
+    comp = S2.class_composition(classes)
+    assert comp.loc["stable", "isolated"] == pytest.approx(8 / 9) and comp.loc["unstable", "group"] == pytest.approx(8 / 9)
+    assert comp.loc["partial"].sum() == 0  # absent class: zeros, not an error
+    yes = Verdict("4", "p", "o", "agrees", "r")
+    no = dataclasses.replace(yes, outcome="disagrees")
+    assert S2.verdict_control(comp, yes).outcome == "agrees"
+    assert S2.verdict_control(comp, no).outcome == "partly"
+    flipped = comp.rename(index={"stable": "unstable", "unstable": "stable"})
+    assert S2.verdict_control(flipped, no).outcome == "disagrees"
+
+
+# ------------------------------------------------------------------ a tiny end-to-end run
+
+
+def test_tiny_run_through_train_sae(tmp_path):
+    store = Store(tmp_path)
+    profile = dataclasses.replace(Profile(name="tiny"), study02=TINY)
+    spec = S2.check(TINY)
+    acts, eval_x = S2.data(spec, TINY, store)
+    d_sae = S2.dictionary_size(TINY.dict_factor, spec.n_gt_dims, TINY.n_isolated)
+    results = {}
+    for arch in TINY.architectures:
+        saes = S2.train_models(acts, arch, d_sae, TINY, S2.sae_config(profile), store, TINY.seeds)
+        assert saes[0].cfg.metadata.hook_name == "synthetic/train"
+        results[arch] = S2.evaluate(saes, acts, eval_x, TINY, arch, TINY.seeds, torch.Generator().manual_seed(0))
+    res = results["topk"]
+    assert len(res.per_seed) == 2 and res.to_truth.shape == (2, 2, 3) and res.cross_seed.shape == (1, 2, 3)
+    assert res.iso_best.shape == (2, 2) and res.dir_best is None
+    assert set(res.latents.kind) <= {"isolated", "group", "none", "dead"} and len(res.latents) == 2 * d_sae
+    assert set(res.nulls.null) >= {"covariance", "isotropic_span"}
+    np.testing.assert_allclose(res.per_seed.cross_seed_cos2, (res.cross_seed ** 2).mean(), atol=1e-12)  # one pair
+    row = S2.summary_row(res)
+    assert row["d_sae"] == d_sae and 0 <= row["random_cos2"] <= 1
+    classes = S2.study1_classes(res, TINY)
+    assert set(classes["class"]) <= {"stable", "partial", "unstable", "dead"}
+    assert len(S2.hungarian_rows(res, TINY.tau)) == 1
+    cov = torch.cov(eval_x.double().T)
+    ov, _ = S2.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0))
+    assert set(ov.columns) >= {"group", "control", "overlap", "dim"}
+    wide, _ = S2.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0), dim=10**6, not_stable=True)
+    assert wide.empty or (wide.dim == 12 // 2).all()  # capped at d / 2, skipped when the class is smaller
+    conv = S2.convergence(profile, store, acts, eval_x, progress=False)
+    assert len(conv) == len(TINY.architectures) * len(TINY.budgets) * len(TINY.budget_seeds)
+    phase = S2.sweep(profile, store, *S2.phase_models(TINY), progress=False)
+    assert list(phase.multiple.fillna(-1)) == [1, -1] and phase.dir_recovered.notna().tolist() == [True, False]

@@ -1,0 +1,72 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sae_studies.analyses import features, quality
+from sae_studies.studies import hierarchical
+
+
+def test_keep_top_k_keeps_the_largest():
+    z = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, 0.0, 0.0, 4.0]])
+    assert torch.equal(quality.keep_top_k(z, 2), torch.tensor([[0.0, 3.0, 0.0, 2.0], [5.0, 0.0, 0.0, 4.0]]))
+    assert torch.equal(quality.keep_top_k(z, 9), z)
+    with pytest.raises(ValueError):
+        quality.keep_top_k(z, 0)
+
+
+def test_category_auroc_known_answers():
+    cats = np.array([0, 0, 1, 1, 2, 2, -1], dtype=np.int8)
+    perfect0 = (torch.as_tensor(cats) == 0).float()
+    noise = torch.zeros(7)
+    codes = torch.stack([perfect0, noise], 1)
+    auc = features.category_auroc(codes, cats)
+    assert auc[0] == pytest.approx(1.0)
+    assert auc[1] == pytest.approx(0.5) and set(auc) == {0, 1, 2}  # all-zero ties: chance
+
+
+def test_interpolation_in_log_l0_and_gap():
+    assert hierarchical.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 8) == pytest.approx(0.6)
+    assert np.isnan(hierarchical.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 32))
+    results = pd.DataFrame({"model": ["h", "h", "b", "b"], "k": [4, 16, 4, 16], "l0": [4.0, 16.0, 4.0, 16.0],
+                            "ev": [0.55, 0.7, 0.5, 0.72]})
+    gap = hierarchical.gap_at_equal_l0(results, "h", ["b"], "ev")
+    assert gap.loc[4, "Δ"] == pytest.approx(0.05) and gap.loc[16, "Δ"] == pytest.approx(-0.02)
+
+
+def _gap(delta_ev, delta_cut):
+    return pd.DataFrame({"seed": [0, 1, 2] * 2, "k": [8, 8, 8, 32, 32, 32], "L0": 8.0, "ΔEV": delta_ev, "Δ loss recovered": 0.0,
+                         "ΔEV vs cut": delta_cut})
+
+
+def test_front_and_cut_rules():
+    assert hierarchical.verdict_front(_gap([0.0, 0.01, -0.005, 0.0, 0.002, 0.001], [0.3] * 6)).outcome == "agrees"
+    assert hierarchical.verdict_front(_gap([-0.05, -0.06, -0.055, -0.05, -0.06, -0.055], [0.3] * 6)).outcome == "disagrees"
+    assert hierarchical.verdict_front(_gap([-0.05, -0.06, -0.055, 0.0, 0.0, 0.0], [0.3] * 6)).outcome == "partly"
+    assert hierarchical.verdict_cut(_gap([0.0] * 6, [0.3] * 6)).outcome == "agrees"
+    assert hierarchical.verdict_cut(_gap([0.0] * 6, [-0.1, 0.2, 0.3] * 2)).outcome == "disagrees"
+
+
+def test_interpretability_and_budget_rules():
+    prox = pd.DataFrame({"model": ["hierarchical_topk"] * 3 + ["topk"] * 3, "k": 8, "seed": [0, 1, 2] * 2,
+                         "category_auroc": [0.65, 0.66, 0.64, 0.60, 0.61, 0.62]})
+    assert hierarchical.verdict_interpretability(prox).outcome == "agrees"
+    assert hierarchical.verdict_interpretability(prox.assign(category_auroc=[0.5, 0.5, 0.5, 0.7, 0.7, 0.7])).outcome == "disagrees"
+    sweep = pd.DataFrame({"tokens": [1, 4, 1, 4], "k": [8, 8, 32, 32], "ΔEV": [-0.05, -0.005, -0.01, 0.0]})
+    assert hierarchical.verdict_budget(sweep).outcome == "agrees"
+    assert hierarchical.verdict_budget(sweep.assign(**{"ΔEV": [-0.05, -0.03, 0, 0]})).outcome == "partly"
+    assert hierarchical.verdict_budget(sweep.assign(**{"ΔEV": [-0.03, -0.05, 0, 0]})).outcome == "disagrees"
+
+
+def test_check_names_the_bad_parameter():
+    from sae_studies.config import Study03Config
+
+    with pytest.raises(ValueError, match="study03.ks"):
+        hierarchical.check(Study03Config(ks=(16, 8)), 1024, 4)
+    with pytest.raises(ValueError, match="reduced_ks"):
+        hierarchical.check(Study03Config(reduced_ks=(12,)), 1024, 4)
+    with pytest.raises(ValueError, match="study03.layer"):
+        hierarchical.check(Study03Config(layer=9), 1024, 4)
+    specs, skipped = hierarchical.specs(Study03Config(ks=(8, 64)), 128, seed=0)
+    assert ("multi_topk", 64) not in specs and any("multi_topk at k=64" in s for s in skipped)
+    assert ("hierarchical_topk", 64) in specs
