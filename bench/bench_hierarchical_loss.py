@@ -147,10 +147,10 @@ def main(all_direct: bool = False) -> None:
             for m in ("topk", "hier", "direct")
         }
 
-        def fmt(m: str, key: str, scale: float, width: int) -> str:
+        def fmt(m: str, key: str, scale: float, width: int, r: dict = r) -> str:
             return f"{'n/a':>{width}}" if "error" in r[m] else f"{r[m][key] * scale:>{width}.0f}"
 
-        def ratio(m: str, key: str, width: int) -> str:
+        def ratio(m: str, key: str, width: int, r: dict = r) -> str:
             if "error" in r[m] or "error" in r["topk"] or r["topk"][key] <= 0:
                 return f"{'n/a':>{width}}"
             return f"{r[m][key] / r['topk'][key]:>{width - 1}.2f}x"

@@ -1,7 +1,7 @@
 """environment.yml (conda users) must describe the same environment as pyproject.toml (pip)."""
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -148,3 +148,10 @@ def test_prior_work_anchors():
     assert claims.verdict_relu_vs_topk(ps, 8, dup_ok).outcome == "agrees"
     assert claims.verdict_relu_vs_topk(ps, 8, dup_ok.assign(duplicate_share=0.5)).outcome == "partly"
     assert claims.verdict_relu_vs_topk(ps.assign(stable=[0.1, 0.1, 0.1, 0.5, 0.5, 0.5]), 8, dup_ok).outcome == "disagrees"
+
+
+def test_null_excess_compares_within_a_layer():
+    per_seed = pd.DataFrame({"architecture": "topk", "expansion": 8, "layer": [1, 1, 3, 3], "stable": [0.1, 0.1, 0.3, 0.3]})
+    nulls = pd.DataFrame({"architecture": "topk", "expansion": 8, "layer": [1, 1, 3, 3], "null": ["a", "b"] * 2,
+                          "fraction_stable": [0.0, 0.05, 0.2, 0.25]})
+    assert claims.null_excess(per_seed, nulls, 8)["topk"] == pytest.approx(((0.1 - 0.05) + (0.3 - 0.25)) / 2)

@@ -333,8 +333,9 @@ class Study02Config:
     """A latent belongs to the ground-truth subspace holding at least this share of its squared norm."""
     min_firings: int = 8
     """Latents firing fewer times on the held-out rows are dead (left out of every class)."""
-    subspace_dim: int = 16
-    """Dimension of study 1's class-subspace comparison run on the synthetic SAEs."""
+    subspace_dim: int = 32
+    """Cap on the dimension of study 1's class-subspace comparison run on the synthetic SAEs (as
+    study01.subspace_dim: the class is compared at the dimension it spans, at most this and d / 2)."""
     n_random_subspaces: int = 32
     """Draws of every random reference (random subspaces, null rotations)."""
     threads: int | None = 1

@@ -166,6 +166,14 @@ def class_dimension(dec_a: torch.Tensor, dec_b: torch.Tensor, cls_a: np.ndarray,
     return int(min(min(dims), cap))
 
 
+def comparison_dimension(dec_a: torch.Tensor, dec_b: torch.Tensor, cls_a: np.ndarray, cls_b: np.ndarray, cap: int) -> int:
+    """The dimension claim 4 compares at: the unstable class's (:func:`class_dimension`, at most
+    ``cap``), and no more than the stable class holds in either seed (its control is compared at
+    the same dimension)."""
+    dim = class_dimension(dec_a, dec_b, cls_a, cls_b, "unstable", cap)
+    return int(min(dim, *[int((c == "stable").sum()) for c in (cls_a, cls_b)]))
+
+
 def _overlap(rows_a: torch.Tensor, rows_b: torch.Tensor, dim: int) -> float:
     return subspaces.projection_overlap(subspaces.top_subspace(rows_a, dim), subspaces.top_subspace(rows_b, dim))
 
@@ -360,8 +368,8 @@ def verdict_relu_vs_topk(per_seed: pd.DataFrame, expansion: int, dup: pd.DataFra
 
 
 def null_excess(per_seed: pd.DataFrame, nulls: pd.DataFrame, expansion: int) -> pd.Series:
-    """Per architecture at ``expansion``: mean live fraction stable minus the largest null's."""
-    trained = per_seed[per_seed.expansion == expansion].groupby("architecture").stable.mean()
-    null = nulls[nulls.expansion == expansion].groupby("architecture").fraction_stable.max()
-    return (trained - null.reindex(trained.index)).rename("excess over null")
-
+    """Per architecture at ``expansion``: live fraction stable minus the largest null's at the same
+    layer (nulls differ by layer: they follow that layer's covariance), averaged over layers."""
+    trained = per_seed[per_seed.expansion == expansion].groupby(["architecture", "layer"]).stable.mean()
+    null = nulls[nulls.expansion == expansion].groupby(["architecture", "layer"]).fraction_stable.max()
+    return (trained - null.reindex(trained.index)).groupby(level="architecture").mean().rename("excess over null")

@@ -368,7 +368,7 @@ def study1_subspace(res: CellResult, classes: pd.DataFrame, cov: torch.Tensor, c
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Study 1's claim-4 analysis, unchanged, on consecutive seed pairs: ``(overlaps, ranks)`` from
     :func:`stability_claims.subspace_controls` and :func:`stability_claims.low_rank_rows`, at
-    ``dim = min(subspace_dim, d // 2, the sizes of both classes in both seeds)`` as notebook 01 does.
+    the dimension notebook 01 uses (:func:`stability_claims.comparison_dimension`).
 
     Sensitivity variant: ``dim`` fixes the subspace dimension instead (a class smaller than it is
     skipped), and ``not_stable`` counts partial latents as unstable (matched in fewer than all
@@ -383,13 +383,13 @@ def study1_subspace(res: CellResult, classes: pd.DataFrame, cov: torch.Tensor, c
         if not_stable:
             ca, cb = (np.where(c == "partial", "unstable", c) for c in (ca, cb))
         sizes = [int((c == g).sum()) for c in (ca, cb) for g in ("unstable", "stable")]
-        if dim is None:
-            k = min(cfg.subspace_dim, res.spec.d // 2, *sizes)
+        da, db = res.decoders[i], res.decoders[i + 1]
+        if dim is None:  # notebook 01's rule
+            k = claims.comparison_dimension(da, db, ca, cb, min(cfg.subspace_dim, res.spec.d // 2))
         else:  # unstable class in both seeds must hold at least dim latents
             k = min(dim, res.spec.d // 2) if min(sizes[0], sizes[2]) >= min(dim, res.spec.d // 2) else 0
         if k < 1:
             continue
-        da, db = res.decoders[i], res.decoders[i + 1]
         ov.append(claims.subspace_controls(da, db, ca, cb, k, cov, generator, cfg.n_random_subspaces).assign(pair=f"{a}-{b}", dim=k))
         rk.append(claims.low_rank_rows(da, ca, generator).assign(seed=a))
     ov = pd.concat(ov, ignore_index=True) if ov else pd.DataFrame(columns=["group", "control", "overlap", "pair", "dim"])

@@ -77,8 +77,9 @@ def findings_markdown(verdicts: Sequence[Verdict], title: str, model: str, profi
     lines = [
         f"# {title}",
         "",
-        f"Model: {model}. Profile: `{profile}`. Written by the notebook on {time.strftime('%Y-%m-%d')}; "
-        "each rule was fixed before looking at the numbers.",
+        f"Model: {model}. Profile: `{profile}`. Written by the notebook on {time.strftime('%Y-%m-%d')}. "
+        "Each row's rule is a tested function of the study module; where a rule was revised after a first "
+        "run, the notebook says so.",
         "",
         "| claim | paper | ours | verdict | rule |",
         "|---|---|---|---|---|",

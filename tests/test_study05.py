@@ -1,0 +1,157 @@
+"""Study 5: profile checks, grid, tables and verdict rules (studies.flow)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sae_studies.analyses import flow
+from sae_studies.config import Study05Config, load_profile
+from sae_studies.studies import flow as sf
+
+
+def C(**kw) -> Study05Config:
+    return dataclasses.replace(Study05Config(), **kw)
+
+
+# ------------------------------------------------------------------ checks and grid
+
+
+def test_profiles_pass_the_checks():
+    for name in ("smoke", "default"):
+        P = load_profile(name)
+        layers = sf.check_study05(P.study05, P.lm.n_layers, P.sae.k, P.lm.d_model)
+        assert layers == list(range(P.lm.n_layers))
+
+
+def test_window_and_steer_layer():
+    assert sf.window_layers(C(first_layer=1, last_layer=2), 4) == [1, 2]
+    assert sf.window_layers(C(first_layer=2), 4) == [2, 3]
+    assert sf.steer_layer(C(), [0, 1, 2, 3]) == 2
+    assert sf.steer_layer(C(steer_layer=1), [0, 1, 2, 3]) == 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"last_layer": 4}, r"study05.last_layer must be an integer in 0..3"),
+    ({"first_layer": 5}, r"study05.first_layer must be an integer in 0..3 \(the model has 4 layers\); got study05.first_layer=5"),
+    ({"steer_layer": 0, "first_layer": 1}, r"study05.steer_layer must be an integer in 1..3"),
+    ({"themes": ("limerick", "poems")}, r"each of study05.themes must be one of \['fortunes', 'limerick', 'murphy', 'startrek', 'zippy'\]; got 'poems'"),
+    ({"graph_resid_threshold": 1.2}, r"study05.graph_resid_threshold must be a cosine in \[-1, 1\]; got 1.2"),
+    ({"graph_module_threshold": -2}, r"study05.graph_module_threshold must be a cosine in \[-1, 1\]"),
+    ({"match_k": 3}, r"study05.match_k must be an integer >= 5"),
+    ({"null_kind": "uniform"}, r"study05.null_kind must be one of \['covariance', .*\]; got 'uniform'"),
+    ({"schedules": ("constant", "cosine")}, r"each of study05.schedules must be one of"),
+    ({"scales": (1.0, 0.5)}, r"study05.scales must be positive and strictly increasing"),
+    ({"removal_scales": (0.5,)}, r"study05.removal_scales must be negative"),
+    ({"seeds": (0, 0)}, r"study05.seeds must be distinct"),
+    ({"architecture": "nope"}, r"unknown SAE architecture 'nope'"),
+])
+def test_bad_sections_fail_naming_the_value(bad, message):
+    with pytest.raises(ValueError, match=message):
+        sf.check_study05(C(**bad), 4, 32, 128)
+
+
+def test_steering_conditions_cover_the_grid():
+    c = C(scales=(0.5, 1.0), schedules=("constant", "linear"), removal_scales=(-1.0,))
+    cond = sf.steering_conditions(c)
+    toward = cond[cond.direction == "toward"]
+    assert len(toward) == 1 + 2 + 2 * 2
+    assert ((toward.span == "none") == (toward.s == 0)).all()
+    away = cond[cond.direction == "away"]
+    assert set(away.schedule) == {"none", "constant", "remove"} and len(away) == 1 + 2 * 2
+
+
+def test_group_table_and_fractions():
+    rng = np.random.default_rng(0)
+    import torch
+
+    decs = {p: torch.as_tensor(rng.normal(size=(10, 6)), dtype=torch.float32) for p in flow.window_positions([0, 1])}
+    m = flow.match_decoders(decs, [0, 1])
+    thr = {(k, layer): 0.6 for k in flow.SOURCES for layer in (0, 1)}
+    alive = {0: np.arange(10) < 8, 1: np.ones(10, bool)}
+    g = sf.group_table(m, thr, alive)
+    assert len(g) == 18 and set(g["group"]) <= set(flow.GROUPS)
+    frac = sf.group_fractions(g)
+    np.testing.assert_allclose(frac.sum(1), 1.0)
+    assert list(frac.columns) == list(flow.GROUPS)
+
+
+def test_mean_se():
+    df = pd.DataFrame({"a": ["x"] * 4 + ["y"] * 2, "v": [1.0, 2.0, 3.0, 4.0, 5.0, 5.0]})
+    out = sf.mean_se(df, ["a"], ["v"]).set_index("a")
+    assert out.loc["x", "v"] == 2.5 and out.loc["x", "v_n"] == 4
+    assert out.loc["x", "v_se"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert out.loc["y", "v_se"] == 0
+    with_nan = pd.DataFrame({"s": [1.0, np.nan, np.nan], "v": [1.0, 2.0, 4.0]})
+    assert len(sf.mean_se(with_nan, ["s"], ["v"])) == 2  # a removal (s = NaN) is a group of its own
+
+
+# ------------------------------------------------------------------ verdict rules
+
+
+def test_verdict_persistence():
+    assert sf.verdict_persistence({0: 0.8, 1: 0.9}, {0: 0.4, 1: 0.5}, "m").outcome == "agrees"
+    assert sf.verdict_persistence({0: 0.8, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "partly"
+    assert sf.verdict_persistence({0: 0.3, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "disagrees"
+    per_seed = sf.verdict_persistence({0: [0.8, 0.7], 1: [0.9, 0.8]}, {0: [0.4, 0.5], 1: [0.5, 0.5]}, "m")
+    assert per_seed.outcome == "agrees" and "0.75 ± 0.07 (n=2)" in per_seed.ours
+
+
+def test_verdict_deactivation_level():
+    assert sf.verdict_deactivation_level([0.70, 0.80], [0.60, 0.66]).outcome == "agrees"
+    assert sf.verdict_deactivation_level([0.70, 0.80], [0.20, 0.30]).outcome == "partly"
+    assert sf.verdict_deactivation_level([0.20, 0.25], [0.10, 0.15]).outcome == "disagrees"
+
+
+def test_verdict_top1_vs_exhaustive():
+    assert sf.verdict_top1_vs_exhaustive([0.75, 0.7], [0.83, 0.8]).outcome == "agrees"
+    assert sf.verdict_top1_vs_exhaustive([0.3, 0.35], [0.8, 0.8]).outcome == "disagrees"
+
+
+def test_verdict_top1_vs_random():
+    rng = np.random.default_rng(0)
+    assert sf.verdict_top1_vs_random(0.3 + 0.1 * rng.normal(size=50)).outcome == "agrees"
+    assert sf.verdict_top1_vs_random(0.0 + 0.1 * rng.normal(size=50)).outcome == "disagrees"
+
+
+def _best(rows):
+    return pd.DataFrame(rows, columns=["theme", "combined", "combined_se", "base", "base_se", "base_theme"])
+
+
+def test_verdict_steering():
+    claim, paper = "c", "p"
+    fortunes = ("fortunes", 0.6, 0.03, 0.7, 0.03, 0.8)  # the unsteered model's own register: not judged
+    agree = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.4, 0.03, 0.1, 0.02, 0.05), fortunes])
+    partly = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.12, 0.03, 0.1, 0.02, 0.05), fortunes])
+    disagree = _best([("limerick", 0.11, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.1, 0.03, 0.1, 0.02, 0.05), fortunes])
+    assert sf.verdict_steering(agree, claim, paper).outcome == "agrees"
+    assert "not judged" in sf.verdict_steering(agree, claim, paper).ours
+    assert sf.verdict_steering(partly, claim, paper).outcome == "partly"
+    assert sf.verdict_steering(disagree, claim, paper).outcome == "disagrees"
+    # without the ceiling every theme is judged, and fortunes (below its baseline) makes it partial
+    assert sf.verdict_steering(agree, claim, paper, ceiling=None).outcome == "partly"
+
+
+def test_useful_range_and_multilayer_verdict():
+    curve = pd.DataFrame({"combined": [0.1, 0.3, 0.5, 0.2], "combined_se": [0.02] * 4})
+    assert sf.useful_range(curve, base=0.1, base_se=0.02) == 0.75
+    assert sf.verdict_multilayer(single=0.25, multi=0.75).outcome == "agrees"
+    assert sf.verdict_multilayer(single=0.5, multi=0.5).outcome == "partly"
+    assert sf.verdict_multilayer(single=0.75, multi=0.25).outcome == "disagrees"
+    assert sf.verdict_multilayer(single=0.0, multi=0.0).outcome == "disagrees"
+
+
+def test_removal_prompts():
+    from sae_studies.corpus import Entry
+
+    entries = [Entry("There once was a man from Peru", "limerick", "f"), Entry("Beam me up", "startrek", "f"),
+               Entry("There was a young lady of Niger", "limerick", "f")]
+    prompts = sf.removal_prompt_texts(entries, "limerick", n=5, words=3)
+    assert sorted(prompts) == ["There once was", "There was a"]
+    with pytest.raises(ValueError, match=r"theme must be one of \['fortunes', 'limerick', 'murphy', 'startrek', 'zippy'\]; got 'poems'"):
+        sf.removal_prompt_texts(entries, "poems", n=1, words=3)
+    with pytest.raises(ValueError, match="no validation entry of theme 'zippy'"):
+        sf.removal_prompt_texts(entries, "zippy", n=1, words=3)
