@@ -105,8 +105,7 @@ def step_worker(K: int, arch: str) -> dict:
     cls, cfg_cls = get_sae_training_class(arch)
     torch.manual_seed(0)
     sae = cls(cfg_cls(d_in=D, d_sae=F, k=K))
-    cfg = SAETrainerConfig(total_training_samples=B * 3, train_batch_size_samples=B, lr=1e-3,
-                           lr_end=1e-3)
+    cfg = SAETrainerConfig(total_training_samples=B * 3, train_batch_size_samples=B, lr=1e-3, lr_end=1e-3)
     tr = SAETrainer(cfg, sae, data_provider=iter(xs))
     tr.step(xs[0])
     ts = []
@@ -118,8 +117,9 @@ def step_worker(K: int, arch: str) -> dict:
 
 
 def _sub(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         env={**os.environ, "TQDM_DISABLE": "1"})
+    out = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}
+    )
     if out.returncode != 0:
         return {"error": f"subprocess exit {out.returncode} (killed: out of memory?)"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -132,18 +132,23 @@ SKIP_DIRECT = (128,)
 def main(all_direct: bool = False) -> None:
     t0 = time.time()
     load0 = os.getloadavg()[0]
-    print(f"loss head forward+backward, B={B}, d={D}, F={F}, 2 threads; time = median of 3; "
-          "peak = ru_maxrss growth in a fresh subprocess (includes the [F,d] decoder gradient)")
-    hdr = (f"{'K':>4} | {'topk ms':>8} {'hier ms':>8} {'direct ms':>9} | {'hier/topk':>9} "
-           f"{'direct/topk':>11} | {'topk MB':>8} {'hier MB':>8} {'direct MB':>9} | "
-           f"{'hier/topk':>9} {'direct/topk':>11}")
+    print(
+        f"loss head forward+backward, B={B}, d={D}, F={F}, 2 threads; time = median of 3; "
+        "peak = ru_maxrss growth in a fresh subprocess (includes the [F,d] decoder gradient)"
+    )
+    hdr = (
+        f"{'K':>4} | {'topk ms':>8} {'hier ms':>8} {'direct ms':>9} | {'hier/topk':>9} "
+        f"{'direct/topk':>11} | {'topk MB':>8} {'hier MB':>8} {'direct MB':>9} | "
+        f"{'hier/topk':>9} {'direct/topk':>11}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for K in KS:
         skip_direct = K in SKIP_DIRECT and not all_direct
         r = {
-            m: ({"error": "skipped (slow; run with --all-direct)"} if m == "direct" and skip_direct
-                else _sub("--loss", str(K), m))
+            m: (
+                {"error": "skipped (slow; run with --all-direct)"} if m == "direct" and skip_direct else _sub("--loss", str(K), m)
+            )
             for m in ("topk", "hier", "direct")
         }
 
@@ -155,11 +160,13 @@ def main(all_direct: bool = False) -> None:
                 return f"{'n/a':>{width}}"
             return f"{r[m][key] / r['topk'][key]:>{width - 1}.2f}x"
 
-        print(f"{K:>4} | {fmt('topk', 's', 1e3, 8)} {fmt('hier', 's', 1e3, 8)} "
-              f"{fmt('direct', 's', 1e3, 9)} | {ratio('hier', 's', 9)} {ratio('direct', 's', 11)} | "
-              f"{fmt('topk', 'peak_mb', 1, 8)} {fmt('hier', 'peak_mb', 1, 8)} "
-              f"{fmt('direct', 'peak_mb', 1, 9)} | {ratio('hier', 'peak_mb', 9)} "
-              f"{ratio('direct', 'peak_mb', 11)}")
+        print(
+            f"{K:>4} | {fmt('topk', 's', 1e3, 8)} {fmt('hier', 's', 1e3, 8)} "
+            f"{fmt('direct', 's', 1e3, 9)} | {ratio('hier', 's', 9)} {ratio('direct', 's', 11)} | "
+            f"{fmt('topk', 'peak_mb', 1, 8)} {fmt('hier', 'peak_mb', 1, 8)} "
+            f"{fmt('direct', 'peak_mb', 1, 9)} | {ratio('hier', 'peak_mb', 9)} "
+            f"{ratio('direct', 'peak_mb', 11)}"
+        )
         for m in r:
             if "error" in r[m]:
                 print(f"     {m} at K={K} did not run: {r[m]['error']}")
@@ -176,9 +183,11 @@ def main(all_direct: bool = False) -> None:
             print(f"{K:>4} | failed: {a.get('error', '')} {h.get('error', '')}")
             continue
         print(f"{K:>4} | {a['s'] * 1e3:>14.0f} {h['s'] * 1e3:>20.0f} {h['s'] / a['s']:>6.2f}x")
-    print(f"(total {time.time() - t0:.0f} s; "
-          f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end on "
-          f"{os.cpu_count()} cores: other processes share the CPU when it exceeds ~2)")
+    print(
+        f"(total {time.time() - t0:.0f} s; "
+        f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end on "
+        f"{os.cpu_count()} cores: other processes share the CPU when it exceeds ~2)"
+    )
 
 
 if __name__ == "__main__":

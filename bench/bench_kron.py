@@ -45,8 +45,9 @@ def encoder_rows(d: int, F: int, batch: int, k: int, mns, repeats: int) -> list[
     seconds = ks.time_round_robin(passes, repeats)
     rows = []
     for mn, fn in passes.items():
-        rows.append({"mn": mn, "s": seconds[mn], "peak": ks.peak_memory(fn),
-                     "gflop": ks.encoder_flops(d, F, k, mn) * batch / 1e9})
+        rows.append(
+            {"mn": mn, "s": seconds[mn], "peak": ks.peak_memory(fn), "gflop": ks.encoder_flops(d, F, k, mn) * batch / 1e9}
+        )
         fn.reset()
     del passes
     gc.collect()
@@ -93,11 +94,15 @@ def main() -> None:
     repeats = 2 if args.quick and args.repeats == 3 else args.repeats
     t0, load0 = time.time(), os.getloadavg()[0]
 
-    print(f"encoder forward+backward on the sparse path, d={D}, B={batch}, k={K}, {args.threads} thread(s); "
-          f"time = median of {repeats} round-robin calls; peak = torch CPU tensor allocations during one call "
-          "(pre-activation buffer and gradients included, weights excluded)")
-    hdr = (f"{'F':>6} {'arch':>11} | {'GFLOP':>7} {'ms':>8} {'peak MiB':>9} | {'analytic':>8} {'time':>6} "
-           f"{'time/analytic':>13} {'speed-up':>8} | {'memory':>6}")
+    print(
+        f"encoder forward+backward on the sparse path, d={D}, B={batch}, k={K}, {args.threads} thread(s); "
+        f"time = median of {repeats} round-robin calls; peak = torch CPU tensor allocations during one call "
+        "(pre-activation buffer and gradients included, weights excluded)"
+    )
+    hdr = (
+        f"{'F':>6} {'arch':>11} | {'GFLOP':>7} {'ms':>8} {'peak MiB':>9} | {'analytic':>8} {'time':>6} "
+        f"{'time/analytic':>13} {'speed-up':>8} | {'memory':>6}"
+    )
     print(hdr)
     print("-" * len(hdr))
     summary = []
@@ -116,8 +121,10 @@ def main() -> None:
             print(line + f"{analytic:>8.3f} {ratio:>5.2f}x {ratio / analytic:>12.2f}x {1 / ratio:>7.2f}x | {mem:>5.2f}x")
     largest = max(sizes)
     ok = [ratio / analytic <= 1.4 and mem < 1 for F, _, analytic, ratio, mem in summary if F == largest]
-    print(f"aims at F={largest}: time ratio within 1.4x of (m+n)/(mn) and peak memory below TopK's — "
-          f"met for {sum(ok)} of {len(ok)} (m,n)")
+    print(
+        f"aims at F={largest}: time ratio within 1.4x of (m+n)/(mn) and peak memory below TopK's — "
+        f"met for {sum(ok)} of {len(ok)} (m,n)"
+    )
 
     if not args.no_step:
         print()
@@ -129,8 +136,10 @@ def main() -> None:
             topk = step_seconds("topk", D, F, batch, K, None)
             krons = [step_seconds("kron", D, F, batch, K, mn) for mn in mns]
             print(f"{F:>6} | {topk * 1e3:>14.0f} " + " ".join(f"{s * 1e3:>8.0f} ({s / topk:.2f}x)" for s in krons))
-    print(f"(total {time.time() - t0:.0f} s; 1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end "
-          f"on {os.cpu_count()} cores: other processes share the CPU when it exceeds ~{args.threads})")
+    print(
+        f"(total {time.time() - t0:.0f} s; 1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+        f"on {os.cpu_count()} cores: other processes share the CPU when it exceeds ~{args.threads})"
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ def bench_harvest() -> None:
             times[name].append(time.perf_counter() - start)
     rates = {name: n_tokens / min(ts) for name, ts in times.items()}
     base = rates["plain forward"]
-    print(f"harvest: default architecture (d_model {profile.lm.d_model}, {profile.lm.n_layers} layers, n_ctx {n_ctx}), "
-          f"{n_tokens:,} tokens, best of {REPEATS}")
+    print(
+        f"harvest: default architecture (d_model {profile.lm.d_model}, {profile.lm.n_layers} layers, n_ctx {n_ctx}), "
+        f"{n_tokens:,} tokens, best of {REPEATS}"
+    )
     print(f"{'path':<32}{'tokens/s':>12}{'ratio':>8}")
     for name, rate in rates.items():
         print(f"{name:<32}{rate:>12,.0f}{rate / base:>8.2f}")
@@ -99,8 +101,14 @@ def train_once(fast: bool, d: int, d_sae: int, k: int, n_tokens: int) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
     before = _status_kib("VmRSS")
     sae = train.build_training_sae(train.SAESpec("topk", d_sae, k), d, sae_cfg, steps)
-    cfg = SAETrainerConfig(total_training_samples=steps * 4096, train_batch_size_samples=4096, lr=4e-4, lr_end=4e-5,
-                           n_batches_for_norm_estimate=5, feature_sampling_window=steps)
+    cfg = SAETrainerConfig(
+        total_training_samples=steps * 4096,
+        train_batch_size_samples=4096,
+        lr=4e-4,
+        lr_end=4e-5,
+        n_batches_for_norm_estimate=5,
+        feature_sampling_window=steps,
+    )
     trainer = SAETrainer(cfg, sae, data_provider=batches())
     trainer.step(next(trainer.data_provider))  # warm-up step, not timed
     start = time.perf_counter()
@@ -125,7 +133,9 @@ def bench_training() -> None:
     for fast in (False, True):
         out = subprocess.run(
             [sys.executable, __file__, "--train-once", json.dumps([fast, d, d_sae, k, 40 * 4096])],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rows["fast sparse path" if fast else "SAELens dense path"] = json.loads(out.stdout.strip().splitlines()[-1])
     base = rows["SAELens dense path"]["tokens_per_s"]

@@ -100,7 +100,7 @@ def worker(d: int, F: int, k: int, steps: int, arch: str) -> dict:
     trainer.fit()
     stamps.append(time.perf_counter())
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    intervals = [b - a for a, b in zip(stamps[:-1], stamps[1:])][: steps]
+    intervals = [b - a for a, b in zip(stamps[:-1], stamps[1:])][:steps]
     step_s = sum(intervals[1:]) / max(1, len(intervals) - 1)
 
     sse = tot = 0.0
@@ -138,20 +138,28 @@ def main() -> None:
         for arch in ("topk", "sparse_topk"):
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", str(d), str(F), str(k), str(steps), arch],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
                 env={**os.environ, "TQDM_DISABLE": "1"},
             )
             res[arch] = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append((d, F, k, steps, res["topk"], res["sparse_topk"]))
 
-    print(f"SAELens TopK (slow) vs sparse_topk (fast): batch {BATCH}, Adam lr 1e-3, 2 threads, "
-          f"same data/seed; tokens/s excludes the first step")
-    print("peak MB = ru_maxrss growth during fit() in a fresh subprocess (training working set); "
-          "EV = 1 - E||x-x_hat||^2/(E||x||^2-||Ex||^2), float64, "
-          f"{HELD_OUT} held-out batches")
-    hdr = (f"{'d':>4} {'F':>6} {'k':>3} {'steps':>5} | {'slow tok/s':>10} {'fast tok/s':>10} "
-           f"{'speed-up':>8} | {'enc ms':>7} {'fast step ms':>12} {'step/enc':>8} | "
-           f"{'slow MB':>8} {'fast MB':>8} | {'EV slow':>8} {'EV fast':>8} {'|dEV|':>7}")
+    print(
+        f"SAELens TopK (slow) vs sparse_topk (fast): batch {BATCH}, Adam lr 1e-3, 2 threads, "
+        f"same data/seed; tokens/s excludes the first step"
+    )
+    print(
+        "peak MB = ru_maxrss growth during fit() in a fresh subprocess (training working set); "
+        "EV = 1 - E||x-x_hat||^2/(E||x||^2-||Ex||^2), float64, "
+        f"{HELD_OUT} held-out batches"
+    )
+    hdr = (
+        f"{'d':>4} {'F':>6} {'k':>3} {'steps':>5} | {'slow tok/s':>10} {'fast tok/s':>10} "
+        f"{'speed-up':>8} | {'enc ms':>7} {'fast step ms':>12} {'step/enc':>8} | "
+        f"{'slow MB':>8} {'fast MB':>8} | {'EV slow':>8} {'EV fast':>8} {'|dEV|':>7}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for d, F, k, steps, slow, fast in rows:
@@ -163,9 +171,11 @@ def main() -> None:
             f"{slow['peak_train_mb']:>8.0f} {fast['peak_train_mb']:>8.0f} | "
             f"{slow['ev']:>8.4f} {fast['ev']:>8.4f} {abs(slow['ev'] - fast['ev']):>7.4f}"
         )
-    print(f"targets: speed-up >= 2x, step/enc <= 2.5x, |dEV| < 0.01   (total {time.time() - t0:.0f} s; "
-          f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end on "
-          f"{os.cpu_count()} cores: other processes share the CPU when it exceeds ~2)")
+    print(
+        f"targets: speed-up >= 2x, step/enc <= 2.5x, |dEV| < 0.01   (total {time.time() - t0:.0f} s; "
+        f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end on "
+        f"{os.cpu_count()} cores: other processes share the CPU when it exceeds ~2)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """environment.yml (conda users) must describe the same environment as pyproject.toml (pip)."""
+
 from pathlib import Path
 
 import tomllib
@@ -21,8 +22,7 @@ def test_environment_yml_lists_exactly_the_pyproject_requirements():
     pip = _pip_section(env)
     listed = {p for p in pip if not p.startswith("-e")}
     assert listed == wanted, (
-        f"only in pyproject.toml: {sorted(wanted - listed)}; "
-        f"only in environment.yml: {sorted(listed - wanted)}"
+        f"only in pyproject.toml: {sorted(wanted - listed)}; only in environment.yml: {sorted(listed - wanted)}"
     )
     # The package itself, with its dev extra, so `import sae_studies` works in the conda env.
     assert "-e .[dev]" in pip

@@ -31,7 +31,15 @@ def random_window(layers, f=24, d=8, seed=0):
 
 
 def test_window_positions_and_hooks():
-    assert flow.window_positions([0, 1]) == [("resid", -1), ("resid", 0), ("resid", 1), ("mlp", 0), ("attn", 0), ("mlp", 1), ("attn", 1)]
+    assert flow.window_positions([0, 1]) == [
+        ("resid", -1),
+        ("resid", 0),
+        ("resid", 1),
+        ("mlp", 0),
+        ("attn", 0),
+        ("mlp", 1),
+        ("attn", 1),
+    ]
     assert flow.position_hook(("resid", -1)) == "blocks.0.hook_resid_pre"
     assert flow.position_hook(("resid", 2)) == "blocks.2.hook_resid_post"
     assert flow.position_hook(("mlp", 1)) == "blocks.1.hook_mlp_out"
@@ -89,8 +97,11 @@ def test_copied_dictionary_is_translated():
 
 
 def test_classify_known_table():
-    scores = {"resid": np.array([0.9, 0.9, 0.1, 0.1, 0.9]), "mlp": np.array([0.1, 0.8, 0.8, 0.1, 0.1]),
-              "attn": np.array([0.1, 0.1, 0.2, 0.1, 0.7])}
+    scores = {
+        "resid": np.array([0.9, 0.9, 0.1, 0.1, 0.9]),
+        "mlp": np.array([0.1, 0.8, 0.8, 0.1, 0.1]),
+        "attn": np.array([0.1, 0.1, 0.2, 0.1, 0.7]),
+    }
     g = flow.classify(scores, {"resid": 0.5, "mlp": 0.5, "attn": 0.5})
     assert g["group"].tolist() == ["translated", "processed", "newborn", "unexplained", "processed"]
     assert [m if isinstance(m, str) else None for m in g["module"]] == [None, "mlp", "mlp", None, "attn"]
@@ -175,8 +186,12 @@ def layer_saes(micro_run):
     spec = registry.get("topk").spec(4 * micro_run.profile.lm.d_model, 4)
     saes = {p: train.train_sae(acts[h], spec, cfg, micro_run.store, 512)[0] for p, h in hooks.items()}
     contexts = micro_run.eval_contexts(1024)
-    ld = flow.LayerDeactivation(micro_run.model, 1, {"target": saes[("resid", 1)], "resid": saes[("resid", 0)],
-                                                    "mlp": saes[("mlp", 1)], "attn": saes[("attn", 1)]}, contexts)
+    ld = flow.LayerDeactivation(
+        micro_run.model,
+        1,
+        {"target": saes[("resid", 1)], "resid": saes[("resid", 0)], "mlp": saes[("mlp", 1)], "attn": saes[("attn", 1)]},
+        contexts,
+    )
     return micro_run, saes, ld
 
 
@@ -242,9 +257,14 @@ def test_residual_edit_equals_hooked_forward(layer_saes):
     delta = ld._delta("resid", [j], w, mask, n_ctx, 0.0)[0]
     tokens = torch.as_tensor(run.eval_contexts(1024)[windows])
     cache = {}
-    run.model.run_with_hooks(tokens, stop_at_layer=2, fwd_hooks=[
-        ("blocks.0.hook_resid_post", lambda x, hook: x + delta),
-        ("blocks.1.hook_resid_post", lambda x, hook: cache.setdefault("post", x))])
+    run.model.run_with_hooks(
+        tokens,
+        stop_at_layer=2,
+        fwd_hooks=[
+            ("blocks.0.hook_resid_post", lambda x, hook: x + delta),
+            ("blocks.1.hook_resid_post", lambda x, hook: cache.setdefault("post", x)),
+        ],
+    )
     torch.testing.assert_close(ld._block("resid", delta[None], w, n_ctx)[0], cache["post"], atol=1e-4, rtol=1e-4)
 
 

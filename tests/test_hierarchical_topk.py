@@ -29,9 +29,7 @@ def direct_prefix_loss(v, idx, W_dec, b_dec, x, w):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(
-    "levels,weights", [(None, None), ([2, 5], None), ([1, 3, 6], None), ([2, 6], [1.0, 0.125])]
-)
+@pytest.mark.parametrize("levels,weights", [(None, None), ([2, 5], None), ([1, 3, 6], None), ([2, 6], [1.0, 0.125])])
 @pytest.mark.parametrize("chunk", [1, 64, 1 << 20])
 def test_prefix_loss_matches_direct(dtype, levels, weights, chunk):
     B, d, F, K = 29, 9, 40, 6
@@ -116,8 +114,7 @@ def _reference_loss(sae, x, K, w, k_report):
 @pytest.mark.parametrize("levels", [None, [1, 3, 5]])
 def test_hierarchical_training_loss_and_all_gradients(rescale, levels):
     d, F, K, B = 12, 64, 5, 48
-    sae = _sae("hierarchical_topk", d_in=d, d_sae=F, k=K, levels=levels,
-               rescale_acts_by_decoder_norm=rescale)
+    sae = _sae("hierarchical_topk", d_in=d, d_sae=F, k=K, levels=levels, rescale_acts_by_decoder_norm=rescale)
     x = torch.randn(B, d)
     out = sae.training_forward_pass(TrainStepInput(x, {}, None, 0, False))
     out.loss.backward()
@@ -163,8 +160,7 @@ def test_round_trip_and_selectable_k(tmp_path, arch, k, kmax):
     sae = _sae(arch, d_in=d, d_sae=F, k=k)
     gen = torch.Generator().manual_seed(0)
     data = iter(lambda: torch.randn(B, d, generator=gen), None)
-    cfg = SAETrainerConfig(total_training_samples=5 * B, train_batch_size_samples=B, lr=3e-3,
-                           lr_end=3e-3, dead_feature_window=2)
+    cfg = SAETrainerConfig(total_training_samples=5 * B, train_batch_size_samples=B, lr=3e-3, lr_end=3e-3, dead_feature_window=2)
     SAETrainer(cfg, sae, data_provider=data).fit()
     sae.save_inference_model(tmp_path)
     loaded = SAE.load_from_disk(tmp_path)

@@ -36,8 +36,19 @@ def rel_err(a, b) -> float:
 def _kron(d=12, heads=6, m=2, n=4, k=5, composition="mand", rescale=True, apply_b_dec=True, seed=0):
     cls, cfg_cls = get_sae_training_class("kron")
     torch.manual_seed(seed)
-    sae = cls(cfg_cls(d_in=d, d_sae=heads * m * n, k=k, heads=heads, m=m, n=n, composition=composition,
-                      rescale_acts_by_decoder_norm=rescale, apply_b_dec_to_input=apply_b_dec))
+    sae = cls(
+        cfg_cls(
+            d_in=d,
+            d_sae=heads * m * n,
+            k=k,
+            heads=heads,
+            m=m,
+            n=n,
+            composition=composition,
+            rescale_acts_by_decoder_norm=rescale,
+            apply_b_dec_to_input=apply_b_dec,
+        )
+    )
     with torch.no_grad():  # away from the symmetric init, so every parameter matters
         sae.W_dec.mul_(torch.rand(sae.cfg.d_sae, 1) + 0.5)
         sae.b_dec.normal_(0, 0.1)
@@ -84,8 +95,9 @@ def test_compositions_and_the_and_property():
 # selection without the [B, F] matrix
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("composition", COMPOSITIONS)
-@pytest.mark.parametrize("heads,m,n,k", [(1, 1, 1, 1), (16, 1, 4, 7), (8, 2, 2, 3), (20, 2, 4, 9),
-                                         (6, 4, 4, 40), (5, 4, 8, 160), (64, 2, 4, 64)])
+@pytest.mark.parametrize(
+    "heads,m,n,k", [(1, 1, 1, 1), (16, 1, 4, 7), (8, 2, 2, 3), (20, 2, 4, 9), (6, 4, 4, 40), (5, 4, 8, 160), (64, 2, 4, 64)]
+)
 def test_selection_equals_dense_topk(composition, heads, m, n, k):
     shape = KronShape(heads, m, n)
     g = torch.Generator().manual_seed(heads * 100 + k)
@@ -207,8 +219,14 @@ def test_saetrainer_round_trip(tmp_path, composition):
     sae = _kron(d=16, heads=8, m=2, n=4, k=6, composition=composition)
     sae.cfg.normalize_activations = "expected_average_only_in"
     xs = [3.0 * torch.randn(64, 16) + 1.0 for _ in range(6)]
-    cfg = SAETrainerConfig(total_training_samples=64 * 4, train_batch_size_samples=64, lr=1e-3, lr_end=1e-3,
-                           dead_feature_window=1, n_batches_for_norm_estimate=2)
+    cfg = SAETrainerConfig(
+        total_training_samples=64 * 4,
+        train_batch_size_samples=64,
+        lr=1e-3,
+        lr_end=1e-3,
+        dead_feature_window=1,
+        n_batches_for_norm_estimate=2,
+    )
     SAETrainer(cfg, sae, data_provider=iter(xs)).fit()  # dead window 1: AuxK runs too
     assert sae.cfg.rescale_acts_by_decoder_norm is False  # the fold made the rows unit, then / scale
     norms = sae.W_dec.norm(dim=-1)

@@ -32,8 +32,12 @@ def test_notebooks_are_committed_without_outputs():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
 def test_notebook_runs_on_smoke_profile(notebook, tmp_path):
     papermill.execute_notebook(
-        str(notebook), str(tmp_path / notebook.name), parameters={"profile": "smoke"},
-        cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+        str(notebook),
+        str(tmp_path / notebook.name),
+        parameters={"profile": "smoke"},
+        cwd=str(notebook.parent),
+        kernel_name="python3",
+        progress_bar=False,
     )
     figures = load_profile("smoke").figures_dir
     for name in figures_named_in(notebook):

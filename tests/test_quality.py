@@ -101,8 +101,9 @@ def test_splicer_keeps_the_first_positions_clean(micro_run, hook):
 
     with torch.no_grad():
         logits = model.run_with_hooks(torch.as_tensor(contexts, dtype=torch.long), fwd_hooks=[(hook, zero_after_first)])
-    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).double(),
-                                            torch.as_tensor(contexts[:, 1:], dtype=torch.long).reshape(-1)).item()
+    ref = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).double(), torch.as_tensor(contexts[:, 1:], dtype=torch.long).reshape(-1)
+    ).item()
     assert out["zero"] == pytest.approx(ref, rel=1e-5)
     with pytest.raises(ValueError, match="keep_first"):
         quality.Splicer(model, hook, contexts, keep_first=contexts.shape[1])

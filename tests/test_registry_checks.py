@@ -29,14 +29,17 @@ def test_recipe_options_become_config_fields_and_defaults_leave_keys_unchanged()
     assert dict(registry.get("hierarchical_topk").spec(1024, 8, levels=[2, 8]).extra) == {"levels": [2, 8]}
 
 
-@pytest.mark.parametrize("name,d_sae,k,options,match", [
-    ("multi_topk", 64, 32, {}, r"k \* factor"),
-    ("matryoshka_batchtopk", 64, 8, {"prefixes": (0.5, 0.25)}, "strictly increasing"),
-    ("topk", 64, 65, {}, "at most d_sae=64"),
-    ("topk", 64, None, {}, "k must be"),
-    ("standard", 64, None, {"nope": 1}, "takes no options"),
-    ("hierarchical_topk", 64, 8, {"levels": [4, 2]}, "increasing"),
-])
+@pytest.mark.parametrize(
+    "name,d_sae,k,options,match",
+    [
+        ("multi_topk", 64, 32, {}, r"k \* factor"),
+        ("matryoshka_batchtopk", 64, 8, {"prefixes": (0.5, 0.25)}, "strictly increasing"),
+        ("topk", 64, 65, {}, "at most d_sae=64"),
+        ("topk", 64, None, {}, "k must be"),
+        ("standard", 64, None, {"nope": 1}, "takes no options"),
+        ("hierarchical_topk", 64, 8, {"levels": [4, 2]}, "increasing"),
+    ],
+)
 def test_bad_requests_fail_with_the_parameter_named(name, d_sae, k, options, match):
     recipe = registry.get(name)
     with pytest.raises(ValueError, match=match):

@@ -147,8 +147,7 @@ def _make(arch: str, **kw):
 def _step_grads(sae, x, dead):
     sae.zero_grad(set_to_none=True)
     out = sae.training_forward_pass(
-        TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0,
-                       is_logging_step=False)
+        TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False)
     )
     out.loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in sae.named_parameters()}
@@ -163,8 +162,9 @@ def _step_grads(sae, x, dead):
 @pytest.mark.parametrize("with_dead", [False, True])
 def test_fast_matches_saelens_loss_and_gradients(slow, fast, rescale, apply_b_dec, with_dead):
     d, F, k, B = 16, 96, 4, 64
-    kw = dict(d_in=d, d_sae=F, k=k, rescale_acts_by_decoder_norm=rescale,
-              apply_b_dec_to_input=apply_b_dec, aux_loss_coefficient=1 / 32)
+    kw = dict(
+        d_in=d, d_sae=F, k=k, rescale_acts_by_decoder_norm=rescale, apply_b_dec_to_input=apply_b_dec, aux_loss_coefficient=1 / 32
+    )
     ref = _make(slow, **kw)
     with torch.no_grad():  # break the tied init a little, non-unit decoder norms, non-zero biases
         ref.W_dec.mul_(torch.rand(F, 1) + 0.5)
@@ -217,8 +217,14 @@ def test_batch_topk_select_matches_flat_topk():
 
 
 def _trainer(sae, B, steps, data):
-    cfg = SAETrainerConfig(total_training_samples=B * steps, train_batch_size_samples=B,
-                           lr=3e-3, lr_end=3e-3, dead_feature_window=2, feature_sampling_window=1000)
+    cfg = SAETrainerConfig(
+        total_training_samples=B * steps,
+        train_batch_size_samples=B,
+        lr=3e-3,
+        lr_end=3e-3,
+        dead_feature_window=2,
+        feature_sampling_window=1000,
+    )
     return SAETrainer(cfg, sae, data_provider=data)
 
 
@@ -276,4 +282,6 @@ def test_register_is_idempotent_and_recipes_name_the_fast_path():
     with pytest.raises(ValueError, match="unknown SAE architecture 'gated'"):
         registry.get("gated")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(training={"sparse_topk": (sparse_topk.SparseBatchTopKTrainingSAE, sparse_topk.SparseBatchTopKTrainingSAEConfig)})
+        registry.register(
+            training={"sparse_topk": (sparse_topk.SparseBatchTopKTrainingSAE, sparse_topk.SparseBatchTopKTrainingSAEConfig)}
+        )

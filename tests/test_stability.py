@@ -438,7 +438,6 @@ def test_parameters_with_grad_are_accepted():
 # ------------------------------------------------------------------ study-1 analyses
 
 
-
 def test_stability_class_and_matched_seeds():
     g = gen(11)
     base = unit(torch.randn(6, 16, generator=g, dtype=torch.float64))

@@ -27,9 +27,22 @@ def _one_thread():
 def llama_like():
     """A tiny random Llama-shaped model (rotary, RMS norm, gated MLP, grouped KV heads) like SmolLM2."""
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, n_heads=4, d_head=8, n_key_value_heads=2, d_mlp=64, n_ctx=64, d_vocab=50,
-        act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary", gated_mlp=True,
-        rotary_dim=8, final_rms=True, seed=0, default_prepend_bos=False,
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        n_key_value_heads=2,
+        d_mlp=64,
+        n_ctx=64,
+        d_vocab=50,
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        gated_mlp=True,
+        rotary_dim=8,
+        final_rms=True,
+        seed=0,
+        default_prepend_bos=False,
     )
     return HookedTransformer(cfg).eval()
 
@@ -59,8 +72,9 @@ def test_add_plan_adds_the_vector_at_every_token(micro_run):
     _, clean = model.run_with_cache(tokens, names_filter=["blocks.1.hook_resid_post"])
     with model.hooks(fwd_hooks=plan.hooks()):
         _, steered = model.run_with_cache(tokens, names_filter=["blocks.1.hook_resid_post"])
-    torch.testing.assert_close(steered["blocks.1.hook_resid_post"] - clean["blocks.1.hook_resid_post"],
-                               expected.expand(2, 10, d), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        steered["blocks.1.hook_resid_post"] - clean["blocks.1.hook_resid_post"], expected.expand(2, 10, d), atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(ValueError, match=r"feature at layer 1 must be an integer in 0..4"):
         steering.add_plan({1: 7}, {1: w}, {1: 2.0}, {1: 0.5})
 
@@ -92,7 +106,7 @@ def test_removal_subtracts_the_features_contribution(micro_run):
     x = acts.tensor(64)
     f = int((sae.encode(x) > 0).sum(0).argmax())
     plan = steering.SteeringPlan("remove", removals={1: (sae, f)})
-    (name, fn), = plan.hooks()
+    ((name, fn),) = plan.hooks()
     assert name == hook
     out = fn(x[None], None)[0]
     expected = x - sae.encode(x)[:, f : f + 1] * feature_contributions(sae)[f]
@@ -132,7 +146,7 @@ def test_batched_left_padded_greedy_equals_one_at_a_time(micro_run, llama_like, 
         seq = list(p)
         for _ in range(8):
             seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
-        assert seq[len(p):] == b
+        assert seq[len(p) :] == b
 
 
 def test_sampling_is_seeded_per_row(micro_run):
@@ -191,8 +205,14 @@ def test_coherence_anchors_order(micro_run):
 
 
 def test_theme_classifier_on_toy_texts():
-    texts = ["captain kirk spock enterprise", "spock logic captain", "enterprise warp kirk",
-             "there once was a man from nantucket", "a young lady from niger", "there was a man whose limerick"] * 3
+    texts = [
+        "captain kirk spock enterprise",
+        "spock logic captain",
+        "enterprise warp kirk",
+        "there once was a man from nantucket",
+        "a young lady from niger",
+        "there was a man whose limerick",
+    ] * 3
     labels = ["startrek"] * 3 + ["limerick"] * 3
     labels = labels * 3
     clf = steering.ThemeClassifier(max_features=500).fit(texts, labels)

@@ -10,6 +10,7 @@ def _writer(calls):
         calls.append(tmp)
         (tmp / "x.txt").write_text("hello")
         return {"n": 1}
+
     return build
 
 

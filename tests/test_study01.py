@@ -64,7 +64,9 @@ def test_ablating_everything_and_nothing(tiny):
     sae = saes[0]
     x = acts.tensor(512)
     f = sae.cfg.d_sae
-    evs = features.ablation_explained_variance(sae, x, {"all": torch.ones(f, dtype=torch.bool), "none2": torch.zeros(f, dtype=torch.bool)})
+    evs = features.ablation_explained_variance(
+        sae, x, {"all": torch.ones(f, dtype=torch.bool), "none2": torch.zeros(f, dtype=torch.bool)}
+    )
     assert evs["none"] == pytest.approx(quality.sae_reconstruction_metrics(sae, x).explained_variance, abs=1e-9)
     assert evs["none2"] == pytest.approx(evs["none"], abs=1e-12)
     # only the decoder bias is left
@@ -150,9 +152,13 @@ def test_surface_statistics_and_explanation_known_answer():
 
 
 def test_grid_and_specs():
-    cfg = Study01Config(layers=(1, 3), architectures=("topk", "standard", "matryoshka_batchtopk"),
-                        expansion_factors=(4, 8, 16), reduced_architectures=("standard", "matryoshka_batchtopk"),
-                        reduced_expansion_factors=(8,))
+    cfg = Study01Config(
+        layers=(1, 3),
+        architectures=("topk", "standard", "matryoshka_batchtopk"),
+        expansion_factors=(4, 8, 16),
+        reduced_architectures=("standard", "matryoshka_batchtopk"),
+        reduced_expansion_factors=(8,),
+    )
     grid = stability.grid(cfg)
     assert len(grid) == 2 * (3 + 1 + 1)
     spec = stability.cell_spec(stability.GridCell(1, "matryoshka_batchtopk", 8), 128, 32, cfg)
@@ -193,21 +199,25 @@ def test_fit_pooled_sae_keeps_directions_and_caches(tiny):
     run, _, acts, cfg, spec, saes = tiny
     pooled = pooling.pool_decoders([s.W_dec for s in saes], 0.5, size=spec.d_sae)
     assert len(pooled) == spec.d_sae
-    sae, art = pooling.refit_pooled_sae(acts, pooled.directions, spec.with_seed(7), cfg, run.store,
-                                        sources=["a", "b"], tau=0.5, train_tokens=2048, batch_size=512)
+    sae, art = pooling.refit_pooled_sae(
+        acts, pooled.directions, spec.with_seed(7), cfg, run.store, sources=["a", "b"], tau=0.5, train_tokens=2048, batch_size=512
+    )
     cos = torch.nn.functional.cosine_similarity(sae.W_dec, pooled.directions.float(), dim=1)
     assert cos.min() > 0.9999
     assert art.params["pooled"]["refit"] == pooling.POOLED_REFIT
     assert art.manifest["summary"]["frozen_min_row_cosine"]["W_dec"] > 0.9999
-    again, art2 = pooling.refit_pooled_sae(acts, pooled.directions, spec.with_seed(7), cfg, run.store,
-                                           sources=["a", "b"], tau=0.5, train_tokens=2048, batch_size=512)
+    again, art2 = pooling.refit_pooled_sae(
+        acts, pooled.directions, spec.with_seed(7), cfg, run.store, sources=["a", "b"], tau=0.5, train_tokens=2048, batch_size=512
+    )
     assert art2.key == art.key
     with pytest.raises(ValueError, match="directions must be"):
-        pooling.refit_pooled_sae(acts, pooled.directions[:-1], spec, cfg, run.store, sources=[], tau=0.5, train_tokens=2048,
-                                 batch_size=512)
+        pooling.refit_pooled_sae(
+            acts, pooled.directions[:-1], spec, cfg, run.store, sources=[], tau=0.5, train_tokens=2048, batch_size=512
+        )
     with pytest.raises(ValueError, match="tau"):
-        pooling.refit_pooled_sae(acts, pooled.directions, spec, cfg, run.store, sources=[], tau=0.0, train_tokens=2048,
-                                 batch_size=512)
+        pooling.refit_pooled_sae(
+            acts, pooled.directions, spec, cfg, run.store, sources=[], tau=0.0, train_tokens=2048, batch_size=512
+        )
 
 
 def test_pooled_encoder_init_averages_members(tiny):
@@ -220,9 +230,13 @@ def test_pooled_encoder_init_averages_members(tiny):
     ref = torch.stack([saes[int(s)].W_enc[:, int(i)] for s, i in m]).mean(0)
     torch.testing.assert_close(w[k], ref.detach())
     # a one-seed "pool" of an SAE's own dictionary reproduces its encoder, and the refit starts there
-    own = pooling.PooledDictionary(directions=saes[0].W_dec.detach(), support=torch.ones(spec.d_sae, dtype=torch.long),
-                                     members=[torch.tensor([[0, i]]) for i in range(spec.d_sae)],
-                                     score=torch.zeros(spec.d_sae), tau=1.0)
+    own = pooling.PooledDictionary(
+        directions=saes[0].W_dec.detach(),
+        support=torch.ones(spec.d_sae, dtype=torch.long),
+        members=[torch.tensor([[0, i]]) for i in range(spec.d_sae)],
+        score=torch.zeros(spec.d_sae),
+        tau=1.0,
+    )
     w0, b0 = pooling.pooled_encoder_init(own, saes[:1])
     torch.testing.assert_close(w0, saes[0].W_enc.detach().T)
     with pytest.raises(ValueError, match="only 1 saes"):
@@ -235,8 +249,18 @@ def test_refit_with_zero_learning_rate_reproduces_the_source_sae(tiny):
     run, _, acts, cfg, spec, saes = tiny
     a = saes[0]
     frozen = dataclasses.replace(cfg, lr=1e-12)
-    b, _ = pooling.refit_pooled_sae(acts, a.W_dec.detach(), spec.with_seed(11), frozen, run.store, sources=["self"], tau=0.7,
-                                    train_tokens=512, batch_size=512, encoder_init=(a.W_enc.detach().T, a.b_enc.detach()))
+    b, _ = pooling.refit_pooled_sae(
+        acts,
+        a.W_dec.detach(),
+        spec.with_seed(11),
+        frozen,
+        run.store,
+        sources=["self"],
+        tau=0.7,
+        train_tokens=512,
+        batch_size=512,
+        encoder_init=(a.W_enc.detach().T, a.b_enc.detach()),
+    )
     x = acts.tensor(1024)
     za, zb = a.encode(x), b.encode(x)
     assert ((za != 0) == (zb != 0)).float().mean() > 0.97

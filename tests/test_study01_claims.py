@@ -29,13 +29,16 @@ def test_null_dictionaries_have_the_shape_and_the_named_geometry():
     iso = ss.null_decoders("isotropic_span", 1, 200, cov, g, energy=0.9)[0].double()
     inside = (iso @ span.T).pow(2).sum(1) / iso.pow(2).sum(1)
     assert torch.allclose(inside, torch.ones_like(inside), atol=1e-9)
+
     # rows drawn from an anisotropic covariance are mutually similar; clipping the outliers removes that
     def mean_abs_cos(w):
         u = torch.nn.functional.normalize(w.double(), dim=1)
         c = (u @ u.T).abs()
         return float((c.sum() - c.diagonal().sum()) / (len(u) * (len(u) - 1)))
 
-    assert mean_abs_cos(ss.null_decoders("covariance", 1, 200, cov, g)[0]) > 1.5 * mean_abs_cos(ss.null_decoders("clipped", 1, 200, cov, g)[0])
+    assert mean_abs_cos(ss.null_decoders("covariance", 1, 200, cov, g)[0]) > 1.5 * mean_abs_cos(
+        ss.null_decoders("clipped", 1, 200, cov, g)[0]
+    )
     with pytest.raises(ValueError, match="kind must be one of"):
         ss.null_decoders("uniform", 2, 5, cov)
 
@@ -64,8 +67,26 @@ def _asym(stable_effect, unstable_effect):
     rows = []
     for arch in ("topk", "batchtopk"):
         for seed in (0, 1, 2):
-            rows += [{"layer": 1, "architecture": arch, "seed": seed, "class": "stable", "n": 10, "d_fvu": 10 * stable_effect, "d_ce": 10 * stable_effect},
-                     {"layer": 1, "architecture": arch, "seed": seed, "class": "unstable", "n": 20, "d_fvu": 20 * unstable_effect, "d_ce": 20 * unstable_effect}]
+            rows += [
+                {
+                    "layer": 1,
+                    "architecture": arch,
+                    "seed": seed,
+                    "class": "stable",
+                    "n": 10,
+                    "d_fvu": 10 * stable_effect,
+                    "d_ce": 10 * stable_effect,
+                },
+                {
+                    "layer": 1,
+                    "architecture": arch,
+                    "seed": seed,
+                    "class": "unstable",
+                    "n": 20,
+                    "d_fvu": 20 * unstable_effect,
+                    "d_ce": 20 * unstable_effect,
+                },
+            ]
     return pd.DataFrame(rows)
 
 
@@ -131,8 +152,12 @@ def test_subspace_controls_on_planted_geometry():
 
 def test_pooling_rule():
     match = pd.DataFrame({"kind": ["pooled + refit", "single seed", "single seed"], "tau": 0.7, "match": [0.4, 0.2, 0.22]})
-    q = pd.DataFrame({"kind": ["pooled + refit", "pooled + refit", "single seed + refit", "single seed + refit"],
-                      "explained_variance": [0.90, 0.91, 0.905, 0.91]})
+    q = pd.DataFrame(
+        {
+            "kind": ["pooled + refit", "pooled + refit", "single seed + refit", "single seed + refit"],
+            "explained_variance": [0.90, 0.91, 0.905, 0.91],
+        }
+    )
     assert claims.verdict_pooling(match, q, 0.7).outcome == "agrees"
     assert claims.verdict_pooling(match, q.assign(explained_variance=[0.80, 0.8, 0.9, 0.9]), 0.7).outcome == "partly"
     worse = match.assign(match=[0.1, 0.2, 0.22])
@@ -140,10 +165,14 @@ def test_pooling_rule():
 
 
 def test_prior_work_anchors():
-    per_seed = pd.DataFrame({"architecture": "topk", "expansion": [4, 4, 4, 16, 16, 16], "stable": [0.5, 0.52, 0.51, 0.2, 0.22, 0.21]})
+    per_seed = pd.DataFrame(
+        {"architecture": "topk", "expansion": [4, 4, 4, 16, 16, 16], "stable": [0.5, 0.52, 0.51, 0.2, 0.22, 0.21]}
+    )
     assert claims.verdict_size_trend(per_seed).outcome == "agrees"
     assert claims.verdict_size_trend(per_seed.assign(stable=per_seed.stable[::-1].to_numpy())).outcome == "disagrees"
-    ps = pd.DataFrame({"architecture": ["standard"] * 3 + ["topk"] * 3, "expansion": 8, "stable": [0.9, 0.91, 0.92, 0.1, 0.12, 0.11]})
+    ps = pd.DataFrame(
+        {"architecture": ["standard"] * 3 + ["topk"] * 3, "expansion": 8, "stable": [0.9, 0.91, 0.92, 0.1, 0.12, 0.11]}
+    )
     dup_ok = pd.DataFrame({"architecture": "standard", "expansion": 8, "duplicate_share": [0.01, 0.02, 0.01]})
     assert claims.verdict_relu_vs_topk(ps, 8, dup_ok).outcome == "agrees"
     assert claims.verdict_relu_vs_topk(ps, 8, dup_ok.assign(duplicate_share=0.5)).outcome == "partly"
@@ -152,6 +181,13 @@ def test_prior_work_anchors():
 
 def test_null_excess_compares_within_a_layer():
     per_seed = pd.DataFrame({"architecture": "topk", "expansion": 8, "layer": [1, 1, 3, 3], "stable": [0.1, 0.1, 0.3, 0.3]})
-    nulls = pd.DataFrame({"architecture": "topk", "expansion": 8, "layer": [1, 1, 3, 3], "null": ["a", "b"] * 2,
-                          "fraction_stable": [0.0, 0.05, 0.2, 0.25]})
+    nulls = pd.DataFrame(
+        {
+            "architecture": "topk",
+            "expansion": 8,
+            "layer": [1, 1, 3, 3],
+            "null": ["a", "b"] * 2,
+            "fraction_stable": [0.0, 0.05, 0.2, 0.25],
+        }
+    )
     assert claims.null_excess(per_seed, nulls, 8)["topk"] == pytest.approx(((0.1 - 0.05) + (0.3 - 0.25)) / 2)

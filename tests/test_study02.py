@@ -16,10 +16,29 @@ from sae_studies.studies import synthetic as S2
 from sae_studies.studies.verdicts import Verdict
 
 TINY = Study02Config(
-    d=12, n_isolated=2, n_groups=2, rank=3, n_rows=2048, n_eval_rows=1024, seeds=(0, 1), train_tokens=2048,
-    sweep_train_tokens=1024, batch_size=256, lr=5e-3, budgets=(1024,), architectures=("topk", "standard"),
-    sweep_seeds=(0, 1), sweep_ranks=(2,), sweep_directions=(1, None), sweep_dict_rank=2, sweep_dict_directions=2,
-    sweep_dict_factors=(1.0,), min_firings=1, subspace_dim=3, n_random_subspaces=2, k=2,
+    d=12,
+    n_isolated=2,
+    n_groups=2,
+    rank=3,
+    n_rows=2048,
+    n_eval_rows=1024,
+    seeds=(0, 1),
+    train_tokens=2048,
+    sweep_train_tokens=1024,
+    batch_size=256,
+    lr=5e-3,
+    budgets=(1024,),
+    architectures=("topk", "standard"),
+    sweep_seeds=(0, 1),
+    sweep_ranks=(2,),
+    sweep_directions=(1, None),
+    sweep_dict_rank=2,
+    sweep_dict_directions=2,
+    sweep_dict_factors=(1.0,),
+    min_firings=1,
+    subspace_dim=3,
+    n_random_subspaces=2,
+    k=2,
 )
 
 
@@ -84,9 +103,19 @@ def _per_seed(iso_rec, iso_stable, group_stable, group_mb, rot_mb, sub, cross, a
     rows = []
     for a in archs:
         for seed, jitter in enumerate((-0.01, 0.01)):
-            rows.append({"architecture": a, "seed": seed, "iso_recovered": iso_rec + jitter, "isolated_stable": iso_stable + jitter,
-                         "group_stable": group_stable + jitter, "group_mean_best": group_mb + jitter,
-                         "rot_group_mean_best": rot_mb, "subspace_cos2": sub + jitter, "cross_seed_cos2": cross + jitter})
+            rows.append(
+                {
+                    "architecture": a,
+                    "seed": seed,
+                    "iso_recovered": iso_rec + jitter,
+                    "isolated_stable": iso_stable + jitter,
+                    "group_stable": group_stable + jitter,
+                    "group_mean_best": group_mb + jitter,
+                    "rot_group_mean_best": rot_mb,
+                    "subspace_cos2": sub + jitter,
+                    "cross_seed_cos2": cross + jitter,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -112,8 +141,12 @@ def test_verdict_subspaces():
 
 def _phase(stable, sub):
     cells = [(2, 1), (2, np.nan), (8, 1), (8, np.nan)]
-    return pd.DataFrame([{"rank": r, "directions": np.nan if np.isnan(m) else m * r, "group_stable": s, "subspace_cos2": c}
-                         for (r, m), s, c in zip(cells, stable, sub)])
+    return pd.DataFrame(
+        [
+            {"rank": r, "directions": np.nan if np.isnan(m) else m * r, "group_stable": s, "subspace_cos2": c}
+            for (r, m), s, c in zip(cells, stable, sub)
+        ]
+    )
 
 
 def test_verdict_phase():
@@ -130,8 +163,12 @@ def test_verdict_dictionary_size():
 
 
 def test_verdict_control_and_class_composition():
-    classes = pd.DataFrame({"class": ["stable"] * 9 + ["unstable"] * 9 + ["dead"] * 3,
-                            "kind": ["isolated"] * 8 + ["group"] + ["group"] * 8 + ["none"] + ["group"] * 3})
+    classes = pd.DataFrame(
+        {
+            "class": ["stable"] * 9 + ["unstable"] * 9 + ["dead"] * 3,
+            "kind": ["isolated"] * 8 + ["group"] + ["group"] * 8 + ["none"] + ["group"] * 3,
+        }
+    )
     comp = S2.class_composition(classes)
     assert comp.loc["stable", "isolated"] == pytest.approx(8 / 9) and comp.loc["unstable", "group"] == pytest.approx(8 / 9)
     assert comp.loc["partial"].sum() == 0  # absent class: zeros, not an error
@@ -162,7 +199,7 @@ def test_tiny_run_through_train_sae(tmp_path):
     assert res.iso_best.shape == (2, 2) and res.dir_best is None
     assert set(res.latents.kind) <= {"isolated", "group", "none", "dead"} and len(res.latents) == 2 * d_sae
     assert set(res.nulls.null) >= {"covariance", "isotropic_span"}
-    np.testing.assert_allclose(res.per_seed.cross_seed_cos2, (res.cross_seed ** 2).mean(), atol=1e-12)  # one pair
+    np.testing.assert_allclose(res.per_seed.cross_seed_cos2, (res.cross_seed**2).mean(), atol=1e-12)  # one pair
     row = S2.summary_row(res)
     assert row["d_sae"] == d_sae and 0 <= row["random_cos2"] <= 1
     classes = S2.study1_classes(res, TINY)

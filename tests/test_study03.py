@@ -28,15 +28,24 @@ def test_category_auroc_known_answers():
 def test_interpolation_in_log_l0_and_gap():
     assert hierarchical.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 8) == pytest.approx(0.6)
     assert np.isnan(hierarchical.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 32))
-    results = pd.DataFrame({"model": ["h", "h", "b", "b"], "k": [4, 16, 4, 16], "l0": [4.0, 16.0, 4.0, 16.0],
-                            "ev": [0.55, 0.7, 0.5, 0.72]})
+    results = pd.DataFrame(
+        {"model": ["h", "h", "b", "b"], "k": [4, 16, 4, 16], "l0": [4.0, 16.0, 4.0, 16.0], "ev": [0.55, 0.7, 0.5, 0.72]}
+    )
     gap = hierarchical.gap_at_equal_l0(results, "h", ["b"], "ev")
     assert gap.loc[4, "Δ"] == pytest.approx(0.05) and gap.loc[16, "Δ"] == pytest.approx(-0.02)
 
 
 def _gap(delta_ev, delta_cut):
-    return pd.DataFrame({"seed": [0, 1, 2] * 2, "k": [8, 8, 8, 32, 32, 32], "L0": 8.0, "ΔEV": delta_ev, "Δ loss recovered": 0.0,
-                         "ΔEV vs cut": delta_cut})
+    return pd.DataFrame(
+        {
+            "seed": [0, 1, 2] * 2,
+            "k": [8, 8, 8, 32, 32, 32],
+            "L0": 8.0,
+            "ΔEV": delta_ev,
+            "Δ loss recovered": 0.0,
+            "ΔEV vs cut": delta_cut,
+        }
+    )
 
 
 def test_front_and_cut_rules():
@@ -48,10 +57,18 @@ def test_front_and_cut_rules():
 
 
 def test_interpretability_and_budget_rules():
-    prox = pd.DataFrame({"model": ["hierarchical_topk"] * 3 + ["topk"] * 3, "k": 8, "seed": [0, 1, 2] * 2,
-                         "category_auroc": [0.65, 0.66, 0.64, 0.60, 0.61, 0.62]})
+    prox = pd.DataFrame(
+        {
+            "model": ["hierarchical_topk"] * 3 + ["topk"] * 3,
+            "k": 8,
+            "seed": [0, 1, 2] * 2,
+            "category_auroc": [0.65, 0.66, 0.64, 0.60, 0.61, 0.62],
+        }
+    )
     assert hierarchical.verdict_interpretability(prox).outcome == "agrees"
-    assert hierarchical.verdict_interpretability(prox.assign(category_auroc=[0.5, 0.5, 0.5, 0.7, 0.7, 0.7])).outcome == "disagrees"
+    assert (
+        hierarchical.verdict_interpretability(prox.assign(category_auroc=[0.5, 0.5, 0.5, 0.7, 0.7, 0.7])).outcome == "disagrees"
+    )
     sweep = pd.DataFrame({"tokens": [1, 4, 1, 4], "k": [8, 8, 32, 32], "ΔEV": [-0.05, -0.005, -0.01, 0.0]})
     assert hierarchical.verdict_budget(sweep).outcome == "agrees"
     assert hierarchical.verdict_budget(sweep.assign(**{"ΔEV": [-0.05, -0.03, 0, 0]})).outcome == "partly"

@@ -13,9 +13,17 @@ import torch
 from sae_studies.config import Study04Config, load_profile
 from sae_studies.studies import kron as ks
 
-CFG = Study04Config(expansion_factors=(2, 4), sweep_expansion_factor=4, sweep_mn=((1, 4), (2, 4), (4, 4)),
-                    seeds=(0, 1, 2), sweep_seeds=(0, 1), k=4, train_tokens=4096, batch_size=512,
-                    convergence_multiples=(0.5, 1.0, 2.0))
+CFG = Study04Config(
+    expansion_factors=(2, 4),
+    sweep_expansion_factor=4,
+    sweep_mn=((1, 4), (2, 4), (4, 4)),
+    seeds=(0, 1, 2),
+    sweep_seeds=(0, 1),
+    k=4,
+    train_tokens=4096,
+    batch_size=512,
+    convergence_multiples=(0.5, 1.0, 2.0),
+)
 D = 16
 
 
@@ -66,18 +74,21 @@ def test_grid_is_distinct_and_covers_every_group():
         assert v.spec(CFG.k).d_sae == v.d_sae
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"seeds": (0,)}, "at least 2 distinct seeds"),
-    ({"sweep_seeds": (5,)}, "sweep_seeds"),
-    ({"main_mn": (4, 2), "sweep_mn": ((4, 2),)}, r"m ≤ n"),
-    ({"sweep_mn": ((2, 4), (3, 4))}, r"\(3, 4\) at F = 2·16.*does not factor"),
-    ({"main_mn": (4, 8)}, r"main_mn \(4, 8\) must be one of"),
-    ({"compositions": ("relu_product",)}, "must include 'mand'"),
-    ({"compositions": ("mand", "sum")}, "compositions entry must be one of"),
-    ({"k": 40}, r"k must be an integer in 1..32"),
-    ({"batch_size": 1000}, "must divide activations.n_tokens"),
-    ({"convergence_multiples": (0.5, 2.0)}, "include 1.0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"seeds": (0,)}, "at least 2 distinct seeds"),
+        ({"sweep_seeds": (5,)}, "sweep_seeds"),
+        ({"main_mn": (4, 2), "sweep_mn": ((4, 2),)}, r"m ≤ n"),
+        ({"sweep_mn": ((2, 4), (3, 4))}, r"\(3, 4\) at F = 2·16.*does not factor"),
+        ({"main_mn": (4, 8)}, r"main_mn \(4, 8\) must be one of"),
+        ({"compositions": ("relu_product",)}, "must include 'mand'"),
+        ({"compositions": ("mand", "sum")}, "compositions entry must be one of"),
+        ({"k": 40}, r"k must be an integer in 1..32"),
+        ({"batch_size": 1000}, "must divide activations.n_tokens"),
+        ({"convergence_multiples": (0.5, 2.0)}, "include 1.0"),
+    ],
+)
 def test_bad_config_fails_naming_the_parameter(change, message):
     with pytest.raises(ValueError, match=message):
         ks.check_config(dataclasses.replace(CFG, **change), D, 32768)
@@ -128,11 +139,19 @@ def test_verdict_equal_flops():
 
 def test_verdict_composition():
     def table(mand, relu, prod):
-        return pd.DataFrame([{"composition": c, "explained_variance": v}
-                             for c, vals in [("mand", mand), ("relu_product", relu), ("product", prod)] for v in vals])
+        return pd.DataFrame(
+            [
+                {"composition": c, "explained_variance": v}
+                for c, vals in [("mand", mand), ("relu_product", relu), ("product", prod)]
+                for v in vals
+            ]
+        )
+
     agree = ks.verdict_composition(table([0.845, 0.846, 0.844], [0.833, 0.832, 0.834], [0.829, 0.830, 0.828]))
     assert agree.outcome == "agrees" and "0.8445" in agree.paper
-    assert ks.verdict_composition(table([0.82, 0.821, 0.819], [0.833, 0.832, 0.834], [0.829, 0.830, 0.828])).outcome == "disagrees"
+    assert (
+        ks.verdict_composition(table([0.82, 0.821, 0.819], [0.833, 0.832, 0.834], [0.829, 0.830, 0.828])).outcome == "disagrees"
+    )
     assert ks.verdict_composition(table([0.831, 0.832, 0.830], [0.833, 0.832, 0.834], [0.825, 0.824, 0.826])).outcome == "partly"
 
 
@@ -143,8 +162,14 @@ def test_verdict_token_entropy():
 
 def test_verdict_encoder_compute():
     def timing(ratios):
-        return pd.DataFrame([{"d": 768, "d_sae": F, "m": m, "n": n, "analytic_ratio": (m + n) / (m * n), "time_ratio": r}
-                             for F in (16384, 65536) for (m, n), r in zip([(2, 4), (4, 8), (1, 4)], ratios)])
+        return pd.DataFrame(
+            [
+                {"d": 768, "d_sae": F, "m": m, "n": n, "analytic_ratio": (m + n) / (m * n), "time_ratio": r}
+                for F in (16384, 65536)
+                for (m, n), r in zip([(2, 4), (4, 8), (1, 4)], ratios)
+            ]
+        )
+
     assert ks.verdict_encoder_compute(timing([0.8, 0.45, 1.3])).outcome == "agrees"  # m = 1 is not judged
     assert ks.verdict_encoder_compute(timing([1.2, 1.1, 1.3])).outcome == "disagrees"
     assert ks.verdict_encoder_compute(pd.DataFrame()).outcome == "untested"
@@ -180,6 +205,7 @@ def test_time_round_robin_calls_every_function_once_per_round():
     def counter(key):
         def fn():
             calls[key] += 1
+
         return fn
 
     out = ks.time_round_robin({"a": counter("a"), "b": counter("b")}, repeats=4)

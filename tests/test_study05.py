@@ -34,21 +34,30 @@ def test_window_and_steer_layer():
     assert sf.steer_layer(C(steer_layer=1), [0, 1, 2, 3]) == 1
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"last_layer": 4}, r"study05.last_layer must be an integer in 0..3"),
-    ({"first_layer": 5}, r"study05.first_layer must be an integer in 0..3 \(the model has 4 layers\); got study05.first_layer=5"),
-    ({"steer_layer": 0, "first_layer": 1}, r"study05.steer_layer must be an integer in 1..3"),
-    ({"themes": ("limerick", "poems")}, r"each of study05.themes must be one of \['fortunes', 'limerick', 'murphy', 'startrek', 'zippy'\]; got 'poems'"),
-    ({"graph_resid_threshold": 1.2}, r"study05.graph_resid_threshold must be a cosine in \[-1, 1\]; got 1.2"),
-    ({"graph_module_threshold": -2}, r"study05.graph_module_threshold must be a cosine in \[-1, 1\]"),
-    ({"match_k": 3}, r"study05.match_k must be an integer >= 5"),
-    ({"null_kind": "uniform"}, r"study05.null_kind must be one of \['covariance', .*\]; got 'uniform'"),
-    ({"schedules": ("constant", "cosine")}, r"each of study05.schedules must be one of"),
-    ({"scales": (1.0, 0.5)}, r"study05.scales must be positive and strictly increasing"),
-    ({"removal_scales": (0.5,)}, r"study05.removal_scales must be negative"),
-    ({"seeds": (0, 0)}, r"study05.seeds must be distinct"),
-    ({"architecture": "nope"}, r"unknown SAE architecture 'nope'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"last_layer": 4}, r"study05.last_layer must be an integer in 0..3"),
+        (
+            {"first_layer": 5},
+            r"study05.first_layer must be an integer in 0..3 \(the model has 4 layers\); got study05.first_layer=5",
+        ),
+        ({"steer_layer": 0, "first_layer": 1}, r"study05.steer_layer must be an integer in 1..3"),
+        (
+            {"themes": ("limerick", "poems")},
+            r"each of study05.themes must be one of \['fortunes', 'limerick', 'murphy', 'startrek', 'zippy'\]; got 'poems'",
+        ),
+        ({"graph_resid_threshold": 1.2}, r"study05.graph_resid_threshold must be a cosine in \[-1, 1\]; got 1.2"),
+        ({"graph_module_threshold": -2}, r"study05.graph_module_threshold must be a cosine in \[-1, 1\]"),
+        ({"match_k": 3}, r"study05.match_k must be an integer >= 5"),
+        ({"null_kind": "uniform"}, r"study05.null_kind must be one of \['covariance', .*\]; got 'uniform'"),
+        ({"schedules": ("constant", "cosine")}, r"each of study05.schedules must be one of"),
+        ({"scales": (1.0, 0.5)}, r"study05.scales must be positive and strictly increasing"),
+        ({"removal_scales": (0.5,)}, r"study05.removal_scales must be negative"),
+        ({"seeds": (0, 0)}, r"study05.seeds must be distinct"),
+        ({"architecture": "nope"}, r"unknown SAE architecture 'nope'"),
+    ],
+)
 def test_bad_sections_fail_naming_the_value(bad, message):
     with pytest.raises(ValueError, match=message):
         sf.check_study05(C(**bad), 4, 32, 128)
@@ -147,11 +156,16 @@ def test_useful_range_and_multilayer_verdict():
 def test_removal_prompts():
     from sae_studies.corpus import Entry
 
-    entries = [Entry("There once was a man from Peru", "limerick", "f"), Entry("Beam me up", "startrek", "f"),
-               Entry("There was a young lady of Niger", "limerick", "f")]
+    entries = [
+        Entry("There once was a man from Peru", "limerick", "f"),
+        Entry("Beam me up", "startrek", "f"),
+        Entry("There was a young lady of Niger", "limerick", "f"),
+    ]
     prompts = sf.removal_prompt_texts(entries, "limerick", n=5, words=3)
     assert sorted(prompts) == ["There once was", "There was a"]
-    with pytest.raises(ValueError, match=r"theme must be one of \['fortunes', 'limerick', 'murphy', 'startrek', 'zippy'\]; got 'poems'"):
+    with pytest.raises(
+        ValueError, match=r"theme must be one of \['fortunes', 'limerick', 'murphy', 'startrek', 'zippy'\]; got 'poems'"
+    ):
         sf.removal_prompt_texts(entries, "poems", n=1, words=3)
     with pytest.raises(ValueError, match="no validation entry of theme 'zippy'"):
         sf.removal_prompt_texts(entries, "zippy", n=1, words=3)

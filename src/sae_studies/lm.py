@@ -74,8 +74,9 @@ class LoadedModel:
         if self.bos_token_id is None:
             return self.model.generate(prompt, max_new_tokens=max_new_tokens, verbose=False, prepend_bos=True, **kwargs)
         ids = [self.bos_token_id] + self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        out = self.model.generate(torch.tensor([ids], device=self.model.cfg.device), max_new_tokens=max_new_tokens,
-                                  verbose=False, **kwargs)
+        out = self.model.generate(
+            torch.tensor([ids], device=self.model.cfg.device), max_new_tokens=max_new_tokens, verbose=False, **kwargs
+        )
         return self.tokenizer.decode(out[0, 1:].tolist())
 
 
@@ -200,7 +201,8 @@ def train_lm(
         (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": lm_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lm_cfg.lr, betas=(0.9, 0.95),
+        lr=lm_cfg.lr,
+        betas=(0.9, 0.95),
     )
     rows, order, start = [], torch.empty(0, dtype=torch.long), time.time()
     eval_every = max(1, total // 10)

@@ -70,8 +70,9 @@ class Run:
     def write_findings(self, found: list[verdicts.Verdict], study: str, title: str, model: str | None = None):
         """`figures_dir/findings_<study>.md`: the study's verdict table for this profile (`model`
         names what the numbers come from when it is not the profile's LM, e.g. synthetic data)."""
-        return verdicts.write_findings(found, study, self.profile.figures_dir, title=title,
-                                       model=model or self.model_label, profile=self.profile.name)
+        return verdicts.write_findings(
+            found, study, self.profile.figures_dir, title=title, model=model or self.model_label, profile=self.profile.name
+        )
 
 
 def start(profile: str, overrides: dict[str, Any] | None = None) -> Run:

@@ -74,9 +74,7 @@ class Store:
             return None
         return Artifact(kind, key, path)
 
-    def get_or_build(
-        self, kind: str, params: dict[str, Any], build: Callable[[Path], dict[str, Any] | None]
-    ) -> Artifact:
+    def get_or_build(self, kind: str, params: dict[str, Any], build: Callable[[Path], dict[str, Any] | None]) -> Artifact:
         """Return the cached artifact, or call `build(tmp_dir)` to write it and publish it.
 
         `build` may return a dict of summary values that is stored in the manifest.
@@ -133,11 +131,7 @@ def _remove_dead_temporaries(folder: Path, key: str) -> None:
 
 
 def _files(path: Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(path)): p.stat().st_size
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
+    return {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
 def _write_manifest(path: Path, kind: str, key: str, params: dict[str, Any], summary: dict) -> None:
@@ -185,7 +179,10 @@ def package_versions() -> dict[str, str]:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):

@@ -58,9 +58,9 @@ def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
 def as_hf_tokenizer(tokenizer_file: Path, out_dir: Path) -> None:
     """Save a `tokenizers` file as a HF tokenizer folder. TransformerLens reloads a tokenizer by
     its folder to add BOS handling, and `generate` needs an EOS id, so both are set to EOT."""
-    PreTrainedTokenizerFast(
-        tokenizer_file=str(tokenizer_file), eos_token=EOT, bos_token=EOT, pad_token=EOT
-    ).save_pretrained(out_dir)
+    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=EOT, bos_token=EOT, pad_token=EOT).save_pretrained(
+        out_dir
+    )
 
 
 def embedded_tokenizer(cfg: CorpusConfig, store: Store) -> tuple[PreTrainedTokenizerFast, Artifact]:
@@ -121,4 +121,3 @@ def token_streams(
         for split in ("train", "val")
     }
     return streams, art
-

@@ -168,9 +168,14 @@ def train_sae(
         seconds = time.time() - start
         # SAETrainer may rescale parameters in place (it folds the input normalisation into the
         # decoder at the end), so a frozen parameter keeps its direction, not its scale
-        frozen_cos = {name: float(torch.nn.functional.cosine_similarity(named[name].detach().reshape(v.shape[0], -1),
-                                                                         v.reshape(v.shape[0], -1), dim=1).min())
-                      for name, v in start_values.items()}
+        frozen_cos = {
+            name: float(
+                torch.nn.functional.cosine_similarity(
+                    named[name].detach().reshape(v.shape[0], -1), v.reshape(v.shape[0], -1), dim=1
+                ).min()
+            )
+            for name, v in start_values.items()
+        }
         for name in frozen:
             named[name].requires_grad_(True)
         if sae_cfg.debias_batchtopk_threshold and registry.get(spec.architecture).batch_threshold:

@@ -186,9 +186,7 @@ def topk_cosine(
     return values, indices
 
 
-def best_cosine_both_ways(
-    a: Tensor, b: Tensor, chunk_size: int, b_chunk_size: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def best_cosine_both_ways(a: Tensor, b: Tensor, chunk_size: int, b_chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Row maxima (a → b) and column maxima (b → a) of the same blocks: one matmul per pair."""
     dtype = compute_dtype(a, b)
     va = torch.full((a.shape[0],), -math.inf, dtype=dtype, device=a.device)
@@ -210,15 +208,12 @@ def best_cosine_both_ways(
     return va, ia, vb, ib
 
 
-
 # --------------------------------------------------------------------------------------------
 # Hungarian matching (Paulo & Belrose 2025)
 # --------------------------------------------------------------------------------------------
 
 
-def hungarian_match(
-    a: Tensor, b: Tensor, *, max_features: int = HUNGARIAN_MAX_FEATURES
-) -> tuple[Tensor, Tensor, Tensor]:
+def hungarian_match(a: Tensor, b: Tensor, *, max_features: int = HUNGARIAN_MAX_FEATURES) -> tuple[Tensor, Tensor, Tensor]:
     """One-to-one matching of the rows of ``a`` and ``b`` that maximises the total cosine.
 
     Solves ``max_π Σ_i <â_i, b̂_{π(i)}>`` over injective ``π`` with

@@ -199,8 +199,12 @@ def surface_statistics(top: TopActivations, tokens: np.ndarray, n_ctx: int, min_
             bigrams = [ngram_at(tokens, x, 2, n_ctx) for x in r]
             bigrams = [b for b in bigrams if b is not None]
             _, bc = np.unique(np.array(bigrams), axis=0, return_counts=True) if bigrams else (None, np.array([0]))
-            row.update(token_entropy=_entropy_bits(counts), single_token_share=counts.max() / len(r),
-                       top_token=int(uniq[counts.argmax()]), bigram_share=bc.max() / len(r))
+            row.update(
+                token_entropy=_entropy_bits(counts),
+                single_token_share=counts.max() / len(r),
+                top_token=int(uniq[counts.argmax()]),
+                bigram_share=bc.max() / len(r),
+            )
         else:
             row.update(token_entropy=np.nan, single_token_share=np.nan, top_token=-1, bigram_share=np.nan)
         out.append(row)

@@ -56,8 +56,7 @@ Position = tuple[str, int]
 
 def check_window(layers: Sequence[int], n_layers: int) -> list[int]:
     """A non-empty run of consecutive layer indices inside ``0..n_layers-1``."""
-    layers = [check_int("layer", x, 0, n_layers - 1, f" (the model has {n_layers} layers: 0..{n_layers - 1})")
-              for x in layers]
+    layers = [check_int("layer", x, 0, n_layers - 1, f" (the model has {n_layers} layers: 0..{n_layers - 1})") for x in layers]
     if not layers or layers != list(range(layers[0], layers[0] + len(layers))):
         raise ValueError(f"layers must be consecutive and increasing, e.g. [1, 2, 3]; got {layers}")
     return layers
@@ -193,8 +192,7 @@ def classify(scores: Mapping[str, np.ndarray], thresholds: Mapping[str, float]) 
     s = {kind: np.asarray(scores[kind], dtype=float) for kind in SOURCES}
     high = {kind: s[kind] >= thresholds[kind] for kind in SOURCES}
     module = high["mlp"] | high["attn"]
-    group = np.where(high["resid"], np.where(module, "processed", "translated"),
-                     np.where(module, "newborn", "unexplained"))
+    group = np.where(high["resid"], np.where(module, "processed", "translated"), np.where(module, "newborn", "unexplained"))
     margin_m, margin_a = s["mlp"] - thresholds["mlp"], s["attn"] - thresholds["attn"]
     which = np.where(margin_m >= margin_a, "mlp", "attn").astype(object)
     which[~module] = None
@@ -241,8 +239,9 @@ def flow_graph(
     """
     if layer not in matches.layers:
         raise ValueError(f"layer {layer} is not in the matched window {list(matches.layers)}")
-    check_int("feature", feature, 0, matches.n_features(layer) - 1,
-              f" (resid layer {layer} has {matches.n_features(layer)} features)")
+    check_int(
+        "feature", feature, 0, matches.n_features(layer) - 1, f" (resid layer {layer} has {matches.n_features(layer)} features)"
+    )
     t_r = check_cosine_threshold("resid_threshold", resid_threshold)
     t_m = check_cosine_threshold("module_threshold", module_threshold)
     k = matches.k if k is None else check_int("k", k, 1, matches.k, f" (matches keep top-{matches.k})")
@@ -352,8 +351,9 @@ class LayerDeactivation:
     ``"mlp"`` and ``"attn"`` to SAELens SAEs. The first ``n_prefix`` positions of every context
     (a BOS token the SAEs were not trained on) are never edited or measured."""
 
-    def __init__(self, model, layer: int, saes: Mapping[str, object], contexts: np.ndarray, batch_size: int = 32,
-                 n_prefix: int = 0):
+    def __init__(
+        self, model, layer: int, saes: Mapping[str, object], contexts: np.ndarray, batch_size: int = 32, n_prefix: int = 0
+    ):
         check_int("layer", layer, 0, model.cfg.n_layers - 1, f" (the model has {model.cfg.n_layers} layers)")
         for key in ("target", *SOURCES):
             if key not in saes:
@@ -361,8 +361,13 @@ class LayerDeactivation:
         self.model, self.layer, self.saes, self.n_prefix = model, layer, dict(saes), int(n_prefix)
         self.block = model.blocks[layer]
         self.standard = _standard_block(model.cfg)
-        names = {"resid": position_hook(("resid", layer - 1)), "mid": f"blocks.{layer}.hook_resid_mid", "attn": f"blocks.{layer}.hook_attn_out",
-                 "mlp": f"blocks.{layer}.hook_mlp_out", "post": f"blocks.{layer}.hook_resid_post"}
+        names = {
+            "resid": position_hook(("resid", layer - 1)),
+            "mid": f"blocks.{layer}.hook_resid_mid",
+            "attn": f"blocks.{layer}.hook_attn_out",
+            "mlp": f"blocks.{layer}.hook_mlp_out",
+            "post": f"blocks.{layer}.hook_resid_post",
+        }
         if not self.standard:
             names.pop("mid")
         cache = {key: [] for key in names}
@@ -403,8 +408,9 @@ class LayerDeactivation:
         return out
 
     @torch.no_grad()
-    def effects(self, feature: int, candidates: Sequence[tuple[str, int]], windows: Sequence[int],
-                r: float = 0.0, chunk: int = 64) -> pd.DataFrame:
+    def effects(
+        self, feature: int, candidates: Sequence[tuple[str, int]], windows: Sequence[int], r: float = 0.0, chunk: int = 64
+    ) -> pd.DataFrame:
         """Change and success of ``feature`` when each candidate predecessor is rescaled by ``r``
         at the tokens of ``windows`` where ``feature`` is active (one row per candidate)."""
         windows = torch.as_tensor(list(windows), dtype=torch.long)
@@ -419,8 +425,15 @@ class LayerDeactivation:
             part = list(candidates[i : i + chunk])
             a1 = self._intervene(feature, part, windows, mask, t_max, r)  # [c, n]
             for (kind, j), a in zip(part, a1):
-                rows.append({"kind": kind, "predecessor": j, "change": float(((a0 - a) / a0).mean()),
-                             "success": float((a == 0).double().mean()), "n_tokens": int(mask.sum())})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "predecessor": j,
+                        "change": float(((a0 - a) / a0).mean()),
+                        "success": float((a == 0).double().mean()),
+                        "n_tokens": int(mask.sum()),
+                    }
+                )
         return pd.DataFrame(rows, columns=["kind", "predecessor", "change", "success", "n_tokens"])
 
     def _delta(self, kind: str, js: Sequence[int], windows: Tensor, mask: Tensor, t_max: int, r: float) -> Tensor:
@@ -475,8 +488,11 @@ def pooled_top(matches: FlowMatches, layer: int, feature: int, n: int) -> list[t
     """The ``n`` best (kind, predecessor, cosine) matches of a residual feature over its three sources."""
     if n > matches.k:
         raise ValueError(f"pooled_top needs matches with k ≥ {n}; these keep top-{matches.k}")
-    pool = [(kind, int(j), float(v)) for kind in SOURCES
-            for v, j in zip(matches.values[(kind, layer)][feature].tolist(), matches.indices[(kind, layer)][feature].tolist())]
+    pool = [
+        (kind, int(j), float(v))
+        for kind in SOURCES
+        for v, j in zip(matches.values[(kind, layer)][feature].tolist(), matches.indices[(kind, layer)][feature].tolist())
+    ]
     return sorted(pool, key=lambda t: -t[2])[:n]
 
 
@@ -514,7 +530,18 @@ def deactivation_table(
             kind, j = picks[method]
             e = eff.loc[(kind, j)]
             cos = float(unit_target[int(f)] @ unit_src[kind][j])
-            rows.append({"layer": layer, "feature": int(f), "method": method, "kind": kind, "predecessor": int(j),
-                         "cosine": cos, "change": float(e["change"]), "success": float(e["success"]),
-                         "n_tokens": int(e["n_tokens"]), "n_candidates": len(cands)})
+            rows.append(
+                {
+                    "layer": layer,
+                    "feature": int(f),
+                    "method": method,
+                    "kind": kind,
+                    "predecessor": int(j),
+                    "cosine": cos,
+                    "change": float(e["change"]),
+                    "success": float(e["success"]),
+                    "n_tokens": int(e["n_tokens"]),
+                    "n_candidates": len(cands),
+                }
+            )
     return pd.DataFrame(rows)

@@ -93,8 +93,7 @@ def pool_decoders(
     elif not isinstance(best, CrossSeedBest) or tuple(best.values.shape) != (n_seeds, n_seeds - 1, f):
         got = list(best.values.shape) if isinstance(best, CrossSeedBest) else type(best).__name__
         raise ValueError(
-            f"best must be the CrossSeedBest of these decoders, values of shape "
-            f"[{n_seeds}, {n_seeds - 1}, {f}]; got {got}"
+            f"best must be the CrossSeedBest of these decoders, values of shape [{n_seeds}, {n_seeds - 1}, {f}]; got {got}"
         )
     if scores is not None:
         if not isinstance(scores, Tensor) or tuple(scores.shape) != (n_seeds, f):
@@ -183,11 +182,8 @@ def seed_groups(seeds: Sequence[int], group_size: int) -> list[tuple[int, ...]]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct; got {seeds}")
     if len(seeds) < 2 * group_size:
-        raise ValueError(
-            f"pooling replicates need at least 2 × group_size = {2 * group_size} seeds; got {len(seeds)} ({seeds})"
-        )
+        raise ValueError(f"pooling replicates need at least 2 × group_size = {2 * group_size} seeds; got {len(seeds)} ({seeds})")
     return [tuple(seeds[i : i + group_size]) for i in range(0, len(seeds) - group_size + 1, group_size)]
-
 
 
 #: Version tag of the refit procedure, part of the artifact key.
@@ -218,8 +214,19 @@ def pooled_encoder_init(pooled: PooledDictionary, saes: Sequence) -> tuple[Tenso
     return w_out, b_out
 
 
-def refit_pooled_sae(acts, directions: Tensor, spec, sae_cfg, store, *, sources: Sequence[str], tau: float,
-                     train_tokens: int, batch_size: int = 4096, encoder_init: tuple[Tensor, Tensor] | None = None):
+def refit_pooled_sae(
+    acts,
+    directions: Tensor,
+    spec,
+    sae_cfg,
+    store,
+    *,
+    sources: Sequence[str],
+    tau: float,
+    train_tokens: int,
+    batch_size: int = 4096,
+    encoder_init: tuple[Tensor, Tensor] | None = None,
+):
     """Fit a SAELens SAE whose decoder directions are the pooled ones, held fixed.
 
     Refit (this repository's choice, ``POOLED_REFIT``): ``spec``'s training SAE (same architecture,
@@ -261,7 +268,11 @@ def refit_pooled_sae(acts, directions: Tensor, spec, sae_cfg, store, *, sources:
         # (tests: a refit with lr ≈ 0 reproduces the source SAE.)
         init["W_enc"] = encoder_init[0].T.float()
         init["b_enc"] = (encoder_init[1].double() * train.input_scale(acts)).float()
-    pooled = {"sources": list(sources), "tau": tau, "refit": POOLED_REFIT, "directions": tensor_digest(directions),
-              "encoder_init": None if encoder_init is None else tensor_digest(*encoder_init)}
-    return train.train_sae(acts, spec, cfg, store, batch_size, init=init, frozen=("W_dec",),
-                           key_extra={"pooled": pooled})
+    pooled = {
+        "sources": list(sources),
+        "tau": tau,
+        "refit": POOLED_REFIT,
+        "directions": tensor_digest(directions),
+        "encoder_init": None if encoder_init is None else tensor_digest(*encoder_init),
+    }
+    return train.train_sae(acts, spec, cfg, store, batch_size, init=init, frozen=("W_dec",), key_extra={"pooled": pooled})

@@ -104,8 +104,12 @@ def reconstruction_metrics(
     density = (fires / acc.n).numpy()
     ev = acc.explained_variance
     return ReconstructionReport(
-        explained_variance=ev, fvu=1 - ev, mse=acc.mse, l0=l0_sum / acc.n,
-        dead_fraction=float((density == 0).mean()), density=density,
+        explained_variance=ev,
+        fvu=1 - ev,
+        mse=acc.mse,
+        l0=l0_sum / acc.n,
+        dead_fraction=float((density == 0).mean()),
+        density=density,
     )
 
 
@@ -130,10 +134,7 @@ class SplicedReport:
 
 
 def _next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).double(), tokens[:, 1:].reshape(-1), reduction="sum"
-    )
-
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).double(), tokens[:, 1:].reshape(-1), reduction="sum")
 
 
 class Splicer:
@@ -155,8 +156,7 @@ class Splicer:
     token either way.
     """
 
-    def __init__(self, model, hook: str, contexts: np.ndarray, batch_size: int = 32, cache_mib: float = 512,
-                 keep_first: int = 0):
+    def __init__(self, model, hook: str, contexts: np.ndarray, batch_size: int = 32, cache_mib: float = 512, keep_first: int = 0):
         check_hooks(model, [hook])
         if contexts.ndim != 2 or contexts.shape[0] < 1 or contexts.shape[1] < 2:
             raise ValueError(f"contexts must be [n ≥ 1, n_ctx ≥ 2] token windows; got shape {list(contexts.shape)}")
@@ -249,7 +249,9 @@ class Splicer:
 
 
 def sae_report(
-    sae, eval_acts: torch.Tensor, splicer: Splicer,
+    sae,
+    eval_acts: torch.Tensor,
+    splicer: Splicer,
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Reconstruction metrics on eval activations plus CE / loss recovered / KL from `splicer`.

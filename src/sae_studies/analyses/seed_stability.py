@@ -195,9 +195,7 @@ def tau_sweep(best: CrossSeedBest, taus: Sequence[float]) -> Tensor:
     if not taus:
         raise ValueError("taus must hold at least one threshold in (0, 1]")
     thr = torch.tensor(taus, dtype=best.values.dtype, device=best.values.device)
-    out = torch.empty(
-        (len(taus), best.n_seeds, best.n_features), dtype=best.values.dtype, device=best.values.device
-    )
+    out = torch.empty((len(taus), best.n_seeds, best.n_features), dtype=best.values.dtype, device=best.values.device)
     for t in range(len(taus)):
         out[t] = (best.values >= thr[t]).to(best.values.dtype).mean(dim=1)
     return out
@@ -290,7 +288,11 @@ def data_subspace(cov: Tensor, energy: float = 0.9) -> Tensor:
 
 
 def null_decoders(
-    kind: str, n_seeds: int, n_features: int, cov: Tensor, generator: torch.Generator | None = None,
+    kind: str,
+    n_seeds: int,
+    n_features: int,
+    cov: Tensor,
+    generator: torch.Generator | None = None,
     energy: float = 0.9,
 ) -> list[Tensor]:
     """``n_seeds`` independent ``[n_features, d]`` dictionaries with no learned structure.

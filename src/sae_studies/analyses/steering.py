@@ -49,8 +49,12 @@ MODES = ("add", "remove")
 
 
 def layer_strengths(
-    layers: Sequence[int], s: float, schedule: str, seed_layer: int | None = None,
-    alpha: float = -0.05, linear_end: float = 0.25,
+    layers: Sequence[int],
+    s: float,
+    schedule: str,
+    seed_layer: int | None = None,
+    alpha: float = -0.05,
+    linear_end: float = 0.25,
 ) -> dict[int, float]:
     """``{layer: s_l}`` for a schedule (definitions in the module docstring)."""
     check_choice("schedule", schedule, SCHEDULES)
@@ -82,8 +86,10 @@ class SteeringPlan:
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
         if set(self.directions) != set(self.coefficients):
-            raise ValueError(f"directions and coefficients must name the same layers; got "
-                             f"{sorted(self.directions)} and {sorted(self.coefficients)}")
+            raise ValueError(
+                f"directions and coefficients must name the same layers; got "
+                f"{sorted(self.directions)} and {sorted(self.coefficients)}"
+            )
 
     @property
     def layers(self) -> list[int]:
@@ -109,8 +115,11 @@ def batch_hooks(plans: Sequence[SteeringPlan | None]) -> list[tuple[str, Callabl
     units: dict[int, Tensor] = {}  # contribution directions, one decode per SAE
     out = []
     for layer in layers:
-        adds = [(i, p.coefficients[layer] * p.directions[layer]) for i, p in enumerate(plans)
-                if p is not None and p.mode == "add" and layer in p.directions]
+        adds = [
+            (i, p.coefficients[layer] * p.directions[layer])
+            for i, p in enumerate(plans)
+            if p is not None and p.mode == "add" and layer in p.directions
+        ]
         groups: dict[tuple[int, int], tuple[object, int, list[int]]] = {}
         for i, p in enumerate(plans):
             if p is not None and p.mode == "remove" and layer in p.removals:
@@ -137,8 +146,9 @@ def batch_hooks(plans: Sequence[SteeringPlan | None]) -> list[tuple[str, Callabl
     return out
 
 
-def add_plan(chain: Mapping[int, int], decoders: Mapping[int, Tensor], norms: Mapping[int, float],
-             strengths: Mapping[int, float]) -> SteeringPlan:
+def add_plan(
+    chain: Mapping[int, int], decoders: Mapping[int, Tensor], norms: Mapping[int, float], strengths: Mapping[int, float]
+) -> SteeringPlan:
     """An additive plan: at each layer of ``strengths``, the unit decoder row ``chain[l]`` of
     ``decoders[l]`` times ``strengths[l] · norms[l]``."""
     missing = [layer for layer in strengths if layer not in chain or layer not in decoders or layer not in norms]
@@ -198,8 +208,8 @@ def sample(
     tokens = torch.full((n, width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((n, width), dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
-        tokens[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
-        mask[i, width - len(p):] = 1
+        tokens[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p) :] = 1
     seeds = [int(seeds) + i for i in range(n)] if isinstance(seeds, (int, np.integer)) else [int(x) for x in seeds]
     if len(seeds) != n:
         raise ValueError(f"seeds must give one seed per prompt ({n}); got {len(seeds)}")
@@ -216,8 +226,9 @@ def sample(
                 nxt = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)]).to(device)
             out.append(nxt)
             if step + 1 < max_new_tokens:
-                logits = model(nxt[:, None], attention_mask=torch.ones((n, 1), dtype=torch.long, device=device),
-                               past_kv_cache=cache)[:, -1]
+                logits = model(
+                    nxt[:, None], attention_mask=torch.ones((n, 1), dtype=torch.long, device=device), past_kv_cache=cache
+                )[:, -1]
     return torch.stack(out, 1).tolist()
 
 
@@ -269,9 +280,12 @@ class ThemeClassifier:
 
         pred = self.pipeline.predict(list(texts))
         recall = recall_score(labels, pred, labels=self.classes, average=None, zero_division=0)
-        return {"accuracy": float(accuracy_score(labels, pred)),
-                "balanced_accuracy": float(balanced_accuracy_score(labels, pred)), "n": len(labels),
-                "recall": dict(zip(self.classes, map(float, recall)))}
+        return {
+            "accuracy": float(accuracy_score(labels, pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+            "n": len(labels),
+            "recall": dict(zip(self.classes, map(float, recall))),
+        }
 
 
 def repetition(tokens: Sequence[int], n: int = 2) -> float:
@@ -282,8 +296,9 @@ def repetition(tokens: Sequence[int], n: int = 2) -> float:
 
 
 @torch.no_grad()
-def continuation_nll(model, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-                     batch_size: int = 64, pad_id: int = 0) -> np.ndarray:
+def continuation_nll(
+    model, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], batch_size: int = 64, pad_id: int = 0
+) -> np.ndarray:
     """Mean negative log-likelihood (nats/token) of each continuation given its prompt under
     ``model`` (no hooks: the unsteered model). NaN for an empty continuation."""
     if len(prompts) != len(continuations):
@@ -335,8 +350,9 @@ def fluency(nll: np.ndarray, real: float, shuffled: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def theme_enrichment(encode: Callable[[Tensor], Tensor], x: Tensor, categories: np.ndarray,
-                     n_categories: int, batch_size: int = 4096) -> np.ndarray:
+def theme_enrichment(
+    encode: Callable[[Tensor], Tensor], x: Tensor, categories: np.ndarray, n_categories: int, batch_size: int = 4096
+) -> np.ndarray:
     """``[categories, F]`` standardised mean difference of each latent's activation on a
     category's tokens against all other tokens: ``(μ_c − μ_rest) / σ`` with σ the latent's
     standard deviation over all tokens (rows with category < 0, separators, are skipped; 0 where

@@ -109,9 +109,7 @@ def projection_overlap(A: Tensor, B: Tensor) -> float:
     return float((qa @ qb.T).pow(2).sum() / min(qa.shape[0], qb.shape[0]))
 
 
-def random_subspace(
-    dim: int, d: int, generator: torch.Generator | None = None, *, dtype: torch.dtype = torch.float32
-) -> Tensor:
+def random_subspace(dim: int, d: int, generator: torch.Generator | None = None, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """Orthonormal basis ``[dim, d]`` (rows) of a uniformly random (Haar) ``dim``-dim subspace.
 
     QR of a ``d × dim`` standard Gaussian matrix ``G = Q R`` with the signs of ``diag R`` moved
@@ -154,7 +152,6 @@ def covariance_subspace(dim: int, cov: Tensor, generator: torch.Generator | None
     g = torch.randn(dim, d, generator=generator, dtype=torch.float64)
     z = g @ L.T
     return _row_basis("samples", z).to(cov.dtype)
-
 
 
 def top_subspace(rows: Tensor, dim: int) -> Tensor:

@@ -95,7 +95,11 @@ class LowRankSpec:
         if self.directions is not None:
             k = check_int("directions", self.directions, 1, hint=" or None (continuous)")
             if k < r or (r == 1 and k > 2):
-                allowed = "1 or 2 (a line holds two unit directions)" if r == 1 else f">= rank={r} (k directions must span the subspace)"
+                allowed = (
+                    "1 or 2 (a line holds two unit directions)"
+                    if r == 1
+                    else f">= rank={r} (k directions must span the subspace)"
+                )
                 raise ValueError(f"directions must be {allowed}, or None (continuous); got directions={k}")
         check_probability("p_isolated", self.p_isolated)
         check_probability("p_group", self.p_group)
@@ -196,7 +200,11 @@ def ground_truth(spec: LowRankSpec) -> GroundTruth:
     else:
         isolated = torch.randn(n, d, generator=g, dtype=torch.float64)
         isolated = isolated / isolated.norm(dim=1, keepdim=True)
-        bases = torch.stack([subspaces.random_subspace(r, d, g, dtype=torch.float64) for _ in range(G)]) if G else torch.zeros(0, r, d, dtype=torch.float64)
+        bases = (
+            torch.stack([subspaces.random_subspace(r, d, g, dtype=torch.float64) for _ in range(G)])
+            if G
+            else torch.zeros(0, r, d, dtype=torch.float64)
+        )
     frame = None if spec.directions is None else spread_directions(spec.directions, r, g)
     return GroundTruth(isolated.contiguous(), bases.contiguous(), frame)
 
@@ -215,7 +223,9 @@ class LowRankModel:
         self.truth = ground_truth(spec)
         p = [spec.p_isolated] * spec.n_isolated + [spec.p_group] * spec.n_groups
         self.generator = ActivationGenerator(
-            len(p), torch.tensor(p), std_firing_magnitudes=spec.magnitude_std,
+            len(p),
+            torch.tensor(p),
+            std_firing_magnitudes=spec.magnitude_std,
             mean_firing_magnitudes=spec.magnitude_mean,
         )
 
@@ -272,8 +282,13 @@ def materialise(spec: LowRankSpec, n_rows: int, store: Store, stream: str = "tra
     chunk, so memory holds one chunk), with the ground truth beside it (``ground_truth.npz``)."""
     n_rows = check_int("n_rows", n_rows, 1)
     check_choice("stream", stream, list(STREAMS))
-    params = {"spec": dataclasses.asdict(spec), "n_rows": n_rows, "stream": stream,
-              "chunk_rows": CHUNK_ROWS, "version": GENERATOR_VERSION}
+    params = {
+        "spec": dataclasses.asdict(spec),
+        "n_rows": n_rows,
+        "stream": stream,
+        "chunk_rows": CHUNK_ROWS,
+        "version": GENERATOR_VERSION,
+    }
 
     def build(tmp):
         model = LowRankModel(spec)
@@ -338,8 +353,9 @@ class Assignment:
         return self.owner == self.n_isolated + g
 
 
-def assign_latents(decoder: Tensor, truth: GroundTruth, min_energy: float = 0.5,
-                   firings: np.ndarray | None = None, min_firings: int = 1) -> Assignment:
+def assign_latents(
+    decoder: Tensor, truth: GroundTruth, min_energy: float = 0.5, firings: np.ndarray | None = None, min_firings: int = 1
+) -> Assignment:
     """Assign each latent to the ground-truth subspace with most of its energy (≥ ``min_energy``).
 
     With ``firings`` (times each latent fired on held-out rows), latents that fired fewer than
@@ -383,7 +399,11 @@ def padded_cosines(a: Tensor | None, b: Tensor | None, r: int) -> np.ndarray:
 def subspace_recovery(decoder: Tensor, truth: GroundTruth, assignment: Assignment) -> np.ndarray:
     """``[G, r]``: principal-angle cosines between each group's true subspace and its latents' span."""
     G, r = truth.bases.shape[:2]
-    return np.stack([padded_cosines(group_span(decoder, assignment, g, r), truth.bases[g], r) for g in range(G)]) if G else np.zeros((0, r))
+    return (
+        np.stack([padded_cosines(group_span(decoder, assignment, g, r), truth.bases[g], r) for g in range(G)])
+        if G
+        else np.zeros((0, r))
+    )
 
 
 def cross_seed_span_agreement(decoders: list[Tensor], truth: GroundTruth, assignments: list[Assignment]) -> np.ndarray:
@@ -397,13 +417,20 @@ def cross_seed_span_agreement(decoders: list[Tensor], truth: GroundTruth, assign
 
 def random_subspace_cosines(r: int, d: int, n_draws: int, generator: torch.Generator | None = None) -> np.ndarray:
     """``[n_draws, r]``: principal-angle cosines between two uniformly random r-dim subspaces of R^d."""
-    draws = [padded_cosines(subspaces.random_subspace(r, d, generator, dtype=torch.float64),
-                            subspaces.random_subspace(r, d, generator, dtype=torch.float64), r) for _ in range(n_draws)]
+    draws = [
+        padded_cosines(
+            subspaces.random_subspace(r, d, generator, dtype=torch.float64),
+            subspaces.random_subspace(r, d, generator, dtype=torch.float64),
+            r,
+        )
+        for _ in range(n_draws)
+    ]
     return np.stack(draws)
 
 
-def within_subspace_null(truth: GroundTruth, per_group: list[int], n_seeds: int, tau: float,
-                         generator: torch.Generator | None = None) -> dict[str, float]:
+def within_subspace_null(
+    truth: GroundTruth, per_group: list[int], n_seeds: int, tau: float, generator: torch.Generator | None = None
+) -> dict[str, float]:
     """Cross-seed stability of latents placed at random *inside* the right subspaces: each seed
     draws ``per_group[g]`` directions uniformly on the unit sphere of group g's subspace.
 
@@ -412,11 +439,15 @@ def within_subspace_null(truth: GroundTruth, per_group: list[int], n_seeds: int,
     from .seed_stability import null_stability
 
     if len(per_group) != truth.bases.shape[0] or sum(per_group) < 1:
-        raise ValueError(f"per_group must give a count for each of the {truth.bases.shape[0]} groups, at least one > 0; got {per_group}")
+        raise ValueError(
+            f"per_group must give a count for each of the {truth.bases.shape[0]} groups, at least one > 0; got {per_group}"
+        )
     r = truth.bases.shape[1]
     decs = []
     for _ in range(check_int("n_seeds", n_seeds, 2)):
-        rows = [torch.randn(m, r, generator=generator, dtype=torch.float64) @ truth.bases[g] for g, m in enumerate(per_group) if m]
+        rows = [
+            torch.randn(m, r, generator=generator, dtype=torch.float64) @ truth.bases[g] for g, m in enumerate(per_group) if m
+        ]
         decs.append(torch.cat(rows).float())
     return null_stability(decs, tau)
 
@@ -436,8 +467,13 @@ def mcc(decoder: Tensor, truth: GroundTruth) -> dict[str, float]:
     return out
 
 
-def rotation_null(decoders: list[Tensor], truth: GroundTruth, assignments: list[Assignment], tau: float,
-                  generator: torch.Generator | None = None):
+def rotation_null(
+    decoders: list[Tensor],
+    truth: GroundTruth,
+    assignments: list[Assignment],
+    tau: float,
+    generator: torch.Generator | None = None,
+):
     """Stability of the same SAEs after rotating, in every seed, each group's latents inside the
     group's subspace by an independent uniformly random rotation (their components outside it,
     and every other latent, unchanged).

@@ -45,15 +45,12 @@ def _check_levels(levels: Any, K: int) -> list[int] | None:
     levels = list(levels)
     if not levels:
         raise ValueError(
-            f"levels must be None (all of 1..{K}) or a non-empty increasing list of integers "
-            f"in 1..{K} (k={K}); got levels=[]"
+            f"levels must be None (all of 1..{K}) or a non-empty increasing list of integers in 1..{K} (k={K}); got levels=[]"
         )
     for lv in levels:
         check_int("levels", lv, 1, K, f" (each level at most k={K})")
     if any(a >= b for a, b in zip(levels, levels[1:])):
-        raise ValueError(
-            f"levels must be strictly increasing integers in 1..{K}; got levels={levels!r}"
-        )
+        raise ValueError(f"levels must be strictly increasing integers in 1..{K}; got levels={levels!r}")
     return levels
 
 
@@ -230,8 +227,9 @@ class MultiTopKTrainingSAEConfig(TopKTrainingSAEConfig):
 
     def __post_init__(self) -> None:
         check_int("multi_topk_factor", self.multi_topk_factor, 2, None)
-        check_int("k", self.k, 1, self.d_sae // self.multi_topk_factor,
-                   f" (k * multi_topk_factor must be at most d_sae={self.d_sae})")
+        check_int(
+            "k", self.k, 1, self.d_sae // self.multi_topk_factor, f" (k * multi_topk_factor must be at most d_sae={self.d_sae})"
+        )
         if not self.multi_topk_weight >= 0:
             raise ValueError(f"multi_topk_weight must be >= 0; got {self.multi_topk_weight!r}")
         super().__post_init__()
@@ -241,9 +239,7 @@ class MultiTopKTrainingSAE(_PrefixTrainingMixin, TopKTrainingSAE):
     cfg: MultiTopKTrainingSAEConfig  # type: ignore[assignment]
 
     def _level_weights(self) -> torch.Tensor:
-        return prefix_level_weights(
-            self.cfg.k_max, [self.cfg.k, self.cfg.k_max], [1.0, self.cfg.multi_topk_weight]
-        )
+        return prefix_level_weights(self.cfg.k_max, [self.cfg.k, self.cfg.k_max], [1.0, self.cfg.multi_topk_weight])
 
     def _report_k(self) -> int:
         return self.cfg.k

@@ -119,8 +119,7 @@ def kron_shape(d_sae: int, heads: int | None, m: int, n: int) -> KronShape:
     check_int("heads", heads, 1)
     if heads * m * n != d_sae:
         raise ValueError(
-            f"KronSAE needs d_sae = heads·m·n; got heads={heads}, m={m}, n={n} "
-            f"({heads * m * n} latents) for d_sae={d_sae}"
+            f"KronSAE needs d_sae = heads·m·n; got heads={heads}, m={m}, n={n} ({heads * m * n} latents) for d_sae={d_sae}"
         )
     return KronShape(int(heads), int(m), int(n))
 
@@ -427,7 +426,11 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         return acts
 
     def _kron_aux_loss(
-        self, x: torch.Tensor, sae_out: torch.Tensor, pre: torch.Tensor, sae_in: torch.Tensor,
+        self,
+        x: torch.Tensor,
+        sae_out: torch.Tensor,
+        pre: torch.Tensor,
+        sae_in: torch.Tensor,
         dead_neuron_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """SAELens' TopK AuxK: the top ``d/2`` dead latents (composed only for the dead pairs)

@@ -13,7 +13,7 @@ value belongs to. The pieces here then do the rest without ever touching the den
   at the selected latents only (its forward takes the values already computed by the dense
   encoder forward).
 * :func:`prefix_mse_loss` — the nested-prefix loss of HierarchicalTopK / Multi-TopK, computed
-  with cumulative sums over the levels (``O(B K d)`` work) in row chunks, so the
+  with a suffix recurrence over the levels (``O(B K d)`` work) in row chunks, so the
   ``B x K x d`` tensor of prefix reconstructions is never built.
 
 * :func:`row_norms` — the decoder-row norms ``||W_dec_f||`` that rescale TopK activations,
@@ -314,9 +314,7 @@ class _SelectedPreacts(torch.autograd.Function):
         sae_in, W_enc = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
         g_sae_in = g_W = g_b_enc = g_b_dec = None
-        need_col_sums = (ctx.has_b_enc and ctx.needs_input_grad[3]) or (
-            ctx.has_b_dec and ctx.needs_input_grad[4]
-        )
+        need_col_sums = (ctx.has_b_enc and ctx.needs_input_grad[3]) or (ctx.has_b_dec and ctx.needs_input_grad[4])
         col = pattern.scatter_weights(grad) if need_col_sums else None
         if ctx.needs_input_grad[2]:
             # dL/dW_enc = sae_in^T @ G with G the sparse [B, F] gradient on the pre-activations
@@ -353,9 +351,7 @@ def selected_preacts(
 # ---------------------------------------------------------------------------------------
 # nested-prefix loss (HierarchicalTopK, Multi-TopK)
 # ---------------------------------------------------------------------------------------
-def prefix_level_weights(
-    K: int, levels: list[int] | None = None, weights: list[float] | None = None
-) -> torch.Tensor:
+def prefix_level_weights(K: int, levels: list[int] | None = None, weights: list[float] | None = None) -> torch.Tensor:
     """Weight ``w[j-1]`` of prefix level ``j`` (1..K): uniform ``1/|J|`` over ``levels``
     (all of 1..K by default), or the given ``weights`` for the given ``levels``."""
     levels = list(range(1, K + 1)) if levels is None else list(levels)
@@ -367,7 +363,7 @@ def prefix_level_weights(
     return w
 
 
-#: The prefix loss works in row chunks of at most ``_PREFIX_ROWS`` rows on
+#: The prefix loss walks its levels in row chunks of ``_PREFIX_ROWS`` rows on
 #: ``_PREFIX_WORKERS`` Python threads, each running single-threaded ATen ops (the ops release
 #: the GIL). Two-thread ATen ops of this size lose most of their time synchronising on a busy
 #: two-core machine (measured: 6.8 s two-threaded vs 1.6 s single-threaded for the old
@@ -379,17 +375,19 @@ _PREFIX_ROWS = 192
 class _PrefixLoss(torch.autograd.Function):
     """``loss = (1/B) sum_b sum_j w_j ||r_j||^2`` with ``r_j = b - x + sum_{t<=j} v_t e_t``.
 
-    Per chunk of ``n`` rows, all levels at once (the chunk's decoder rows gathered into an
-    ``[n, L, d]`` buffer): ``r_j = r_0 + cumsum_j(v e)``, then the suffix sums
-    ``S_j = sum_{i>=j} w_i r_i = total - cumsum_j(w r) + w_j r_j`` from a second cumulative sum,
-    ``D_j = e_j . S_j`` and ``v_j S_j`` for one ``index_add_`` into the decoder gradient:
-    ``dL/dv_j = (2/B) D_j``, ``dL/de_j = (2/B) v_j S_j``, ``dL/db = (2/B) sum_b S_1``,
+    The suffix recurrence (linear in ``K``), with ``r_j = r_{j-1} + v_j e_j``:
+      * ``r_K`` for all rows comes from one weighted decode (``embedding_bag``);
+      * per chunk of ``n`` rows, walking ``j = K..1`` in blocks of levels (the block's decoder
+        rows gathered level-major into a ``[c, n, d]`` buffer): ``S_j = S_{j+1} + w_j r_j``,
+        ``D_j = e_j . S_j``, ``r_{j-1} = r_j - v_j e_j`` (the previous residual is
+        reconstructed, nothing is stored per level), and ``v_j S_j`` written over ``e_j`` for
+        one ``index_add_`` into the decoder gradient per block;
+    so ``dL/dv_j = (2/B) D_j``, ``dL/de_j = (2/B) v_j S_j``, ``dL/db = (2/B) sum_b S_1``,
     ``dL/dx = -(2/B) S_1`` and ``loss_b = S_1 . (b - x) + sum_j v_j D_j`` (``sum_j w_j r_j . r_j``
     telescopes into the suffix sums). Levels past the last non-zero weight are skipped. Work
-    ``O(B K d)`` in a handful of vectorised ops per chunk (a per-level loop costs ~4 small ops
-    per level and chunk, and their dispatch dominated); extra memory ``O(B (d + K))`` plus
-    ``chunk_elems`` per worker thread. Loss and all gradients are computed in the forward when a
-    gradient is needed; the backward only scales them.
+    ``O(B K d)``; extra memory ``O(B (d + K))`` plus ``chunk_elems`` per worker thread.
+    Loss and all gradients are computed in the forward when a gradient is needed; the
+    backward only scales them.
     """
 
     @staticmethod
@@ -416,42 +414,55 @@ class _PrefixLoss(torch.autograd.Function):
         idx = pattern.cols.view(B, K)
         vals = values.detach().to(dtype)
         L = last + 1  # levels that matter
-        w = torch.tensor(wl[:L], dtype=dtype).view(1, L, 1)
-        S1 = torch.zeros_like(base)
-        # rows per chunk: the chunk's three [n, L, d] buffers hold about chunk_elems elements
-        n_rows = max(1, min(B, _PREFIX_ROWS, int(chunk_elems // max(1, 3 * L * d))))
+        # r_L for every row in one (multi-threaded) weighted decode; each chunk then walks its
+        # levels backwards and overwrites its rows of this buffer with S_1.
+        if L == K:
+            S1 = pattern.decode(vals.reshape(-1), W_dec)
+        elif L > 0:
+            S1 = SparsePattern.from_topk(idx[:, :L], pattern.n_latents).decode(vals[:, :L].reshape(-1), W_dec)
+        else:
+            S1 = torch.zeros_like(base)
+        S1.add_(base)
+        n_rows = max(1, min(B, _PREFIX_ROWS, int(chunk_elems // d)))
+        n_lev = max(1, min(max(L, 1), int(chunk_elems // (n_rows * d))))
         lock = threading.Lock()
 
         @torch.no_grad()  # grad mode is thread-local: off in the worker threads too
         def work(lo: int, hi: int) -> None:
-            """Per chunk of rows, all levels at once, with two cumulative sums over the levels:
-            r_j = r_0 + cumsum_j(v e) and S_j = sum_{i >= j} w_i r_i = total - cumsum_j(w r) + w_j r_j."""
             nb = min(n_rows, hi - lo)
-            E_buf, R_buf, C_buf = (W_dec.new_empty(nb * L * d) for _ in range(3))
+            buf = W_dec.new_empty(n_lev * nb * d)
+            S = W_dec.new_empty(nb * d)
             for s in range(lo, hi, nb):
                 e = min(hi, s + nb)
                 n = e - s
-                ib = idx[s:e, :L].reshape(-1)
-                E = torch.index_select(W_dec, 0, ib, out=E_buf[: n * L * d].view(n * L, d)).view(n, L, d)
-                V = vals[s:e, :L].unsqueeze(-1)  # [n, L, 1]
-                R = torch.mul(E, V, out=R_buf[: n * L * d].view(n, L, d))
-                C = torch.cumsum(R, 1, out=C_buf[: n * L * d].view(n, L, d))
-                C.add_(base[s:e].unsqueeze(1)).mul_(w)  # w_j r_j
-                R = torch.cumsum(C, 1, out=R)  # prefix sums of w r
-                total = R[:, -1:].clone()
-                S = R.neg_().add_(C).add_(total)  # S_j = total - prefix_j + w_j r_j
-                D[s:e, :L] = torch.linalg.vecdot(E, S)
-                S1[s:e] = S[:, 0]
-                if grad_W is not None:
-                    G = torch.mul(S, V, out=C)
-                    with lock:
-                        grad_W.index_add_(0, ib, G.view(n * L, d))
+                iT = idx[s:e, :L].t()  # [L, n], level-major
+                vT = vals[s:e, :L].t().unsqueeze(-1)  # [L, n, 1]
+                Dt = D[s:e].t()
+                r = S1[s:e]  # r_L, walked down to r_1, then replaced by S_1
+                Sc = S[: n * d].view(n, d).zero_()
+                for hi_l in range(L, 0, -n_lev):
+                    lo_l = max(0, hi_l - n_lev)
+                    c = hi_l - lo_l
+                    ib = iT[lo_l:hi_l].reshape(-1)
+                    E = torch.index_select(W_dec, 0, ib, out=buf[: c * n * d].view(c * n, d))
+                    E = E.view(c, n, d)
+                    for t in range(c - 1, -1, -1):
+                        j = lo_l + t
+                        if wl[j] != 0.0:
+                            Sc.add_(r, alpha=wl[j])
+                        Dt[j] = torch.linalg.vecdot(E[t], Sc)
+                        if j > 0:
+                            r.addcmul_(E[t], vT[j], value=-1.0)
+                        if grad_W is not None:
+                            torch.mul(Sc, vT[j], out=E[t])
+                    if grad_W is not None:
+                        with lock:
+                            grad_W.index_add_(0, ib, E.view(c * n, d))
+                r.copy_(Sc)
 
         n_workers = _PREFIX_WORKERS if B >= 2 * n_rows else 1
         with single_thread():
-            if L == 0:
-                pass  # every level has weight 0: loss 0, S_1 = 0
-            elif n_workers == 1:
+            if n_workers == 1 or L == 0:
                 work(0, B)
             else:
                 bounds = [B * i // n_workers for i in range(n_workers + 1)]

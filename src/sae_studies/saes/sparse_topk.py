@@ -177,9 +177,7 @@ class FastTopKMixin:
         if self.feature_acts_layout == "dense":
             return pattern.to_dense(acts.detach())
         if self.feature_acts_layout != "coo":
-            raise ValueError(
-                f"feature_acts_layout must be 'coo' or 'dense'; got {self.feature_acts_layout!r}"
-            )
+            raise ValueError(f"feature_acts_layout must be 'coo' or 'dense'; got {self.feature_acts_layout!r}")
         return pattern.to_sparse_coo(acts.detach())
 
     # ---- the step -----------------------------------------------------------------------

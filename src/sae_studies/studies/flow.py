@@ -46,14 +46,18 @@ def steer_layer(C: Study05Config, layers: Sequence[int]) -> int:
     """The layer whose residual SAE gives the seed features (``None``: the middle of the window)."""
     if C.steer_layer is None:
         return layers[len(layers) // 2]
-    return check_int("study05.steer_layer", C.steer_layer, layers[0], layers[-1], f" (inside the window {layers[0]}..{layers[-1]})")
+    return check_int(
+        "study05.steer_layer", C.steer_layer, layers[0], layers[-1], f" (inside the window {layers[0]}..{layers[-1]})"
+    )
 
 
 def check_study05(C: Study05Config, n_layers: int, sae_k: int, d_model: int, corpus_source: str = "fortunes") -> list[int]:
     """Every field of the section, before any work; returns the window of layers. The steering
     themes are the fortune corpus's categories, so the corpus must be the fortunes."""
     if corpus_source != "fortunes":
-        raise ValueError(f"study 5 steers toward the fortune corpus's categories: corpus.source must be 'fortunes'; got {corpus_source!r}")
+        raise ValueError(
+            f"study 5 steers toward the fortune corpus's categories: corpus.source must be 'fortunes'; got {corpus_source!r}"
+        )
     layers = window_layers(C, n_layers)
     steer_layer(C, layers)
     registry.get(C.architecture).spec(C.expansion_factor * d_model, C.k or sae_k)
@@ -65,9 +69,19 @@ def check_study05(C: Study05Config, n_layers: int, sae_k: int, d_model: int, cor
         raise ValueError(f"study05.null_quantile must be in (0, 1); got {C.null_quantile!r}")
     check_cosine_threshold("study05.graph_resid_threshold", C.graph_resid_threshold)
     check_cosine_threshold("study05.graph_module_threshold", C.graph_module_threshold)
-    for name in ("deactivation_windows", "deactivation_features", "deactivation_windows_per_feature",
-                 "seeds_per_theme", "removal_prompts", "samples_per_prompt", "max_new_tokens",
-                 "generation_batch_size", "anchor_windows", "n_top_activations", "repetition_n"):
+    for name in (
+        "deactivation_windows",
+        "deactivation_features",
+        "deactivation_windows_per_feature",
+        "seeds_per_theme",
+        "removal_prompts",
+        "samples_per_prompt",
+        "max_new_tokens",
+        "generation_batch_size",
+        "anchor_windows",
+        "n_top_activations",
+        "repetition_n",
+    ):
         check_positive_int(f"study05.{name}", getattr(C, name))
     if C.classifier_entries is not None:
         check_positive_int("study05.classifier_entries", C.classifier_entries)
@@ -130,8 +144,9 @@ def null_sources(decoders: Mapping, covariances: Mapping, kind: str, seed: int) 
 # --------------------------------------------------------------------------------------------
 
 
-def group_table(matches: flow.FlowMatches, thresholds: Mapping[tuple[str, int], float],
-                alive: Mapping[int, np.ndarray] | None = None) -> pd.DataFrame:
+def group_table(
+    matches: flow.FlowMatches, thresholds: Mapping[tuple[str, int], float], alive: Mapping[int, np.ndarray] | None = None
+) -> pd.DataFrame:
     """Per residual feature: its three scores, thresholds, group and module; only features in
     ``alive[layer]`` (a boolean mask) when given."""
     table = matches.table()
@@ -139,8 +154,9 @@ def group_table(matches: flow.FlowMatches, thresholds: Mapping[tuple[str, int], 
     for layer, part in table.groupby("layer"):
         t = {kind: thresholds[(kind, layer)] for kind in flow.SOURCES}
         g = flow.classify({kind: part[f"s_{kind}"].to_numpy() for kind in flow.SOURCES}, t)
-        part = part.assign(group=g["group"].to_numpy(), module=g["module"].to_numpy(),
-                           **{f"t_{kind}": t[kind] for kind in flow.SOURCES})
+        part = part.assign(
+            group=g["group"].to_numpy(), module=g["module"].to_numpy(), **{f"t_{kind}": t[kind] for kind in flow.SOURCES}
+        )
         if alive is not None:
             part = part[np.asarray(alive[layer])[part["feature"].to_numpy()]]
         parts.append(part)
@@ -155,9 +171,11 @@ def group_fractions(groups: pd.DataFrame, by: Sequence[str] = ("layer",)) -> pd.
 
 def deactivation_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean change and success per method and seed, with the features counted."""
-    return (table.groupby(["seed", "method"])
-            .agg(change=("change", "mean"), success=("success", "mean"), n_features=("feature", "nunique"))
-            .reset_index())
+    return (
+        table.groupby(["seed", "method"])
+        .agg(change=("change", "mean"), success=("success", "mean"), n_features=("feature", "nunique"))
+        .reset_index()
+    )
 
 
 def mean_se(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
@@ -191,8 +209,9 @@ def steering_conditions(C: Study05Config) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def condition_plan(cond: Mapping, chain: Mapping[int, int], seed_layer: int, saes: Mapping, norms: Mapping[int, float],
-                   C: Study05Config) -> steering.SteeringPlan | None:
+def condition_plan(
+    cond: Mapping, chain: Mapping[int, int], seed_layer: int, saes: Mapping, norms: Mapping[int, float], C: Study05Config
+) -> steering.SteeringPlan | None:
     """The steering plan of one condition for one seed feature (None for the baseline)."""
     if cond["span"] == "none":
         return None
@@ -204,8 +223,13 @@ def condition_plan(cond: Mapping, chain: Mapping[int, int], seed_layer: int, sae
     return steering.add_plan(chain, decoders, norms, strengths)
 
 
-def steering_jobs(conditions: pd.DataFrame, seeds_of: Mapping[str, Sequence[int]], toward_prompts: Sequence[int],
-                  away_prompts: Mapping[str, Sequence[int]], samples: int) -> pd.DataFrame:
+def steering_jobs(
+    conditions: pd.DataFrame,
+    seeds_of: Mapping[str, Sequence[int]],
+    toward_prompts: Sequence[int],
+    away_prompts: Mapping[str, Sequence[int]],
+    samples: int,
+) -> pd.DataFrame:
     """One row per generation: theme, seed ``feature``, the condition's columns, ``prompt`` (an
     index into the prompt list: neutral prompts toward a theme, the theme's own away from it)
     and ``sample``; ``cell`` numbers the (theme, feature, condition) cells."""
@@ -214,14 +238,23 @@ def steering_jobs(conditions: pd.DataFrame, seeds_of: Mapping[str, Sequence[int]
         for f in feats:
             for c in conditions.to_dict("records"):
                 prompts = toward_prompts if c["direction"] == "toward" else away_prompts[theme]
-                rows += [{"theme": theme, "feature": int(f), **c, "prompt": int(p), "sample": k, "cell": cell}
-                         for p in prompts for k in range(samples)]
+                rows += [
+                    {"theme": theme, "feature": int(f), **c, "prompt": int(p), "sample": k, "cell": cell}
+                    for p in prompts
+                    for k in range(samples)
+                ]
                 cell += 1
     return pd.DataFrame(rows)
 
 
-def generate_all(model, jobs: pd.DataFrame, plans: Mapping[int, steering.SteeringPlan | None],
-                 prompts: Sequence[Sequence[int]], C: Study05Config, pad_id: int) -> list[list[int]]:
+def generate_all(
+    model,
+    jobs: pd.DataFrame,
+    plans: Mapping[int, steering.SteeringPlan | None],
+    prompts: Sequence[Sequence[int]],
+    C: Study05Config,
+    pad_id: int,
+) -> list[list[int]]:
     """Continuations for every job row, ``plans[cell]`` its plan (None: unsteered), batched across
     conditions. Row seeds are ``generation_seed + 1000·prompt + sample``, so every condition sees
     the same random draws for the same (prompt, sample); unsteered rows that share a prompt and
@@ -234,8 +267,9 @@ def generate_all(model, jobs: pd.DataFrame, plans: Mapping[int, steering.Steerin
         batch = [unique[i] for i in order[b : b + C.generation_batch_size]]
         seeds = [C.generation_seed + 1000 * p + k for _, p, k in batch]
         hooks = steering.batch_hooks([None if c is None else plans[c] for c, _, _ in batch])
-        conts = steering.sample(model, [prompts[p] for _, p, _ in batch], C.max_new_tokens, C.temperature,
-                                C.top_p, seeds, pad_id, hooks)
+        conts = steering.sample(
+            model, [prompts[p] for _, p, _ in batch], C.max_new_tokens, C.temperature, C.top_p, seeds, pad_id, hooks
+        )
         done.update(zip(batch, conts))
     return [done[key] for key in keys]
 
@@ -247,9 +281,18 @@ def best_vs_baseline(curves: pd.DataFrame) -> pd.DataFrame:
     for theme, part in curves.groupby("theme"):
         base = part[part["span"] == "none"].iloc[0]
         best = part[part["span"] != "none"].sort_values("combined").iloc[-1]
-        rows.append({"theme": theme, "combined": best["combined"], "combined_se": best["combined_se"],
-                     "base": base["combined"], "base_se": base["combined_se"], "base_theme": base["theme_score"],
-                     "best_condition": f"{best['span']}/{best['schedule']}" + ("" if best["schedule"] == "remove" else f"/s={best['s']:g}")})
+        rows.append(
+            {
+                "theme": theme,
+                "combined": best["combined"],
+                "combined_se": best["combined_se"],
+                "base": base["combined"],
+                "base_se": base["combined_se"],
+                "base_theme": base["theme_score"],
+                "best_condition": f"{best['span']}/{best['schedule']}"
+                + ("" if best["schedule"] == "remove" else f"/s={best['s']:g}"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -272,7 +315,9 @@ def useful_ranges(curves: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def verdict_persistence(real_median: Mapping[int, Sequence[float]], null_high: Mapping[int, Sequence[float]], model: str) -> Verdict:
+def verdict_persistence(
+    real_median: Mapping[int, Sequence[float]], null_high: Mapping[int, Sequence[float]], model: str
+) -> Verdict:
     """Residual features have residual predecessors above chance: per layer, the median s(R) of
     live features (mean over SAE seeds) must exceed the null dictionary's ``null_quantile`` of
     s(R) (mean over seeds). Values are one number or one per seed."""
@@ -284,8 +329,10 @@ def verdict_persistence(real_median: Mapping[int, Sequence[float]], null_high: M
     return Verdict(
         claim="Residual features persist across layers: each has a previous-layer residual match far above chance",
         paper="s(R) distributions high in Gemma-2-2B / GPT-2 (figures; no single number)",
-        ours=f"{ours} ({model}; {detail})", outcome=outcome,
-        rule="agrees if the median s(R) of live features beats the null's high quantile at every layer; partly at some")
+        ours=f"{ours} ({model}; {detail})",
+        outcome=outcome,
+        rule="agrees if the median s(R) of live features beats the null's high quantile at every layer; partly at some",
+    )
 
 
 def verdict_deactivation_level(change: Sequence[float], success: Sequence[float], tol: float = 0.15) -> Verdict:
@@ -298,7 +345,9 @@ def verdict_deactivation_level(change: Sequence[float], success: Sequence[float]
         claim="Removing the top-1 cosine predecessor switches a residual feature off",
         paper=f"mean activation change {pc}, success {ps:.0%} (Gemma-2-2B)",
         ours=f"change {spread(change, '.2f')}, success {spread(success, '.2f')} over SAE seeds",
-        outcome=outcome, rule=f"agrees if both are within ±{tol} of the paper's; partly if one is")
+        outcome=outcome,
+        rule=f"agrees if both are within ±{tol} of the paper's; partly if one is",
+    )
 
 
 def verdict_top1_vs_exhaustive(top1: Sequence[float], exhaustive: Sequence[float], min_ratio: float = 0.8) -> Verdict:
@@ -311,7 +360,8 @@ def verdict_top1_vs_exhaustive(top1: Sequence[float], exhaustive: Sequence[float
         paper=f"change {pc} vs {ec}: ratio {pc / ec:.2f}",
         ours=f"ratio {spread(ratio, '.2f')} over SAE seeds (top-1 {spread(top1, '.2f')}, exhaustive {spread(exhaustive, '.2f')})",
         outcome="agrees" if np.mean(ratio) >= min_ratio else "disagrees",
-        rule=f"agrees if the mean ratio is at least {min_ratio}")
+        rule=f"agrees if the mean ratio is at least {min_ratio}",
+    )
 
 
 def verdict_top1_vs_random(diff: Sequence[float]) -> Verdict:
@@ -325,7 +375,8 @@ def verdict_top1_vs_random(diff: Sequence[float]) -> Verdict:
         paper="random among top-5 much worse than top-1 (Gemma-2-2B)",
         ours=f"paired difference in change {d.mean():.3f} ± {se:.3f} (se, n={len(d)} features)",
         outcome="agrees" if d.mean() > 2 * se else "disagrees",
-        rule="agrees if the mean paired difference exceeds 2 standard errors")
+        rule="agrees if the mean paired difference exceeds 2 standard errors",
+    )
 
 
 def judged_themes(best: pd.DataFrame, ceiling: float | None) -> pd.DataFrame:
@@ -341,13 +392,21 @@ def verdict_steering(best: pd.DataFrame, claim: str, paper: str, ceiling: float 
     judged = judged_themes(best, ceiling)
     ok = {r.theme: r.combined - r.base > 2 * np.hypot(r.combined_se, r.base_se) for r in judged.itertuples()}
     outcome, detail = per_group_outcome(ok)
-    ours = "; ".join(f"{r.theme} {r.combined:.2f}±{r.combined_se:.2f} vs {r.base:.2f}±{r.base_se:.2f} (unsteered theme score "
-                     f"{r.base_theme:.2f})" for r in best.itertuples())
+    ours = "; ".join(
+        f"{r.theme} {r.combined:.2f}±{r.combined_se:.2f} vs {r.base:.2f}±{r.base_se:.2f} (unsteered theme score "
+        f"{r.base_theme:.2f})"
+        for r in best.itertuples()
+    )
     skipped = sorted(set(best["theme"]) - set(judged["theme"]))
     note = f"; not judged (unsteered theme score > {ceiling}): {', '.join(skipped)}" if skipped else ""
-    return Verdict(claim=claim, paper=paper, ours=f"{ours} ({detail}{note})", outcome=outcome,
-                   rule="per theme: best steered combined score − baseline > 2 se; agrees for every judged theme, partly for some"
-                        + (f"; themes whose unsteered theme score exceeds {ceiling} are not judged" if ceiling is not None else ""))
+    return Verdict(
+        claim=claim,
+        paper=paper,
+        ours=f"{ours} ({detail}{note})",
+        outcome=outcome,
+        rule="per theme: best steered combined score − baseline > 2 se; agrees for every judged theme, partly for some"
+        + (f"; themes whose unsteered theme score exceeds {ceiling} are not judged" if ceiling is not None else ""),
+    )
 
 
 def useful_range(curve: pd.DataFrame, base: float, base_se: float) -> float:
@@ -366,7 +425,9 @@ def verdict_multilayer(single: float, multi: float) -> Verdict:
         claim="Multi-layer steering along the flow graph is less sensitive to the strength s than single-layer",
         paper="cumulative multi-layer steering less sensitive to hyperparameters (LLM-judged, Gemma-2-2B)",
         ours=f"useful share of the s grid (mean over themes): multi {multi:.2f} vs single {single:.2f}",
-        outcome=outcome, rule="agrees if multi's useful range is larger; partly if equal and non-zero")
+        outcome=outcome,
+        rule="agrees if multi's useful range is larger; partly if equal and non-zero",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,8 +446,16 @@ def removal_prompt_texts(entries: Sequence[corpus.Entry], theme: str, n: int, wo
     return [texts[i] for i in rng.choice(len(texts), size=min(n, len(texts)), replace=False)]
 
 
-def score_generations(jobs: pd.DataFrame, continuations, prompts, classifier: steering.ThemeClassifier, model,
-                      anchors: Mapping[str, float], tokenizer, C: Study05Config) -> pd.DataFrame:
+def score_generations(
+    jobs: pd.DataFrame,
+    continuations,
+    prompts,
+    classifier: steering.ThemeClassifier,
+    model,
+    anchors: Mapping[str, float],
+    tokenizer,
+    C: Study05Config,
+) -> pd.DataFrame:
     """Per generation: ``text`` (up to the first special token: end-of-text, or a chat token of
     an instruction-tuned model), ``theme_score`` (classifier
     probability of the row's theme), ``nll`` of the continuation (to and with its end-of-text)
@@ -441,22 +510,52 @@ def draw_flow_graph(g, ax, title: str = "", max_label: int = 26) -> None:
         top -= 1.2 * depth[kind] + 0.6
     pos = {n: (x + 0.12 * i, row_y[g.nodes[n]["kind"]] - 1.2 * i) for n, (x, i) in pos.items()}
     widths = [0.6 + 5 * max(0.0, d["score"]) for _, _, d in g.edges(data=True)]
-    nx.draw_networkx_edges(g, pos, ax=ax, width=widths, edge_color="#888888", arrows=True, arrowsize=8,
-                           connectionstyle="arc3,rad=0.05", node_size=220)
+    nx.draw_networkx_edges(
+        g,
+        pos,
+        ax=ax,
+        width=widths,
+        edge_color="#888888",
+        arrows=True,
+        arrowsize=8,
+        connectionstyle="arc3,rad=0.05",
+        node_size=220,
+    )
     for kind, color in KIND_COLOR.items():
         nodes = [n for n, a in g.nodes(data=True) if a["kind"] == kind]
         seed = [n for n in nodes if g.nodes[n].get("seed")]
-        nx.draw_networkx_nodes(g, pos, nodelist=nodes, node_color=color, node_size=220, ax=ax,
-                               edgecolors=["black" if n in seed else "white" for n in nodes], linewidths=2)
+        nx.draw_networkx_nodes(
+            g,
+            pos,
+            nodelist=nodes,
+            node_color=color,
+            node_size=220,
+            ax=ax,
+            edgecolors=["black" if n in seed else "white" for n in nodes],
+            linewidths=2,
+        )
     for n, a in g.nodes(data=True):
         text = a.get("label", "")
         text = text if len(text) <= max_label else text[: max_label - 1] + "…"
-        ax.annotate(f"{a['kind'][0].upper()}{a['layer']}:{a['feature']}\n{text}", pos[n], xytext=(0, 9),
-                    textcoords="offset points", ha="center", fontsize=6.5)
-    for (u, v, d) in g.edges(data=True):  # cosine written 40 % of the way from the source
+        ax.annotate(
+            f"{a['kind'][0].upper()}{a['layer']}:{a['feature']}\n{text}",
+            pos[n],
+            xytext=(0, 9),
+            textcoords="offset points",
+            ha="center",
+            fontsize=6.5,
+        )
+    for u, v, d in g.edges(data=True):  # cosine written 40 % of the way from the source
         (x0, y0), (x1, y1) = pos[u], pos[v]
-        ax.text(x0 + 0.4 * (x1 - x0), y0 + 0.4 * (y1 - y0), f"{d['score']:.2f}", fontsize=6, color="#555555",
-                ha="center", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.text(
+            x0 + 0.4 * (x1 - x0),
+            y0 + 0.4 * (y1 - y0),
+            f"{d['score']:.2f}",
+            fontsize=6,
+            color="#555555",
+            ha="center",
+            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
     layers = sorted({a["layer"] for _, a in g.nodes(data=True)})
     ax.set_xticks(layers, [("emb" if layer == -1 else f"L{layer}") for layer in layers])
     ax.set_yticks([row_y[k] for k in KIND_ROW], [k for k in KIND_ROW])

@@ -81,10 +81,22 @@ def evaluate(saes: dict[tuple[str, int], object], ks: Sequence[int], eval_x: tor
             rows.append({"model": arch, "k": k, "seed": seed, **quality.sae_report(sae, eval_x, splicer)})
     hier = saes[(HIERARCHICAL, K)]
     for k in ks:
-        rows.append({"model": HIERARCHICAL, "k": k, "seed": seed,
-                     **quality.sae_report(hier, eval_x, splicer, encode=lambda x, k=k: hier.encode(x, k=k))})
-        rows.append({"model": CUT, "k": k, "seed": seed,
-                     **quality.sae_report(saes[("topk", K)], eval_x, splicer, encode=quality.cut_encoder(saes[("topk", K)], k))})
+        rows.append(
+            {
+                "model": HIERARCHICAL,
+                "k": k,
+                "seed": seed,
+                **quality.sae_report(hier, eval_x, splicer, encode=lambda x, k=k: hier.encode(x, k=k)),
+            }
+        )
+        rows.append(
+            {
+                "model": CUT,
+                "k": k,
+                "seed": seed,
+                **quality.sae_report(saes[("topk", K)], eval_x, splicer, encode=quality.cut_encoder(saes[("topk", K)], k)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -109,8 +121,16 @@ def gap_at_equal_l0(results: pd.DataFrame, model: str, baselines: list[str], met
             v = interpolate_at_l0(g.l0.to_numpy(), g[metric].to_numpy(), r.l0)
             if np.isfinite(v) and v > best:
                 best, best_name = v, b
-        rows.append({"k": int(r.k), "l0": r.l0, model: r[metric], "best baseline at same L0": best if best_name else np.nan,
-                     "which": best_name, "Δ": r[metric] - best if best_name else np.nan})
+        rows.append(
+            {
+                "k": int(r.k),
+                "l0": r.l0,
+                model: r[metric],
+                "best baseline at same L0": best if best_name else np.nan,
+                "which": best_name,
+                "Δ": r[metric] - best if best_name else np.nan,
+            }
+        )
     return pd.DataFrame(rows).set_index("k")
 
 
@@ -122,14 +142,32 @@ def gaps(results: pd.DataFrame, baselines: list[str]) -> pd.DataFrame:
         ev = gap_at_equal_l0(res, HIERARCHICAL, baselines, "explained_variance")
         lr = gap_at_equal_l0(res, HIERARCHICAL, baselines, "loss_recovered")
         cut = gap_at_equal_l0(res, HIERARCHICAL, [CUT], "explained_variance")
-        out.append(pd.DataFrame({"seed": seed, "L0": ev.l0, "EV hierarchical": ev[HIERARCHICAL],
-                                 "EV best separate": ev["best baseline at same L0"], "which": ev["which"],
-                                 "ΔEV": ev["Δ"], "Δ loss recovered": lr["Δ"], "ΔEV vs cut": cut["Δ"]}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "seed": seed,
+                    "L0": ev.l0,
+                    "EV hierarchical": ev[HIERARCHICAL],
+                    "EV best separate": ev["best baseline at same L0"],
+                    "which": ev["which"],
+                    "ΔEV": ev["Δ"],
+                    "Δ loss recovered": lr["Δ"],
+                    "ΔEV vs cut": cut["Δ"],
+                }
+            )
+        )
     return pd.concat(out).reset_index()
 
 
-def proxies(encoders: dict[tuple[str, int], object], eval_x: torch.Tensor, categories: np.ndarray, tokens: np.ndarray,
-            n_ctx: int, n_top: int, seed: int) -> pd.DataFrame:
+def proxies(
+    encoders: dict[tuple[str, int], object],
+    eval_x: torch.Tensor,
+    categories: np.ndarray,
+    tokens: np.ndarray,
+    n_ctx: int,
+    n_top: int,
+    seed: int,
+) -> pd.DataFrame:
     """Interpretability proxies of each (model, k) encoder: category AUROC (best single latent per
     corpus category, mean over categories; 0.5 = chance; higher = latents track themes) and
     top-token entropy (bits, mean over latents with ≥ n_top firings; lower = more lexical)."""
@@ -139,8 +177,16 @@ def proxies(encoders: dict[tuple[str, int], object], eval_x: torch.Tensor, categ
         auc = features.category_auroc(codes, categories)
         top = features.top_activations(lambda z: z, codes, n_top)  # the codes above, not a second encoding
         ent = features.surface_statistics(top, tokens, n_ctx, min_firings=n_top).token_entropy.to_numpy()
-        rows.append({"model": model, "k": k, "seed": seed, "category_auroc": float(np.mean(list(auc.values()))),
-                     "top_token_entropy": float(np.nanmean(ent)), "live_latents": int(np.isfinite(ent).sum())})
+        rows.append(
+            {
+                "model": model,
+                "k": k,
+                "seed": seed,
+                "category_auroc": float(np.mean(list(auc.values()))),
+                "top_token_entropy": float(np.nanmean(ent)),
+                "live_latents": int(np.isfinite(ent).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -183,8 +229,13 @@ def verdict_interpretability(prox: pd.DataFrame) -> Verdict:
         return Verdict("interpretable at small k (proxy)", paper, "not measured", "untested", rule)
     sd = np.nanmax([t.std(ddof=1) if len(t) > 1 else 0.0, 0.0])
     outcome = "agrees" if h.mean() >= t.mean() - sd else "disagrees"
-    return Verdict("interpretable at small k (proxy)", paper,
-                   f"category AUROC at k={k0}: hierarchical {spread(h)}, TopK per k {spread(t)}", outcome, rule)
+    return Verdict(
+        "interpretable at small k (proxy)",
+        paper,
+        f"category AUROC at k={k0}: hierarchical {spread(h)}, TopK per k {spread(t)}",
+        outcome,
+        rule,
+    )
 
 
 def budget_sweep(run, cfg: Study03Config, d_sae: int, eval_x: torch.Tensor, splicer, ks: Sequence[int]) -> pd.DataFrame:
@@ -200,10 +251,15 @@ def budget_sweep(run, cfg: Study03Config, d_sae: int, eval_x: torch.Tensor, spli
     rows = []
     for tokens in tqdm(cfg.budget_sweep, desc="token budgets"):
         sae_cfg = sae_config(run.profile, tokens)
-        models = {("topk", k): train_sae(acts, registry.get("topk").spec(d_sae, k, seed), sae_cfg, run.store,
-                                         run.profile.activations.batch_size)[0] for k in ks}
-        models[(HIERARCHICAL, ks[-1])] = train_sae(acts, registry.get(HIERARCHICAL).spec(d_sae, ks[-1], seed), sae_cfg,
-                                                   run.store, run.profile.activations.batch_size)[0]
+        models = {
+            ("topk", k): train_sae(
+                acts, registry.get("topk").spec(d_sae, k, seed), sae_cfg, run.store, run.profile.activations.batch_size
+            )[0]
+            for k in ks
+        }
+        models[(HIERARCHICAL, ks[-1])] = train_sae(
+            acts, registry.get(HIERARCHICAL).spec(d_sae, ks[-1], seed), sae_cfg, run.store, run.profile.activations.batch_size
+        )[0]
         res = evaluate(models, ks, eval_x, splicer, seed)
         g = gaps(res, ["topk"])
         rows.append(g.assign(tokens=tokens)[["tokens", "k", "L0", "ΔEV", "Δ loss recovered"]])
@@ -221,6 +277,10 @@ def verdict_budget(sweep: pd.DataFrame) -> Verdict:
     first, last = s.iloc[0], s.iloc[-1]
     closes = last["ΔEV"] > first["ΔEV"]
     outcome = "agrees" if closes and last["ΔEV"] >= -0.01 else "partly" if closes else "disagrees"
-    return Verdict("the gap closes with training length", paper,
-                   f"ΔEV at k={k0}: {first['ΔEV']:+.3f} at {int(first.tokens):,} tokens → {last['ΔEV']:+.3f} at {int(last.tokens):,}",
-                   outcome, rule)
+    return Verdict(
+        "the gap closes with training length",
+        paper,
+        f"ΔEV at k={k0}: {first['ΔEV']:+.3f} at {int(first.tokens):,} tokens → {last['ΔEV']:+.3f} at {int(last.tokens):,}",
+        outcome,
+        rule,
+    )

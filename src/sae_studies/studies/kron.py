@@ -122,7 +122,9 @@ def check_config(cfg: Study04Config, d: int, n_tokens: int) -> None:
     if len(set(cfg.seeds)) != len(cfg.seeds) or len(cfg.seeds) < 2:
         raise ValueError(f"study04.seeds must be at least 2 distinct seeds (spread over seeds); got {list(cfg.seeds)}")
     if not set(cfg.sweep_seeds) <= set(cfg.seeds) or len(cfg.sweep_seeds) < 1:
-        raise ValueError(f"study04.sweep_seeds {list(cfg.sweep_seeds)} must be a non-empty subset of study04.seeds {list(cfg.seeds)}")
+        raise ValueError(
+            f"study04.sweep_seeds {list(cfg.sweep_seeds)} must be a non-empty subset of study04.seeds {list(cfg.seeds)}"
+        )
     for e in (*cfg.expansion_factors, cfg.sweep_expansion_factor):
         check_int("study04 expansion factor", e, 1)
         check_int("study04.k", cfg.k, 1, e * d, f" (at most the dictionary size {e}·{d})")
@@ -132,7 +134,9 @@ def check_config(cfg: Study04Config, d: int, n_tokens: int) -> None:
             except ValueError as err:
                 raise ValueError(f"study04: (m, n) = {tuple(mn)} at F = {e}·{d}: {err}") from None
     if tuple(cfg.main_mn) not in {tuple(mn) for mn in cfg.sweep_mn}:
-        raise ValueError(f"study04.main_mn {tuple(cfg.main_mn)} must be one of study04.sweep_mn {[tuple(x) for x in cfg.sweep_mn]}")
+        raise ValueError(
+            f"study04.main_mn {tuple(cfg.main_mn)} must be one of study04.sweep_mn {[tuple(x) for x in cfg.sweep_mn]}"
+        )
     for c in cfg.compositions:
         check_choice("study04.compositions entry", c, COMPOSITIONS)
     if "mand" not in cfg.compositions:
@@ -181,8 +185,9 @@ def training_config(sae_cfg: SAEConfig, cfg: Study04Config, variant: Variant) ->
 # ---------------------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------------------
-def evaluate(sae, eval_x: torch.Tensor, tokens: np.ndarray, n_ctx: int, splicer: quality.Splicer | None,
-             n_top: int, min_firings: int) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(
+    sae, eval_x: torch.Tensor, tokens: np.ndarray, n_ctx: int, splicer: quality.Splicer | None, n_top: int, min_firings: int
+) -> tuple[dict[str, float], np.ndarray]:
     """Quality and interpretability proxies of one SAE on held-out activations, and the
     per-latent firing frequency: EV (about the mean), L0, dead fraction (no firing on the eval
     tokens), loss recovered (NaN without a splicer), mean token entropy (bits, over latents
@@ -235,8 +240,9 @@ def main_table(results: pd.DataFrame, cfg: Study04Config) -> pd.DataFrame:
     sel = (results.multiple == 1.0) & results.expansion.isin(cfg.expansion_factors) & results.seed.isin(cfg.seeds)
     sel &= ((results.arch == "topk") & (results.budget == "tokens")) | _is_main_kron(results, cfg)
     df = results[sel].copy()
-    df["model"] = np.where(df.arch == "topk", "TopK",
-                           np.where(df.budget == "flops", "KronSAE, equal FLOPs", "KronSAE, equal tokens"))
+    df["model"] = np.where(
+        df.arch == "topk", "TopK", np.where(df.budget == "flops", "KronSAE, equal FLOPs", "KronSAE, equal tokens")
+    )
     return df
 
 
@@ -286,9 +292,16 @@ def convergence_gap(conv: pd.DataFrame, metric: str = "explained_variance") -> p
         g = g.sort_values("multiple")
         at1 = float(g[metric][g.multiple == 1.0].iloc[0])
         last, prev = g.iloc[-1], g.iloc[-2] if len(g) > 1 else g.iloc[-1]
-        rows.append({"arch": arch, "at_budget": at1, "largest_multiple": float(last.multiple),
-                     "at_largest": float(last[metric]), "gain_to_largest": float(last[metric]) - at1,
-                     "gain_last_step": float(last[metric]) - float(prev[metric])})
+        rows.append(
+            {
+                "arch": arch,
+                "at_budget": at1,
+                "largest_multiple": float(last.multiple),
+                "at_largest": float(last[metric]),
+                "gain_to_largest": float(last[metric]) - at1,
+                "gain_last_step": float(last[metric]) - float(prev[metric]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -318,7 +331,7 @@ def verdict_equal_tokens(df: pd.DataFrame, tol: float = 0.01) -> Verdict:
         ours=_ours(per, "KronSAE", "TopK") + (f" — {note}" if note else ""),
         outcome=outcome,
         rule=f"at each F: agrees if mean EV(KronSAE) − mean EV(TopK) ≥ −{tol} (the paper's small-model gap); "
-             "all F agree → agrees, some → partly, none → disagrees",
+        "all F agree → agrees, some → partly, none → disagrees",
     )
 
 
@@ -332,7 +345,7 @@ def verdict_equal_flops(df: pd.DataFrame) -> Verdict:
         ours=_ours(per, "KronSAE", "TopK") + (f" — {note}" if note else ""),
         outcome=outcome,
         rule="at each F: agrees if mean EV(KronSAE, FLOP-matched tokens) − mean EV(TopK) > 2 standard errors "
-             "(seed spread); all F → agrees, some → partly, none → disagrees",
+        "(seed spread); all F → agrees, some → partly, none → disagrees",
     )
 
 
@@ -349,11 +362,12 @@ def verdict_composition(df: pd.DataFrame) -> Verdict:
         claim="mAND beats ReLU(u)·ReLU(v) and u·v as the composition",
         paper="EV at F=65,536, (m,n)=(2,4): mAND 0.8445 > ReLU(u)·ReLU(v) 0.8328 > u·v 0.8297",
         ours="; ".join(f"{COMPOSITION_LABELS[c]} {v}" for c, v in means.items())
-             + "; " + ", ".join(f"mAND − {COMPOSITION_LABELS[c]} {d:+.4f} ± {se:.4f} se" for c, (d, se) in per.items())
-             + (f" — {note}" if note else ""),
+        + "; "
+        + ", ".join(f"mAND − {COMPOSITION_LABELS[c]} {d:+.4f} ± {se:.4f} se" for c, (d, se) in per.items())
+        + (f" — {note}" if note else ""),
         outcome=outcome,
         rule="mAND's mean EV exceeds each alternative's by > 2 standard errors (seed spread): both → agrees, "
-             "one → partly, none → disagrees",
+        "one → partly, none → disagrees",
     )
 
 
@@ -367,7 +381,7 @@ def verdict_token_entropy(df: pd.DataFrame) -> Verdict:
         ours=_ours(per, "KronSAE", "TopK", " bits") + (f" — {note}" if note else ""),
         outcome=outcome,
         rule="at each F: agrees if mean token entropy (bits, current token over each latent's top activations, "
-             "mean over latents) of KronSAE is below TopK's by > 2 standard errors; all F → agrees, some → partly",
+        "mean over latents) of KronSAE is below TopK's by > 2 standard errors; all F → agrees, some → partly",
     )
 
 
@@ -375,23 +389,26 @@ def verdict_encoder_compute(timing: pd.DataFrame, factor: float = 1.4) -> Verdic
     """``timing``: rows (d_sae, m, n, time_ratio, analytic_ratio) of KronSAE over TopK; judged at
     the largest F for every (m, n) whose analytic ratio is below 1."""
     if timing.empty:
-        return Verdict("encoder compute falls as (m+n)/(mn)", "FLOPs only; no wall-clock numbers", "not measured",
-                       "untested", "")
+        return Verdict("encoder compute falls as (m+n)/(mn)", "FLOPs only; no wall-clock numbers", "not measured", "untested", "")
     top = timing[timing.d_sae == timing.d_sae.max()]
     top = top[top.analytic_ratio < 1]
     ok = {f"({m},{n})": r <= factor * a for m, n, r, a in zip(top.m, top.n, top.time_ratio, top.analytic_ratio)}
     outcome, note = per_group_outcome(ok)
-    ours = "; ".join(f"({m},{n}): measured {r:.2f}× vs analytic {a:.3f}×" for m, n, r, a in
-                     zip(top.m, top.n, top.time_ratio, top.analytic_ratio))
+    ours = "; ".join(
+        f"({m},{n}): measured {r:.2f}× vs analytic {a:.3f}×"
+        for m, n, r, a in zip(top.m, top.n, top.time_ratio, top.analytic_ratio)
+    )
     d = int(top.d.iloc[0]) if "d" in top and len(top) else None
     return Verdict(
         claim="the encoder's compute falls as (m+n)/(mn) of TopK's",
         paper="encoder FLOPs d·h(m+n) vs d·F: 0.75 at (2,4), 0.5 at (4,4), 0.375 at (4,8); no wall-clock numbers given",
         ours=f"encoder forward+backward time, KronSAE / TopK, sparse path, F={int(timing.d_sae.max())}"
-             + (f", d={d}" if d else "") + f": {ours}" + (f" — {note}" if note else ""),
+        + (f", d={d}" if d else "")
+        + f": {ours}"
+        + (f" — {note}" if note else ""),
         outcome=outcome,
         rule=f"at the largest F timed: agrees if measured time ratio ≤ {factor} × analytic ratio for every (m,n) "
-             "with (m+n)/(mn) < 1; some → partly, none → disagrees",
+        "with (m+n)/(mn) < 1; some → partly, none → disagrees",
     )
 
 
@@ -406,8 +423,9 @@ class EncoderPass:
     buffer of the previous call, as training does; :meth:`reset` also drops that buffer, so a
     measurement after it counts the buffer."""
 
-    def __init__(self, arch: str, d: int, d_sae: int, k: int, mn: tuple[int, int] | None = None,
-                 batch: int = 1024, seed: int = 0):
+    def __init__(
+        self, arch: str, d: int, d_sae: int, k: int, mn: tuple[int, int] | None = None, batch: int = 1024, seed: int = 0
+    ):
         from sae_lens.registry import get_sae_training_class
 
         recipe = registry.get(arch)
@@ -471,20 +489,35 @@ def peak_memory(fn: Callable[[], None]) -> int:
     return int(peak)
 
 
-def efficiency_table(sizes: Sequence[tuple[int, int]], k: int, mns: Sequence[tuple[int, int]], batch: int,
-                     repeats: int = 3, progress: Callable | None = None) -> pd.DataFrame:
+def efficiency_table(
+    sizes: Sequence[tuple[int, int]],
+    k: int,
+    mns: Sequence[tuple[int, int]],
+    batch: int,
+    repeats: int = 3,
+    progress: Callable | None = None,
+) -> pd.DataFrame:
     """Encoder forward + backward time (round-robin medians, :func:`time_round_robin`) and peak
     memory of TopK and each KronSAE (m, n) at every (d, F) of ``sizes``, with the analytic
     ratios next to the measured ones."""
     rows = []
-    for d, F in (progress(list(sizes)) if progress else sizes):
+    for d, F in progress(list(sizes)) if progress else sizes:
         passes = {None: EncoderPass("topk", d, F, k, None, batch)}
         passes.update({mn: EncoderPass("kron", d, F, k, mn, batch) for mn in mns if F % (mn[0] * mn[1]) == 0})
         seconds = time_round_robin(passes, repeats)
         for mn, fn in passes.items():
-            rows.append({"d": d, "d_sae": F, "arch": "topk" if mn is None else "kron",
-                         "m": mn[0] if mn else pd.NA, "n": mn[1] if mn else pd.NA, "seconds": seconds[mn],
-                         "peak_mib": peak_memory(fn) / 2**20, "encoder_gflop": encoder_flops(d, F, k, mn) * batch / 1e9})
+            rows.append(
+                {
+                    "d": d,
+                    "d_sae": F,
+                    "arch": "topk" if mn is None else "kron",
+                    "m": mn[0] if mn else pd.NA,
+                    "n": mn[1] if mn else pd.NA,
+                    "seconds": seconds[mn],
+                    "peak_mib": peak_memory(fn) / 2**20,
+                    "encoder_gflop": encoder_flops(d, F, k, mn) * batch / 1e9,
+                }
+            )
             fn.reset()
     df = pd.DataFrame(rows).astype({"m": "Int64", "n": "Int64"})
     base = df[df.arch == "topk"].set_index(["d", "d_sae"])

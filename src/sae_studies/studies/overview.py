@@ -19,7 +19,9 @@ def corpus_table(entries: list[corpus.Entry], tokenizer) -> tuple[pd.DataFrame, 
     number of entries, tokens, median length and share of tokens."""
     lengths = [len(ids) for ids in tokenizer([e.text for e in entries], add_special_tokens=False)["input_ids"]]
     per_entry = pd.DataFrame({"category": [e.category for e in entries], "tokens": lengths})
-    stats = per_entry.groupby("category").agg(entries=("tokens", "size"), tokens=("tokens", "sum"), median_len=("tokens", "median"))
+    stats = per_entry.groupby("category").agg(
+        entries=("tokens", "size"), tokens=("tokens", "sum"), median_len=("tokens", "median")
+    )
     stats["share_of_tokens"] = stats["tokens"] / stats["tokens"].sum()
     return per_entry, stats
 
@@ -54,8 +56,13 @@ def sanity_table(run, layer: int, ks: list[int]) -> pd.DataFrame:
     rows = []
     for k in ks:
         sae, art = train_sae(train_acts, registry.get("topk").spec(d_sae, k), P.sae, run.store, P.activations.batch_size)
-        rows.append({"k": k, **quality.sae_report(sae, eval_x, splicer),
-                     "train_tokens_per_s": art.manifest["summary"]["tokens_per_second"]})
+        rows.append(
+            {
+                "k": k,
+                **quality.sae_report(sae, eval_x, splicer),
+                "train_tokens_per_s": art.manifest["summary"]["tokens_per_second"],
+            }
+        )
     return pd.DataFrame(rows)
 
 

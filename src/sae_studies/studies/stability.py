@@ -171,15 +171,31 @@ def stability_tables(
             cls = seed_stability.stability_class(sc.fraction[s], fires, min_firings)
             live = cls != "dead"
             frac, mb = sc.fraction[s].numpy(), sc.mean_best[s].numpy()
-            rows.append({**cell.as_dict(), "seed": seed,
-                         "stable_all": float((frac >= 1 - 1e-9).mean()),
-                         "stable": float((cls[live] == "stable").mean()) if live.any() else np.nan,
-                         "partial": float((cls[live] == "partial").mean()) if live.any() else np.nan,
-                         "unstable": float((cls[live] == "unstable").mean()) if live.any() else np.nan,
-                         "dead": float((~live).mean()),
-                         "mean_best": float(mb[live].mean()) if live.any() else np.nan})
-            feats.append(pd.DataFrame({**cell.as_dict(), "seed": seed, "feature": np.arange(len(frac)),
-                                       "fraction": frac, "mean_best": mb, "firings": fires, "class": cls}))
+            rows.append(
+                {
+                    **cell.as_dict(),
+                    "seed": seed,
+                    "stable_all": float((frac >= 1 - 1e-9).mean()),
+                    "stable": float((cls[live] == "stable").mean()) if live.any() else np.nan,
+                    "partial": float((cls[live] == "partial").mean()) if live.any() else np.nan,
+                    "unstable": float((cls[live] == "unstable").mean()) if live.any() else np.nan,
+                    "dead": float((~live).mean()),
+                    "mean_best": float(mb[live].mean()) if live.any() else np.nan,
+                }
+            )
+            feats.append(
+                pd.DataFrame(
+                    {
+                        **cell.as_dict(),
+                        "seed": seed,
+                        "feature": np.arange(len(frac)),
+                        "fraction": frac,
+                        "mean_best": mb,
+                        "firings": fires,
+                        "class": cls,
+                    }
+                )
+            )
     return scores, pd.DataFrame(rows), pd.concat(feats, ignore_index=True)
 
 
@@ -212,13 +228,21 @@ def hungarian_table(saes: dict[GridCell, list], seeds: Sequence[int], tau: float
             a, b = models[i].W_dec, models[i + 1].W_dec
             _, _, cos = cosine.hungarian_match(a, b)
             best_ab, _ = cosine.best_cosine(a, b)
-            rows.append({**cell.as_dict(), "pair": f"{seeds[i]}-{seeds[i + 1]}",
-                         "hungarian_mean_cos": float(cos.mean()), "hungarian_share_ge_tau": float((cos >= tau).double().mean()),
-                         "best_share_ge_tau": float((best_ab >= tau).double().mean())})
+            rows.append(
+                {
+                    **cell.as_dict(),
+                    "pair": f"{seeds[i]}-{seeds[i + 1]}",
+                    "hungarian_mean_cos": float(cos.mean()),
+                    "hungarian_share_ge_tau": float((cos >= tau).double().mean()),
+                    "best_share_ge_tau": float((best_ab >= tau).double().mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def init_decoders(cell: GridCell, d_in: int, k: int, cfg: Study01Config, sae_cfg: SAEConfig, seeds: Sequence[int]) -> list[torch.Tensor]:
+def init_decoders(
+    cell: GridCell, d_in: int, k: int, cfg: Study01Config, sae_cfg: SAEConfig, seeds: Sequence[int]
+) -> list[torch.Tensor]:
     """Decoders of the cell's SAEs at initialisation (before any training step), one per seed."""
     from ..train import build_training_sae
 
@@ -226,8 +250,14 @@ def init_decoders(cell: GridCell, d_in: int, k: int, cfg: Study01Config, sae_cfg
 
 
 def null_table(
-    cells: Sequence[GridCell], d_in: int, k: int, cfg: Study01Config, sae_cfg: SAEConfig,
-    covs: dict[int, torch.Tensor], n_seeds: int, seed: int = 0,
+    cells: Sequence[GridCell],
+    d_in: int,
+    k: int,
+    cfg: Study01Config,
+    sae_cfg: SAEConfig,
+    covs: dict[int, torch.Tensor],
+    n_seeds: int,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Stability of dictionaries with no learned structure, per cell shape, at ``cfg.tau``:
     rows drawn from the activation covariance (``covariance``), from it with its outlier
@@ -239,8 +269,9 @@ def null_table(
     gen = torch.Generator().manual_seed(seed)
     for layer, arch, ef in tqdm(shapes, desc="null dictionaries"):
         cell = GridCell(layer, arch, ef)
-        nulls = {kind: seed_stability.null_decoders(kind, n_seeds, ef * d_in, covs[layer], gen)
-                 for kind in seed_stability.NULL_KINDS}
+        nulls = {
+            kind: seed_stability.null_decoders(kind, n_seeds, ef * d_in, covs[layer], gen) for kind in seed_stability.NULL_KINDS
+        }
         nulls["init"] = init_decoders(cell, d_in, k, cfg, sae_cfg, list(range(n_seeds)))
         for kind, decs in nulls.items():
             rows.append({**cell.as_dict(), "null": kind, **seed_stability.null_stability(decs, cfg.tau)})
@@ -255,8 +286,14 @@ def duplication_table(saes: dict[GridCell, list], seeds: Sequence[int], tau: flo
     for cell, models in saes.items():
         for seed, sae in zip(seeds, models):
             v = seed_stability.within_seed_best(sae.W_dec).numpy()
-            rows.append({**cell.as_dict(), "seed": seed, "duplicate_share": float((v >= tau).mean()),
-                         "median_self_cos": float(np.median(v))})
+            rows.append(
+                {
+                    **cell.as_dict(),
+                    "seed": seed,
+                    "duplicate_share": float((v >= tau).mean()),
+                    "median_self_cos": float(np.median(v)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -272,10 +309,13 @@ def convergence_row(models: list, eval_x: torch.Tensor, tau: float, min_firings:
         live = cls != "dead"
         stable.append(float((cls[live] == "stable").mean()) if live.any() else np.nan)
     _, _, cos = cosine.hungarian_match(models[0].W_dec, models[1].W_dec)
-    return {"explained_variance": float(np.mean([r.explained_variance for r in reps])),
-            "dead_fraction": float(np.mean([r.dead_fraction for r in reps])),
-            "stable": float(np.nanmean(stable)), "stable_sd": float(np.nanstd(stable, ddof=1)) if len(stable) > 1 else np.nan,
-            "hungarian_share": float((cos >= tau).double().mean())}
+    return {
+        "explained_variance": float(np.mean([r.explained_variance for r in reps])),
+        "dead_fraction": float(np.mean([r.dead_fraction for r in reps])),
+        "stable": float(np.nanmean(stable)),
+        "stable_sd": float(np.nanstd(stable, ddof=1)) if len(stable) > 1 else np.nan,
+        "hungarian_share": float((cos >= tau).double().mean()),
+    }
 
 
 def convergence_sweep(run, cfg: Study01Config, progress: bool = True) -> pd.DataFrame:
@@ -290,6 +330,11 @@ def convergence_sweep(run, cfg: Study01Config, progress: bool = True) -> pd.Data
     acts = run.activations([hook])[hook]
     eval_x = run.activations([hook], split="val")[hook].tensor()
     d_in, k = acts.d, run.profile.sae.k
+    # the covariance null of the same shape (no learned structure): the level every row is read against
+    cov = torch.cov(eval_x[:32768].double().T)
+    n_features = cfg.analysis_expansion_factor * d_in
+    decs = seed_stability.null_decoders("covariance", len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0))
+    null = {n_features: seed_stability.null_stability(decs, cfg.tau)}
     rows = []
     combos = [(a, t) for a in cfg.convergence_architectures for t in cfg.convergence_tokens]
     for arch, tokens in tqdm(combos, desc="convergence sweep", disable=not progress):
@@ -297,11 +342,23 @@ def convergence_sweep(run, cfg: Study01Config, progress: bool = True) -> pd.Data
         first = cfg.convergence_seeds[0]
         evs = {}
         for lr in cfg.convergence_lrs:
-            sae, _ = train_sae(acts, cell_spec(cell, d_in, k, cfg, first), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size)
+            sae, _ = train_sae(
+                acts, cell_spec(cell, d_in, k, cfg, first), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size
+            )
             evs[lr] = quality.sae_reconstruction_metrics(sae, eval_x).explained_variance
         lr = max(evs, key=evs.get)
-        models = [train_sae(acts, cell_spec(cell, d_in, k, cfg, s), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size)[0]
-                  for s in cfg.convergence_seeds]
-        rows.append({"architecture": arch, "tokens": tokens, "chosen_lr": lr, **{f"ev_at_lr_{r:g}": v for r, v in evs.items()},
-                     **convergence_row(models, eval_x, cfg.tau, cfg.min_firings)})
+        models = [
+            train_sae(acts, cell_spec(cell, d_in, k, cfg, s), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size)[0]
+            for s in cfg.convergence_seeds
+        ]
+        rows.append(
+            {
+                "architecture": arch,
+                "tokens": tokens,
+                "chosen_lr": lr,
+                **{f"ev_at_lr_{r:g}": v for r, v in evs.items()},
+                **convergence_row(models, eval_x, cfg.tau, cfg.min_firings),
+                **{f"null_{key}": v for key, v in null[models[0].W_dec.shape[0]].items()},
+            }
+        )
     return pd.DataFrame(rows)

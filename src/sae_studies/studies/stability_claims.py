@@ -45,11 +45,16 @@ def verdict_separation(shares: pd.DataFrame, excess: pd.Series, n_seeds: int) ->
     """Claim 1. Rule: with ≥ 3 seeds, for every architecture fewer than 25 % of live latents are
     partial, the stable and the unstable class each hold ≥ 5 % of them, and the stable share
     exceeds the largest null baseline's (``excess`` = fraction stable − max null > 0)."""
-    rule = ("≥ 3 seeds; per architecture: partial < 25 % of live latents, stable and unstable ≥ 5 % each, "
-            "fraction stable above every null baseline")
+    rule = (
+        "≥ 3 seeds; per architecture: partial < 25 % of live latents, stable and unstable ≥ 5 % each, "
+        "fraction stable above every null baseline"
+    )
     paper = "a per-feature stability score separates stable from unstable features"
-    ours = "; ".join(f"{a}: stable {r.stable:.2f} / partial {r.partial:.2f} / unstable {r.unstable:.2f}, "
-                     f"excess over null {excess.get(a, np.nan):+.3f}" for a, r in shares.iterrows())
+    ours = "; ".join(
+        f"{a}: stable {r.stable:.2f} / partial {r.partial:.2f} / unstable {r.unstable:.2f}, "
+        f"excess over null {excess.get(a, np.nan):+.3f}"
+        for a, r in shares.iterrows()
+    )
     if n_seeds < 3:
         return Verdict("1 · stability separates features", paper, ours + f" ({n_seeds} seeds)", "untested", rule)
     ok = (shares.partial < 0.25) & (shares[["stable", "unstable"]].min(axis=1) >= 0.05)
@@ -68,8 +73,18 @@ def asymmetry_rows(cell, seed: int, sae, x: torch.Tensor, classes: np.ndarray, s
     masks = {c: torch.from_numpy(classes == c) for c in LIVE_CLASSES if (classes == c).any()}
     evs = features.ablation_explained_variance(sae, x, masks)
     ce = features.ablation_ce(splicer, sae, masks)
-    return [{**cell.as_dict(), "seed": seed, "class": c, "n": int(m.sum()), "feature_share": float(m.double().mean()),
-             "d_fvu": evs["none"] - evs[c], "d_ce": ce[c] - ce["sae"]} for c, m in masks.items()]
+    return [
+        {
+            **cell.as_dict(),
+            "seed": seed,
+            "class": c,
+            "n": int(m.sum()),
+            "feature_share": float(m.double().mean()),
+            "d_fvu": evs["none"] - evs[c],
+            "d_ce": ce[c] - ce["sae"],
+        }
+        for c, m in masks.items()
+    ]
 
 
 def per_feature_ratio(asym: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +110,9 @@ def verdict_signal(ratios: pd.DataFrame) -> Verdict:
     seed_med = r.groupby(level=["architecture", "seed"]).median()
     ours = "; ".join(f"{a}: FVU {spread(seed_med.loc[a].fvu, '.2f')}, CE {spread(seed_med.loc[a].ce, '.2f')}" for a in med.index)
     outcome, which = per_group_outcome((med.fvu >= 2) & (med.ce >= 2))
-    return Verdict("2 · stable features carry the signal", paper, f"per-feature ratio stable/unstable, {ours} ({which})", outcome, rule)
+    return Verdict(
+        "2 · stable features carry the signal", paper, f"per-feature ratio stable/unstable, {ours} ({which})", outcome, rule
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,8 +120,9 @@ def verdict_signal(ratios: pd.DataFrame) -> Verdict:
 # --------------------------------------------------------------------------------------------
 
 
-def surface_rows(cell, seed: int, sae, x: torch.Tensor, tokens: np.ndarray, n_ctx: int, classes: np.ndarray,
-                 n_top: int, min_firings: int) -> tuple[pd.DataFrame, features.TopActivations]:
+def surface_rows(
+    cell, seed: int, sae, x: torch.Tensor, tokens: np.ndarray, n_ctx: int, classes: np.ndarray, n_top: int, min_firings: int
+) -> tuple[pd.DataFrame, features.TopActivations]:
     """Per latent: firing frequency, token entropy, single-token share, and its class."""
     top = features.top_activations(sae, x, n_top)
     st = features.surface_statistics(top, tokens, n_ctx, min_firings)
@@ -118,8 +136,8 @@ def surface_by_class(surf: pd.DataFrame, single_token_share: float) -> pd.DataFr
     one token (≥ ``single_token_share`` of its top activations on one token)."""
     s = surf[surf["class"] != "dead"].assign(single_token=lambda t: t.single_token_share >= single_token_share)
     return s.groupby(["architecture", "seed", "class"]).agg(
-        density_median=("density", "median"), entropy_median=("token_entropy", "median"),
-        single_token=("single_token", "mean"))
+        density_median=("density", "median"), entropy_median=("token_entropy", "median"), single_token=("single_token", "mean")
+    )
 
 
 def verdict_surface(by_class: pd.DataFrame) -> Verdict:
@@ -138,11 +156,18 @@ def verdict_surface(by_class: pd.DataFrame) -> Verdict:
         fewer = float((un.density_median - st.density_median).median()) < 0
         single = float((un.single_token - st.single_token).median()) > 0
         ok[arch] = fewer and single
-        parts.append(f"{arch}: freq. {un.density_median.median():.1e} vs {st.density_median.median():.1e}, "
-                     f"single-token {spread(un.single_token, '.2f')} vs {spread(st.single_token, '.2f')}")
+        parts.append(
+            f"{arch}: freq. {un.density_median.median():.1e} vs {st.density_median.median():.1e}, "
+            f"single-token {spread(un.single_token, '.2f')} vs {spread(st.single_token, '.2f')}"
+        )
     outcome, which = per_group_outcome(ok)
-    return Verdict("3 · unstable = rare surface-form triggers", paper,
-                   "unstable vs stable: " + "; ".join(parts) + (f" ({which})" if ok else ""), outcome, rule)
+    return Verdict(
+        "3 · unstable = rare surface-form triggers",
+        paper,
+        "unstable vs stable: " + "; ".join(parts) + (f" ({which})" if ok else ""),
+        outcome,
+        rule,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,8 +175,9 @@ def verdict_surface(by_class: pd.DataFrame) -> Verdict:
 # --------------------------------------------------------------------------------------------
 
 
-def class_dimension(dec_a: torch.Tensor, dec_b: torch.Tensor, cls_a: np.ndarray, cls_b: np.ndarray, group: str,
-                    cap: int, energy: float = 0.9) -> int:
+def class_dimension(
+    dec_a: torch.Tensor, dec_b: torch.Tensor, cls_a: np.ndarray, cls_b: np.ndarray, group: str, cap: int, energy: float = 0.9
+) -> int:
     """The dimension a class's subspace is compared at: the effective rank (``energy`` of the
     squared energy of its unit decoder rows) of the class, the smaller of the two seeds', capped
     at ``cap``; 0 if the class is empty in a seed. Comparing at a fixed smaller dimension would pick
@@ -179,8 +205,14 @@ def _overlap(rows_a: torch.Tensor, rows_b: torch.Tensor, dim: int) -> float:
 
 
 def subspace_controls(
-    dec_a: torch.Tensor, dec_b: torch.Tensor, cls_a: np.ndarray, cls_b: np.ndarray, dim: int,
-    cov: torch.Tensor, generator: torch.Generator, n_draws: int,
+    dec_a: torch.Tensor,
+    dec_b: torch.Tensor,
+    cls_a: np.ndarray,
+    cls_b: np.ndarray,
+    dim: int,
+    cov: torch.Tensor,
+    generator: torch.Generator,
+    n_draws: int,
 ) -> pd.DataFrame:
     """Projection overlap of two seeds' top-``dim`` subspaces of a class of latents, against
     controls of the same size: ``random subset`` (as many live latents as the class, drawn at
@@ -197,23 +229,46 @@ def subspace_controls(
         if min(len(ia), len(ib)) < dim:
             continue
         qa = subspaces.top_subspace(dec_a[ia], dim)
-        rows.append({"group": group, "control": "across seeds", "draw": 0, "n": len(ia),
-                     "overlap": subspaces.projection_overlap(qa, subspaces.top_subspace(dec_b[ib], dim))})
-        rows.append({"group": group, "control": "data PCA", "draw": 0, "n": len(ia),
-                     "overlap": subspaces.projection_overlap(qa, pca)})
+        rows.append(
+            {
+                "group": group,
+                "control": "across seeds",
+                "draw": 0,
+                "n": len(ia),
+                "overlap": subspaces.projection_overlap(qa, subspaces.top_subspace(dec_b[ib], dim)),
+            }
+        )
+        rows.append(
+            {"group": group, "control": "data PCA", "draw": 0, "n": len(ia), "overlap": subspaces.projection_overlap(qa, pca)}
+        )
         for draw in range(n_draws):
             pa = torch.from_numpy(np.sort(live_a[torch.randperm(len(live_a), generator=generator)[: len(ia)].numpy()]))
             pb = torch.from_numpy(np.sort(live_b[torch.randperm(len(live_b), generator=generator)[: len(ib)].numpy()]))
-            rows.append({"group": group, "control": "random subset", "draw": draw, "n": len(ia),
-                         "overlap": _overlap(dec_a[pa], dec_b[pb], dim)})
+            rows.append(
+                {
+                    "group": group,
+                    "control": "random subset",
+                    "draw": draw,
+                    "n": len(ia),
+                    "overlap": _overlap(dec_a[pa], dec_b[pb], dim),
+                }
+            )
     d = dec_a.shape[1]
     for draw in range(n_draws):
         for ref in ("covariance", "random"):
             if ref == "random":
-                qa, qb = subspaces.random_subspace(dim, d, generator, dtype=torch.float64), subspaces.random_subspace(dim, d, generator, dtype=torch.float64)
+                qa, qb = (
+                    subspaces.random_subspace(dim, d, generator, dtype=torch.float64),
+                    subspaces.random_subspace(dim, d, generator, dtype=torch.float64),
+                )
             else:
-                qa, qb = subspaces.covariance_subspace(dim, cov.double(), generator), subspaces.covariance_subspace(dim, cov.double(), generator)
-            rows.append({"group": ref, "control": "reference", "draw": draw, "n": dim, "overlap": subspaces.projection_overlap(qa, qb)})
+                qa, qb = (
+                    subspaces.covariance_subspace(dim, cov.double(), generator),
+                    subspaces.covariance_subspace(dim, cov.double(), generator),
+                )
+            rows.append(
+                {"group": ref, "control": "reference", "draw": draw, "n": dim, "overlap": subspaces.projection_overlap(qa, qb)}
+            )
     return pd.DataFrame(rows)
 
 
@@ -233,10 +288,17 @@ def low_rank_rows(dec: torch.Tensor, classes: np.ndarray, generator: torch.Gener
         if len(idx) < 2:
             continue
         sub = live[torch.randperm(len(live), generator=generator)[: len(idx)].numpy()]
-        rows.append({"group": group, "n": len(idx),
-                     "eff_rank": subspaces.effective_rank(unit_rows(dec[idx].detach(), torch.float64), energy),
-                     "eff_rank_random_subset": subspaces.effective_rank(unit_rows(dec[sub].detach(), torch.float64), energy),
-                     "eff_rank_random_vectors": subspaces.effective_rank(torch.randn(len(idx), dec.shape[1], generator=generator), energy)})
+        rows.append(
+            {
+                "group": group,
+                "n": len(idx),
+                "eff_rank": subspaces.effective_rank(unit_rows(dec[idx].detach(), torch.float64), energy),
+                "eff_rank_random_subset": subspaces.effective_rank(unit_rows(dec[sub].detach(), torch.float64), energy),
+                "eff_rank_random_vectors": subspaces.effective_rank(
+                    torch.randn(len(idx), dec.shape[1], generator=generator), energy
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -244,21 +306,29 @@ def verdict_subspace(overlaps: pd.DataFrame, ranks: pd.DataFrame) -> Verdict:
     """Claim 4. Rule: the unstable class's cross-seed subspace overlap exceeds the 95th percentile
     of size-matched random subsets of live latents and the covariance reference, AND its effective
     rank is below 0.8 × that of as many randomly chosen live latents."""
-    rule = ("unstable overlap across seeds > 95th percentile of size-matched random subsets and of the covariance "
-            "reference; effective rank < 0.8 × that of size-matched random live latents")
+    rule = (
+        "unstable overlap across seeds > 95th percentile of size-matched random subsets and of the covariance "
+        "reference; effective rank < 0.8 × that of size-matched random live latents"
+    )
     paper = "unstable features live in reproducible low-rank subspaces"
     un = overlaps[(overlaps.group == "unstable") & (overlaps.control == "across seeds")].overlap
     if un.empty:
-        return Verdict("4 · unstable features share reproducible subspaces", paper, "no unstable class large enough", "untested", rule)
+        return Verdict(
+            "4 · unstable features share reproducible subspaces", paper, "no unstable class large enough", "untested", rule
+        )
     rnd = overlaps[(overlaps.group == "unstable") & (overlaps.control == "random subset")].overlap
     cov = overlaps[overlaps.group == "covariance"].overlap
     pca = overlaps[(overlaps.group == "unstable") & (overlaps.control == "data PCA")].overlap
     r = ranks[ranks.group == "unstable"]
-    reproducible = un.mean() > max(np.quantile(rnd, 0.95) if len(rnd) else -np.inf, np.quantile(cov, 0.95) if len(cov) else -np.inf)
+    reproducible = un.mean() > max(
+        np.quantile(rnd, 0.95) if len(rnd) else -np.inf, np.quantile(cov, 0.95) if len(cov) else -np.inf
+    )
     low_rank = bool(len(r)) and float(r.eff_rank.mean()) < 0.8 * float(r.eff_rank_random_subset.mean())
-    ours = (f"overlap {spread(un)} vs size-matched random subsets {rnd.mean():.3f} (95th pct {np.quantile(rnd, 0.95):.3f}), "
-            f"covariance {cov.mean():.3f}, with data PCA {pca.mean():.3f}; effective rank {r.eff_rank.mean():.1f} vs "
-            f"{r.eff_rank_random_subset.mean():.1f} for random live latents")
+    ours = (
+        f"overlap {spread(un)} vs size-matched random subsets {rnd.mean():.3f} (95th pct {np.quantile(rnd, 0.95):.3f}), "
+        f"covariance {cov.mean():.3f}, with data PCA {pca.mean():.3f}; effective rank {r.eff_rank.mean():.1f} vs "
+        f"{r.eff_rank_random_subset.mean():.1f} for random live latents"
+    )
     outcome = "agrees" if reproducible and low_rank else "partly" if reproducible or low_rank else "disagrees"
     return Verdict("4 · unstable features share reproducible subspaces", paper, ours, outcome, rule)
 
@@ -268,8 +338,19 @@ def verdict_subspace(overlaps: pd.DataFrame, ranks: pd.DataFrame) -> Verdict:
 # --------------------------------------------------------------------------------------------
 
 
-def pooled_procedure(acts, single: dict, single_keys: dict, groups: list[tuple[int, ...]], spec, sae_cfg, store, *,
-                     tau: float, refit_tokens: int, batch_size: int) -> tuple[list, dict, pd.DataFrame]:
+def pooled_procedure(
+    acts,
+    single: dict,
+    single_keys: dict,
+    groups: list[tuple[int, ...]],
+    spec,
+    sae_cfg,
+    store,
+    *,
+    tau: float,
+    refit_tokens: int,
+    batch_size: int,
+) -> tuple[list, dict, pd.DataFrame]:
     """Pool each disjoint seed group into one dictionary and refit it (frozen decoder), and refit
     every single seed the same way as a control. Returns ``(pooled SAEs, controls by seed, info)``."""
     from ..analyses import pooling
@@ -278,18 +359,38 @@ def pooled_procedure(acts, single: dict, single_keys: dict, groups: list[tuple[i
     pooled, info = [], []
     for gi, grp in enumerate(tqdm(groups, desc="pooled replicates")):
         pdict = pooling.pool_decoders([single[s].W_dec for s in grp], tau, size=spec.d_sae)
-        sae, art = pooling.refit_pooled_sae(acts, pdict.directions, spec.with_seed(1000 + gi), sae_cfg, store,
-                                            sources=[single_keys[s] for s in grp],
-                                            encoder_init=pooling.pooled_encoder_init(pdict, [single[s] for s in grp]), **refit)
+        sae, art = pooling.refit_pooled_sae(
+            acts,
+            pdict.directions,
+            spec.with_seed(1000 + gi),
+            sae_cfg,
+            store,
+            sources=[single_keys[s] for s in grp],
+            encoder_init=pooling.pooled_encoder_init(pdict, [single[s] for s in grp]),
+            **refit,
+        )
         pooled.append(sae)
-        info.append({"group": grp, "directions": len(pdict), "found_in_all_seeds": float((pdict.support == len(grp)).double().mean()),
-                     "refit_tokens_per_s": art.manifest["summary"]["tokens_per_second"]})
+        info.append(
+            {
+                "group": grp,
+                "directions": len(pdict),
+                "found_in_all_seeds": float((pdict.support == len(grp)).double().mean()),
+                "refit_tokens_per_s": art.manifest["summary"]["tokens_per_second"],
+            }
+        )
     controls = {}
     for s in tqdm(list(single), desc="single-seed refit controls"):
         own = single[s]
-        controls[s], _ = pooling.refit_pooled_sae(acts, own.W_dec.detach(), spec.with_seed(2000 + s), sae_cfg, store,
-                                                  sources=[single_keys[s]], encoder_init=(own.W_enc.detach().T, own.b_enc.detach()),
-                                                  **refit)
+        controls[s], _ = pooling.refit_pooled_sae(
+            acts,
+            own.W_dec.detach(),
+            spec.with_seed(2000 + s),
+            sae_cfg,
+            store,
+            sources=[single_keys[s]],
+            encoder_init=(own.W_enc.detach().T, own.b_enc.detach()),
+            **refit,
+        )
     return pooled, controls, pd.DataFrame(info)
 
 
@@ -302,11 +403,18 @@ def replicate_match(pooled: list, single: dict, groups: list[tuple[int, ...]], t
     for tau in taus:
         for a in range(len(groups)):
             for b in range(a + 1, len(groups)):
-                rows.append({"kind": "pooled + refit", "tau": tau, "match": pair_match_fraction(pooled[a].W_dec, pooled[b].W_dec, tau)})
+                rows.append(
+                    {"kind": "pooled + refit", "tau": tau, "match": pair_match_fraction(pooled[a].W_dec, pooled[b].W_dec, tau)}
+                )
                 for sa in groups[a]:
                     for sb in groups[b]:
-                        rows.append({"kind": "single seed", "tau": tau,
-                                     "match": pair_match_fraction(single[sa].W_dec, single[sb].W_dec, tau)})
+                        rows.append(
+                            {
+                                "kind": "single seed",
+                                "tau": tau,
+                                "match": pair_match_fraction(single[sa].W_dec, single[sb].W_dec, tau),
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
@@ -321,8 +429,10 @@ def verdict_pooling(match: pd.DataFrame, quality_table: pd.DataFrame, tau: float
     ev = quality_table.groupby("kind").explained_variance
     evp, evc = ev.mean().get("pooled + refit", np.nan), ev.mean().get("single seed + refit", np.nan)
     ok_match, ok_ev = mp.mean() > ms.mean(), evp >= evc - ev_tolerance
-    ours = (f"match pooled {spread(mp)} vs single {spread(ms)}; EV pooled {spread(ev.get_group('pooled + refit'))} vs "
-            f"single + refit {spread(ev.get_group('single seed + refit'))}")
+    ours = (
+        f"match pooled {spread(mp)} vs single {spread(ms)}; EV pooled {spread(ev.get_group('pooled + refit'))} vs "
+        f"single + refit {spread(ev.get_group('single seed + refit'))}"
+    )
     outcome = "agrees" if ok_match and ok_ev else "partly" if ok_match or ok_ev else "disagrees"
     return Verdict("5 · pooling: more stable at the same EV", paper, ours, outcome, rule)
 
@@ -345,8 +455,9 @@ def verdict_size_trend(per_seed: pd.DataFrame, architecture: str = "topk") -> Ve
     a, b = g.get_group(lo), g.get_group(hi)
     margin = np.nanmax([a.std(ddof=1), b.std(ddof=1), 0.0])
     outcome = "agrees" if b.mean() < a.mean() - margin else "disagrees"
-    return Verdict("larger dictionaries share less", paper,
-                   f"{architecture} {lo}× {spread(a)} → {hi}× {spread(b)}", outcome, rule)
+    return Verdict(
+        "larger dictionaries share less", paper, f"{architecture} {lo}× {spread(a)} → {hi}× {spread(b)}", outcome, rule
+    )
 
 
 def verdict_relu_vs_topk(per_seed: pd.DataFrame, expansion: int, dup: pd.DataFrame) -> Verdict:
@@ -363,8 +474,13 @@ def verdict_relu_vs_topk(per_seed: pd.DataFrame, expansion: int, dup: pd.DataFra
     margin = np.nanmax([s.std(ddof=1), t.std(ddof=1), 0.0])
     more, collapsed = s.mean() > t.mean() + margin, dup_s.mean() >= 0.10
     outcome = "agrees" if more and not collapsed else "partly" if more else "disagrees"
-    return Verdict("ReLU+L1 more stable than TopK", paper,
-                   f"standard {spread(s)} vs topk {spread(t)}; standard within-seed duplicates {spread(dup_s)}", outcome, rule)
+    return Verdict(
+        "ReLU+L1 more stable than TopK",
+        paper,
+        f"standard {spread(s)} vs topk {spread(t)}; standard within-seed duplicates {spread(dup_s)}",
+        outcome,
+        rule,
+    )
 
 
 def null_excess(per_seed: pd.DataFrame, nulls: pd.DataFrame, expansion: int) -> pd.Series:

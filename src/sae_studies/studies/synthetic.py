@@ -44,10 +44,18 @@ PAPER = "arXiv 2606.12138 (abstract only): unstable features are individually no
 def spec_of(cfg: Study02Config, rank: int | None = None, directions: int | None | str = "same") -> syn.LowRankSpec:
     """The synthetic model of the config, optionally at another rank / number of directions."""
     return syn.LowRankSpec(
-        d=cfg.d, n_isolated=cfg.n_isolated, n_groups=cfg.n_groups, rank=cfg.rank if rank is None else rank,
-        directions=cfg.directions if directions == "same" else directions, p_isolated=cfg.p_isolated,
-        p_group=cfg.p_group, magnitude_mean=cfg.magnitude_mean, magnitude_std=cfg.magnitude_std,
-        noise_std=cfg.noise_std, layout=cfg.layout, seed=cfg.data_seed,
+        d=cfg.d,
+        n_isolated=cfg.n_isolated,
+        n_groups=cfg.n_groups,
+        rank=cfg.rank if rank is None else rank,
+        directions=cfg.directions if directions == "same" else directions,
+        p_isolated=cfg.p_isolated,
+        p_group=cfg.p_group,
+        magnitude_mean=cfg.magnitude_mean,
+        magnitude_std=cfg.magnitude_std,
+        noise_std=cfg.noise_std,
+        layout=cfg.layout,
+        seed=cfg.data_seed,
     )
 
 
@@ -96,7 +104,9 @@ def check(cfg: Study02Config) -> syn.LowRankSpec:
     except ValueError as err:
         raise ValueError(f"study02: {err}") from err
     cells = [(f"study02.sweep_ranks / sweep_directions cell (rank {r}, directions {k})", r, k) for r, k in phase_cells(cfg)]
-    cells.append(("study02.sweep_dict_rank / sweep_dict_directions", cfg.sweep_dict_rank, cfg.sweep_dict_directions * cfg.sweep_dict_rank))
+    cells.append(
+        ("study02.sweep_dict_rank / sweep_dict_directions", cfg.sweep_dict_rank, cfg.sweep_dict_directions * cfg.sweep_dict_rank)
+    )
     for where, r, k in cells:
         try:
             spec_of(cfg, r, k)
@@ -122,7 +132,12 @@ def check(cfg: Study02Config) -> syn.LowRankSpec:
     if cfg.n_rows % cfg.batch_size:
         raise ValueError(f"study02.batch_size ({cfg.batch_size}) must divide study02.n_rows ({cfg.n_rows})")
     for t in (cfg.train_tokens, cfg.sweep_train_tokens, *cfg.budgets):
-        check_int("study02.train_tokens / sweep_train_tokens / budgets entries", t, cfg.batch_size, hint=f" (at least one batch of {cfg.batch_size})")
+        check_int(
+            "study02.train_tokens / sweep_train_tokens / budgets entries",
+            t,
+            cfg.batch_size,
+            hint=f" (at least one batch of {cfg.batch_size})",
+        )
     check_int("study02.n_eval_rows", cfg.n_eval_rows, 1)
     check_tau(cfg.tau, "study02.tau")
     check_tau(cfg.recovered_cos, "study02.recovered_cos")
@@ -136,8 +151,9 @@ def check(cfg: Study02Config) -> syn.LowRankSpec:
 def sae_config(profile: Profile, train_tokens: int | None = None) -> SAEConfig:
     """The profile's SAE settings with this study's budget, learning rate and L1 coefficient."""
     cfg = profile.study02
-    return dataclasses.replace(profile.sae, train_tokens=train_tokens or cfg.train_tokens, lr=cfg.lr,
-                               l1_coefficient=cfg.l1_coefficient)
+    return dataclasses.replace(
+        profile.sae, train_tokens=train_tokens or cfg.train_tokens, lr=cfg.lr, l1_coefficient=cfg.l1_coefficient
+    )
 
 
 def data(spec: syn.LowRankSpec, cfg: Study02Config, store: Store) -> tuple[syn.SyntheticActivations, torch.Tensor]:
@@ -145,8 +161,9 @@ def data(spec: syn.LowRankSpec, cfg: Study02Config, store: Store) -> tuple[syn.S
     return syn.materialise(spec, cfg.n_rows, store), syn.materialise(spec, cfg.n_eval_rows, store, "eval").tensor()
 
 
-def train_models(acts, architecture: str, d_sae: int, cfg: Study02Config, sae_cfg: SAEConfig, store: Store,
-                 seeds: Sequence[int]) -> list:
+def train_models(
+    acts, architecture: str, d_sae: int, cfg: Study02Config, sae_cfg: SAEConfig, store: Store, seeds: Sequence[int]
+) -> list:
     """One SAE per seed through `train.train_sae` (cached), as every LM study trains them."""
     from ..train import train_sae
 
@@ -194,13 +211,22 @@ class CellResult:
 
 def _kind_stats(kind: np.ndarray, fraction: np.ndarray, mean_best: np.ndarray, name: str) -> dict:
     m = kind == name
-    return {f"{name}_n": int(m.sum()),
-            f"{name}_stable": float((fraction[m] >= 1 - 1e-9).mean()) if m.any() else np.nan,
-            f"{name}_mean_best": float(mean_best[m].mean()) if m.any() else np.nan}
+    return {
+        f"{name}_n": int(m.sum()),
+        f"{name}_stable": float((fraction[m] >= 1 - 1e-9).mean()) if m.any() else np.nan,
+        f"{name}_mean_best": float(mean_best[m].mean()) if m.any() else np.nan,
+    }
 
 
-def evaluate(saes: list, acts: syn.SyntheticActivations, eval_x: torch.Tensor, cfg: Study02Config,
-             architecture: str, seeds: Sequence[int], generator: torch.Generator) -> CellResult:
+def evaluate(
+    saes: list,
+    acts: syn.SyntheticActivations,
+    eval_x: torch.Tensor,
+    cfg: Study02Config,
+    architecture: str,
+    seeds: Sequence[int],
+    generator: torch.Generator,
+) -> CellResult:
     """Quality, assignment, recovery, subspace and stability numbers of one set of seeds."""
     truth, spec = acts.truth, acts.spec
     decs = [s.W_dec.detach().cpu() for s in saes]
@@ -219,25 +245,63 @@ def evaluate(saes: list, acts: syn.SyntheticActivations, eval_x: torch.Tensor, c
         kind, fr, mb = a.kind, scores.fraction[s].numpy(), scores.mean_best[s].numpy()
         rfr, rmb = rotated.fraction[s].numpy(), rotated.mean_best[s].numpy()
         rot = _kind_stats(kind, rfr, rmb, "group")
-        row = {"architecture": architecture, "seed": seed, "d_sae": w.shape[0], "ev": rep.explained_variance,
-               "l0": rep.l0, "dead": float((kind == "dead").mean()),
-               "iso_recovered": float((iso_best[s] >= cfg.recovered_cos).mean()) if iso_best.size else np.nan,
-               "iso_best": float(iso_best[s].mean()) if iso_best.size else np.nan,
-               "dir_recovered": float((dir_best[s] >= cfg.recovered_cos).mean()) if dir_best is not None else np.nan,
-               "subspace_cos2": float((to_truth[s] ** 2).mean()) if to_truth.size else np.nan,
-               **{f"mcc_{k}": v for k, v in syn.mcc(w, truth).items()},
-               **_kind_stats(kind, fr, mb, "isolated"), **_kind_stats(kind, fr, mb, "group"), **_kind_stats(kind, fr, mb, "none"),
-               "rot_group_stable": rot["group_stable"], "rot_group_mean_best": rot["group_mean_best"]}
+        row = {
+            "architecture": architecture,
+            "seed": seed,
+            "d_sae": w.shape[0],
+            "ev": rep.explained_variance,
+            "l0": rep.l0,
+            "dead": float((kind == "dead").mean()),
+            "iso_recovered": float((iso_best[s] >= cfg.recovered_cos).mean()) if iso_best.size else np.nan,
+            "iso_best": float(iso_best[s].mean()) if iso_best.size else np.nan,
+            "dir_recovered": float((dir_best[s] >= cfg.recovered_cos).mean()) if dir_best is not None else np.nan,
+            "subspace_cos2": float((to_truth[s] ** 2).mean()) if to_truth.size else np.nan,
+            **{f"mcc_{k}": v for k, v in syn.mcc(w, truth).items()},
+            **_kind_stats(kind, fr, mb, "isolated"),
+            **_kind_stats(kind, fr, mb, "group"),
+            **_kind_stats(kind, fr, mb, "none"),
+            "rot_group_stable": rot["group_stable"],
+            "rot_group_mean_best": rot["group_mean_best"],
+        }
         rows.append(row)
-        lat.append(pd.DataFrame({"architecture": architecture, "seed": seed, "latent": np.arange(len(kind)), "kind": kind,
-                                 "owner": a.owner, "firings": firings[s], "fraction": fr, "mean_best": mb,
-                                 "rot_fraction": rfr, "rot_mean_best": rmb}))
+        lat.append(
+            pd.DataFrame(
+                {
+                    "architecture": architecture,
+                    "seed": seed,
+                    "latent": np.arange(len(kind)),
+                    "kind": kind,
+                    "owner": a.owner,
+                    "firings": firings[s],
+                    "fraction": fr,
+                    "mean_best": mb,
+                    "rot_fraction": rfr,
+                    "rot_mean_best": rmb,
+                }
+            )
+        )
     per_seed = pd.DataFrame(rows)
-    per_seed["cross_seed_cos2"] = _per_seed_pairs((cross ** 2).mean(axis=(1, 2)), len(seeds)) if cross.size else np.nan
+    per_seed["cross_seed_cos2"] = _per_seed_pairs((cross**2).mean(axis=(1, 2)), len(seeds)) if cross.size else np.nan
     random = syn.random_subspace_cosines(spec.rank, spec.d, cfg.n_random_subspaces, generator)
     nulls = null_table(decs, eval_x, truth, asg, cfg, generator)
-    return CellResult(architecture, spec, list(seeds), decs, firings, asg, scores, rotated, per_seed,
-                      pd.concat(lat, ignore_index=True), to_truth, cross, random, iso_best, dir_best, nulls)
+    return CellResult(
+        architecture,
+        spec,
+        list(seeds),
+        decs,
+        firings,
+        asg,
+        scores,
+        rotated,
+        per_seed,
+        pd.concat(lat, ignore_index=True),
+        to_truth,
+        cross,
+        random,
+        iso_best,
+        dir_best,
+        nulls,
+    )
 
 
 def _per_seed_pairs(values: np.ndarray, n: int) -> np.ndarray:
@@ -249,15 +313,23 @@ def _per_seed_pairs(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def null_table(decs: list[torch.Tensor], eval_x: torch.Tensor, truth: syn.GroundTruth, asg: list[syn.Assignment],
-               cfg: Study02Config, generator: torch.Generator) -> pd.DataFrame:
+def null_table(
+    decs: list[torch.Tensor],
+    eval_x: torch.Tensor,
+    truth: syn.GroundTruth,
+    asg: list[syn.Assignment],
+    cfg: Study02Config,
+    generator: torch.Generator,
+) -> pd.DataFrame:
     """Stability of dictionaries with no learned structure, same shape as the SAEs: study 1's three
     nulls drawn from the covariance of the generated rows, and ``within subspaces`` (as many
     random directions inside each group's subspace as the SAEs assigned to it, on average)."""
     cov = torch.cov(eval_x.double().T)
     n, f = len(decs), decs[0].shape[0]
-    rows = [{"null": kind, **seed_stability.null_stability(seed_stability.null_decoders(kind, n, f, cov, generator), cfg.tau)}
-            for kind in seed_stability.NULL_KINDS]
+    rows = [
+        {"null": kind, **seed_stability.null_stability(seed_stability.null_decoders(kind, n, f, cov, generator), cfg.tau)}
+        for kind in seed_stability.NULL_KINDS
+    ]
     per_group = [int(round(np.mean([a.group_mask(g).sum() for a in asg]))) for g in range(truth.bases.shape[0])]
     if sum(per_group):
         rows.append({"null": "within subspaces", **syn.within_subspace_null(truth, per_group, n, cfg.tau, generator)})
@@ -267,11 +339,25 @@ def null_table(decs: list[torch.Tensor], eval_x: torch.Tensor, truth: syn.Ground
 def summary_row(res: CellResult) -> dict:
     """Mean and sd over seeds of the numbers a sweep plots, for one cell."""
     ps = res.per_seed
-    out = {"architecture": res.architecture, "rank": res.spec.rank,
-           "directions": np.nan if res.spec.directions is None else res.spec.directions, "d_sae": res.d_sae,
-           "random_cos2": float((res.random ** 2).mean())}
-    for col in ("ev", "isolated_stable", "group_stable", "group_mean_best", "rot_group_mean_best", "dir_recovered",
-                "subspace_cos2", "cross_seed_cos2", "group_n", "dead"):
+    out = {
+        "architecture": res.architecture,
+        "rank": res.spec.rank,
+        "directions": np.nan if res.spec.directions is None else res.spec.directions,
+        "d_sae": res.d_sae,
+        "random_cos2": float((res.random**2).mean()),
+    }
+    for col in (
+        "ev",
+        "isolated_stable",
+        "group_stable",
+        "group_mean_best",
+        "rot_group_mean_best",
+        "dir_recovered",
+        "subspace_cos2",
+        "cross_seed_cos2",
+        "group_n",
+        "dead",
+    ):
         out[col], out[f"{col}_sd"] = float(ps[col].mean()), float(ps[col].std(ddof=1))
     return out
 
@@ -281,8 +367,9 @@ def summary_row(res: CellResult) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def convergence(profile: Profile, store: Store, acts: syn.SyntheticActivations, eval_x: torch.Tensor,
-                progress: bool = True) -> pd.DataFrame:
+def convergence(
+    profile: Profile, store: Store, acts: syn.SyntheticActivations, eval_x: torch.Tensor, progress: bool = True
+) -> pd.DataFrame:
     """Held-out EV, L0 and dead share of the main model's SAEs at every training length of
     ``budgets`` (each length its own run with its own learning-rate schedule), per architecture
     and ``budget_seeds``."""
@@ -293,15 +380,26 @@ def convergence(profile: Profile, store: Store, acts: syn.SyntheticActivations, 
     rows = []
     combos = [(a, t) for a in cfg.architectures for t in cfg.budgets]
     for arch, tokens in tqdm(combos, desc="training budgets", disable=not progress):
-        for seed, sae in zip(cfg.budget_seeds, train_models(acts, arch, d_sae, cfg, sae_config(profile, tokens), store, cfg.budget_seeds)):
+        for seed, sae in zip(
+            cfg.budget_seeds, train_models(acts, arch, d_sae, cfg, sae_config(profile, tokens), store, cfg.budget_seeds)
+        ):
             rep = quality.sae_reconstruction_metrics(sae, eval_x)
-            rows.append({"architecture": arch, "tokens": tokens, "seed": seed, "ev": rep.explained_variance,
-                         "l0": rep.l0, "dead": rep.dead_fraction})
+            rows.append(
+                {
+                    "architecture": arch,
+                    "tokens": tokens,
+                    "seed": seed,
+                    "ev": rep.explained_variance,
+                    "l0": rep.l0,
+                    "dead": rep.dead_fraction,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def sweep(profile: Profile, store: Store, models: Sequence[tuple[syn.LowRankSpec, int]], label: Sequence[dict],
-          progress: bool = True) -> pd.DataFrame:
+def sweep(
+    profile: Profile, store: Store, models: Sequence[tuple[syn.LowRankSpec, int]], label: Sequence[dict], progress: bool = True
+) -> pd.DataFrame:
     """Train ``sweep_architecture`` for ``sweep_seeds`` on each ``(spec, d_sae)`` (at
     ``sweep_train_tokens``) and return one :func:`summary_row` per model, with its ``label``."""
     from tqdm.auto import tqdm
@@ -334,8 +432,13 @@ def size_models(cfg: Study02Config) -> tuple[list[tuple[syn.LowRankSpec, int]], 
     its number of ground-truth directions; labels ``factor``, ``n_directions``."""
     spec = spec_of(cfg, cfg.sweep_dict_rank, cfg.sweep_dict_directions * cfg.sweep_dict_rank)
     n = spec.n_gt_directions
-    return ([(spec, dictionary_size(f, n, cfg.n_isolated, "each entry of study02.sweep_dict_factors")) for f in cfg.sweep_dict_factors],
-            [{"factor": f, "n_directions": n} for f in cfg.sweep_dict_factors])
+    return (
+        [
+            (spec, dictionary_size(f, n, cfg.n_isolated, "each entry of study02.sweep_dict_factors"))
+            for f in cfg.sweep_dict_factors
+        ],
+        [{"factor": f, "n_directions": n} for f in cfg.sweep_dict_factors],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,8 +450,9 @@ def study1_classes(res: CellResult, cfg: Study02Config) -> pd.DataFrame:
     """Study 1's class of every latent (``stability_class`` with firing counts, unchanged) beside
     its ground-truth kind: one row per (seed, latent)."""
     out = res.latents.copy()
-    out["class"] = np.concatenate([seed_stability.stability_class(res.scores.fraction[s], res.firings[s], cfg.min_firings)
-                                   for s in range(len(res.seeds))])
+    out["class"] = np.concatenate(
+        [seed_stability.stability_class(res.scores.fraction[s], res.firings[s], cfg.min_firings) for s in range(len(res.seeds))]
+    )
     return out
 
 
@@ -358,14 +462,27 @@ def hungarian_rows(res: CellResult, tau: float) -> pd.DataFrame:
     rows = []
     for i in range(len(res.seeds) - 1):
         _, _, cos = cosine.hungarian_match(res.decoders[i], res.decoders[i + 1])
-        rows.append({"architecture": res.architecture, "pair": f"{res.seeds[i]}-{res.seeds[i + 1]}",
-                     "hungarian_mean_cos": float(cos.mean()), "hungarian_share_ge_tau": float((cos >= tau).double().mean())})
+        rows.append(
+            {
+                "architecture": res.architecture,
+                "pair": f"{res.seeds[i]}-{res.seeds[i + 1]}",
+                "hungarian_mean_cos": float(cos.mean()),
+                "hungarian_share_ge_tau": float((cos >= tau).double().mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def study1_subspace(res: CellResult, classes: pd.DataFrame, cov: torch.Tensor, cfg: Study02Config,
-                    generator: torch.Generator, *, dim: int | None = None, not_stable: bool = False,
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def study1_subspace(
+    res: CellResult,
+    classes: pd.DataFrame,
+    cov: torch.Tensor,
+    cfg: Study02Config,
+    generator: torch.Generator,
+    *,
+    dim: int | None = None,
+    not_stable: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Study 1's claim-4 analysis, unchanged, on consecutive seed pairs: ``(overlaps, ranks)`` from
     :func:`stability_claims.subspace_controls` and :func:`stability_claims.low_rank_rows`, at
     the dimension notebook 01 uses (:func:`stability_claims.comparison_dimension`).
@@ -390,7 +507,9 @@ def study1_subspace(res: CellResult, classes: pd.DataFrame, cov: torch.Tensor, c
             k = min(dim, res.spec.d // 2) if min(sizes[0], sizes[2]) >= min(dim, res.spec.d // 2) else 0
         if k < 1:
             continue
-        ov.append(claims.subspace_controls(da, db, ca, cb, k, cov, generator, cfg.n_random_subspaces).assign(pair=f"{a}-{b}", dim=k))
+        ov.append(
+            claims.subspace_controls(da, db, ca, cb, k, cov, generator, cfg.n_random_subspaces).assign(pair=f"{a}-{b}", dim=k)
+        )
         rk.append(claims.low_rank_rows(da, ca, generator).assign(seed=a))
     ov = pd.concat(ov, ignore_index=True) if ov else pd.DataFrame(columns=["group", "control", "overlap", "pair", "dim"])
     rk = pd.concat(rk, ignore_index=True) if rk else pd.DataFrame(columns=["group", "eff_rank", "eff_rank_random_subset"])
@@ -400,8 +519,11 @@ def study1_subspace(res: CellResult, classes: pd.DataFrame, cov: torch.Tensor, c
 def class_composition(classes: pd.DataFrame) -> pd.DataFrame:
     """Share of each ground-truth kind inside each of study 1's live classes (rows sum to 1)."""
     live = classes[classes["class"] != "dead"]
-    return pd.crosstab(live["class"], live["kind"], normalize="index").reindex(
-        index=["stable", "partial", "unstable"], columns=["isolated", "group", "none"], fill_value=0.0).fillna(0.0)
+    return (
+        pd.crosstab(live["class"], live["kind"], normalize="index")
+        .reindex(index=["stable", "partial", "unstable"], columns=["isolated", "group", "none"], fill_value=0.0)
+        .fillna(0.0)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,8 +540,13 @@ def verdict_isolated(per_seed: pd.DataFrame, recovered_cos: float) -> Verdict:
     ok = (g.iso_recovered.mean() >= 0.9) & (g.isolated_stable.mean() >= 0.9)
     outcome, which = per_group_outcome(ok)
     ours = "; ".join(f"{a}: recovered {spread(s.iso_recovered)}, stable {spread(s.isolated_stable)}" for a, s in g)
-    return Verdict("isolated features are recovered individually and reproducibly",
-                   "mechanism of " + PAPER + " (synthetic model not public)", f"{ours} ({which})", outcome, rule)
+    return Verdict(
+        "isolated features are recovered individually and reproducibly",
+        "mechanism of " + PAPER + " (synthetic model not public)",
+        f"{ours} ({which})",
+        outcome,
+        rule,
+    )
 
 
 def verdict_low_rank_unstable(per_seed: pd.DataFrame, margin: float = 0.05) -> Verdict:
@@ -427,15 +554,27 @@ def verdict_low_rank_unstable(per_seed: pd.DataFrame, margin: float = 0.05) -> V
     most half that of isolated latents AND their mean best cross-seed cosine is at most ``margin``
     above the rotation null's (the same latents, each seed's group arrangement turned at random
     inside its subspace): their orientation is no more reproducible than an arbitrary one."""
-    rule = (f"per architecture: group fraction stable ≤ 0.5 × isolated fraction stable, and group mean best cosine ≤ "
-            f"rotation null + {margin}")
+    rule = (
+        f"per architecture: group fraction stable ≤ 0.5 × isolated fraction stable, and group mean best cosine ≤ "
+        f"rotation null + {margin}"
+    )
     g = per_seed.groupby("architecture")
-    ok = (g.group_stable.mean() <= 0.5 * g.isolated_stable.mean()) & (g.group_mean_best.mean() <= g.rot_group_mean_best.mean() + margin)
+    ok = (g.group_stable.mean() <= 0.5 * g.isolated_stable.mean()) & (
+        g.group_mean_best.mean() <= g.rot_group_mean_best.mean() + margin
+    )
     outcome, which = per_group_outcome(ok.fillna(False))
-    ours = "; ".join(f"{a}: stable {spread(s.group_stable)} vs isolated {spread(s.isolated_stable)}; mean best "
-                     f"{spread(s.group_mean_best)} vs rotation null {spread(s.rot_group_mean_best)}" for a, s in g)
-    return Verdict("low-rank features are unstable as individual latents", "unstable features are individually non-reproducible",
-                   f"{ours} ({which})", outcome, rule)
+    ours = "; ".join(
+        f"{a}: stable {spread(s.group_stable)} vs isolated {spread(s.isolated_stable)}; mean best "
+        f"{spread(s.group_mean_best)} vs rotation null {spread(s.rot_group_mean_best)}"
+        for a, s in g
+    )
+    return Verdict(
+        "low-rank features are unstable as individual latents",
+        "unstable features are individually non-reproducible",
+        f"{ours} ({which})",
+        outcome,
+        rule,
+    )
 
 
 def verdict_subspaces(per_seed: pd.DataFrame, random_cos2: float, level: float = 0.9) -> Verdict:
@@ -447,8 +586,13 @@ def verdict_subspaces(per_seed: pd.DataFrame, random_cos2: float, level: float =
     ok = (g.subspace_cos2.mean() >= floor) & (g.cross_seed_cos2.mean() >= floor)
     outcome, which = per_group_outcome(ok.fillna(False))
     ours = "; ".join(f"{a}: to truth {spread(s.subspace_cos2)}, across seeds {spread(s.cross_seed_cos2)}" for a, s in g)
-    return Verdict("their subspaces are recovered and reproducible", "they live in reproducible low-rank subspaces",
-                   f"{ours}; random subspaces {random_cos2:.3f} ({which})", outcome, rule)
+    return Verdict(
+        "their subspaces are recovered and reproducible",
+        "they live in reproducible low-rank subspaces",
+        f"{ours}; random subspaces {random_cos2:.3f} ({which})",
+        outcome,
+        rule,
+    )
 
 
 def verdict_phase(phase: pd.DataFrame, drop: float = 0.3, level: float = 0.8) -> Verdict:
@@ -463,11 +607,18 @@ def verdict_phase(phase: pd.DataFrame, drop: float = 0.3, level: float = 0.8) ->
     fall = float(easy.group_stable - hard.group_stable)
     worst = float(p.subspace_cos2.min())
     label = lambda r: f"r={int(r['rank'])}, k={'∞' if np.isinf(r.k_order) else int(r.k_order)}"  # noqa: E731
-    ours = (f"group fraction stable {easy.group_stable:.2f} at {label(easy)} → {hard.group_stable:.2f} at {label(hard)} "
-            f"(fall {fall:+.2f}); subspace cos² min over cells {worst:.3f}, mean {p.subspace_cos2.mean():.3f}")
+    ours = (
+        f"group fraction stable {easy.group_stable:.2f} at {label(easy)} → {hard.group_stable:.2f} at {label(hard)} "
+        f"(fall {fall:+.2f}); subspace cos² min over cells {worst:.3f}, mean {p.subspace_cos2.mean():.3f}"
+    )
     outcome = "disagrees" if fall < drop else "agrees" if worst >= level else "partly"
-    return Verdict("phase diagram: individual identifiability falls with rank and directions while subspace recovery stays high",
-                   "not in the abstract (our sweep of the proposed mechanism)", ours, outcome, rule)
+    return Verdict(
+        "phase diagram: individual identifiability falls with rank and directions while subspace recovery stays high",
+        "not in the abstract (our sweep of the proposed mechanism)",
+        ours,
+        outcome,
+        rule,
+    )
 
 
 def verdict_dictionary_size(sizes: pd.DataFrame, level: float = 0.8) -> Verdict:
@@ -479,11 +630,22 @@ def verdict_dictionary_size(sizes: pd.DataFrame, level: float = 0.8) -> Verdict:
     rise = float(s.dir_recovered.iloc[-1] - s.dir_recovered.iloc[0])
     big = s[s.factor >= 1]
     sub_ok = bool(len(big)) and float(big.subspace_cos2.min()) >= level
-    ours = ("direction recovery " + " → ".join(f"{v:.2f}" for v in s.dir_recovered) + " at F = "
-            + ", ".join(f"{f:g}×" for f in s.factor) + "; subspace cos² " + " → ".join(f"{v:.3f}" for v in s.subspace_cos2))
+    ours = (
+        "direction recovery "
+        + " → ".join(f"{v:.2f}" for v in s.dir_recovered)
+        + " at F = "
+        + ", ".join(f"{f:g}×" for f in s.factor)
+        + "; subspace cos² "
+        + " → ".join(f"{v:.3f}" for v in s.subspace_cos2)
+    )
     outcome = "disagrees" if rise < 0.3 else "agrees" if sub_ok else "partly"
-    return Verdict("with as many latents as ground-truth directions, discrete directions become individually identifiable",
-                   "not in the abstract (our sweep of the proposed mechanism)", ours, outcome, rule)
+    return Verdict(
+        "with as many latents as ground-truth directions, discrete directions become individually identifiable",
+        "not in the abstract (our sweep of the proposed mechanism)",
+        ours,
+        outcome,
+        rule,
+    )
 
 
 def verdict_control(composition: pd.DataFrame, study1_verdict: Verdict, purity: float = 0.8) -> Verdict:
@@ -496,7 +658,14 @@ def verdict_control(composition: pd.DataFrame, study1_verdict: Verdict, purity: 
     unstable_grp = float(composition.loc["unstable", "group"])
     a = stable_iso >= purity and unstable_grp >= purity
     b = study1_verdict.outcome == "agrees"
-    ours = (f"stable class {stable_iso:.2f} isolated, unstable class {unstable_grp:.2f} group; study 1's claim-4 rule: "
-            f"{study1_verdict.outcome} ({study1_verdict.ours})")
-    return Verdict("positive control: study 1's pipeline finds the planted mechanism", "—", ours,
-                   "agrees" if a and b else "partly" if a or b else "disagrees", rule)
+    ours = (
+        f"stable class {stable_iso:.2f} isolated, unstable class {unstable_grp:.2f} group; study 1's claim-4 rule: "
+        f"{study1_verdict.outcome} ({study1_verdict.ours})"
+    )
+    return Verdict(
+        "positive control: study 1's pipeline finds the planted mechanism",
+        "—",
+        ours,
+        "agrees" if a and b else "partly" if a or b else "disagrees",
+        rule,
+    )

@@ -94,9 +94,7 @@ def _write(path: Path, text: str) -> None:
     tmp.rename(path)
 
 
-def write_findings(
-    verdicts: Sequence[Verdict], study: str, figures_dir: Path, *, title: str, model: str, profile: str
-) -> Path:
+def write_findings(verdicts: Sequence[Verdict], study: str, figures_dir: Path, *, title: str, model: str, profile: str) -> Path:
     """Write ``<figures_dir>/findings_<study>.md`` (and the same verdicts as ``.json``, which
     :func:`side_by_side` reads) and return the markdown's path."""
     if not verdicts:
@@ -151,10 +149,14 @@ def write_overview(figures: Path, columns: dict[str, str] | None = None) -> Path
     """``figures/FINDINGS.md``: every study's verdicts with the models side by side (default:
     the embedded model from ``figures/`` and SmolLM2 from ``figures/smollm2/``)."""
     columns = columns or {"embedded model": ".", "SmolLM2-135M": "smollm2"}
-    parts = ["# Findings, both models side by side", "",
-             "Written by `make findings` from each notebook's `findings_<study>.json`. Per claim: what the paper "
-             "reports, our number with its spread and the verdict on each model, and where the claim holds. "
-             "The rules and the full tables are in each study's `findings_<study>.md`.", ""]
+    parts = [
+        "# Findings, both models side by side",
+        "",
+        "Written by `make findings` from each notebook's `findings_<study>.json`. Per claim: what the paper "
+        "reports, our number with its spread and the verdict on each model, and where the claim holds. "
+        "The rules and the full tables are in each study's `findings_<study>.md`.",
+        "",
+    ]
     for study, title in STUDIES:
         cols = columns if study != "synthetic" else {"synthetic data (no language model)": "."}
         try:
