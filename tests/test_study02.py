@@ -13,6 +13,7 @@ import torch
 from sae_studies.config import Profile, Study02Config, load_profile
 from sae_studies.store import Store
 from sae_studies.studies import synthetic as S2
+from sae_studies.studies import synthetic_claims
 from sae_studies.studies.verdicts import Verdict
 
 TINY = Study02Config(
@@ -120,23 +121,25 @@ def _per_seed(iso_rec, iso_stable, group_stable, group_mb, rot_mb, sub, cross, a
 
 
 def test_verdict_isolated():
-    assert S2.verdict_isolated(_per_seed(0.98, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "agrees"
-    assert S2.verdict_isolated(_per_seed(0.5, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "disagrees"
+    assert synthetic_claims.verdict_isolated(_per_seed(0.98, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "agrees"
+    assert synthetic_claims.verdict_isolated(_per_seed(0.5, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "disagrees"
     mixed = pd.concat([_per_seed(0.98, 0.97, 0, 0, 0, 0, 0, ("topk",)), _per_seed(0.98, 0.5, 0, 0, 0, 0, 0, ("standard",))])
-    assert S2.verdict_isolated(mixed, 0.9).outcome == "partly"
+    assert synthetic_claims.verdict_isolated(mixed, 0.9).outcome == "partly"
 
 
 def test_verdict_low_rank_unstable():
-    assert S2.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.2, 0.60, 0.58, 0, 0)).outcome == "agrees"
-    assert S2.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.8, 0.90, 0.58, 0, 0)).outcome == "disagrees"
+    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.2, 0.60, 0.58, 0, 0)).outcome == "agrees"
+    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.8, 0.90, 0.58, 0, 0)).outcome == "disagrees"
     # as stable as the null's chance level, but above half the isolated rate: not unstable by the rule
-    assert S2.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.6, 0.70, 0.70, 0, 0)).outcome == "disagrees"
+    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.6, 0.70, 0.70, 0, 0)).outcome == "disagrees"
 
 
 def test_verdict_subspaces():
-    assert S2.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.96), 0.2).outcome == "agrees"
-    assert S2.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.40), 0.2).outcome == "disagrees"
-    assert S2.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.95, 0.95), 0.5).outcome == "disagrees"  # random + 0.5 = 1.0
+    assert synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.96), 0.2).outcome == "agrees"
+    assert synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.40), 0.2).outcome == "disagrees"
+    assert (
+        synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.95, 0.95), 0.5).outcome == "disagrees"
+    )  # random + 0.5 = 1.0
 
 
 def _phase(stable, sub):
@@ -150,16 +153,16 @@ def _phase(stable, sub):
 
 
 def test_verdict_phase():
-    assert S2.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.9])).outcome == "agrees"
-    assert S2.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.5])).outcome == "partly"
-    assert S2.verdict_phase(_phase([0.5, 0.6, 0.9, 0.4], [0.99, 0.95, 0.97, 0.9])).outcome == "disagrees"
+    assert synthetic_claims.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.9])).outcome == "agrees"
+    assert synthetic_claims.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.5])).outcome == "partly"
+    assert synthetic_claims.verdict_phase(_phase([0.5, 0.6, 0.9, 0.4], [0.99, 0.95, 0.97, 0.9])).outcome == "disagrees"
 
 
 def test_verdict_dictionary_size():
     rows = lambda rec, sub: pd.DataFrame({"factor": [0.5, 1.0, 2.0], "dir_recovered": rec, "subspace_cos2": sub})  # noqa: E731
-    assert S2.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.95, 0.97])).outcome == "agrees"
-    assert S2.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.6, 0.97])).outcome == "partly"
-    assert S2.verdict_dictionary_size(rows([0.1, 0.1, 0.2], [0.9, 0.95, 0.97])).outcome == "disagrees"
+    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.95, 0.97])).outcome == "agrees"
+    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.6, 0.97])).outcome == "partly"
+    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.1, 0.2], [0.9, 0.95, 0.97])).outcome == "disagrees"
 
 
 def test_verdict_control_and_class_composition():
@@ -174,10 +177,10 @@ def test_verdict_control_and_class_composition():
     assert comp.loc["partial"].sum() == 0  # absent class: zeros, not an error
     yes = Verdict("4", "p", "o", "agrees", "r")
     no = dataclasses.replace(yes, outcome="disagrees")
-    assert S2.verdict_control(comp, yes).outcome == "agrees"
-    assert S2.verdict_control(comp, no).outcome == "partly"
+    assert synthetic_claims.verdict_control(comp, yes).outcome == "agrees"
+    assert synthetic_claims.verdict_control(comp, no).outcome == "partly"
     flipped = comp.rename(index={"stable": "unstable", "unstable": "stable"})
-    assert S2.verdict_control(flipped, no).outcome == "disagrees"
+    assert synthetic_claims.verdict_control(flipped, no).outcome == "disagrees"
 
 
 # ------------------------------------------------------------------ a tiny end-to-end run

@@ -11,6 +11,7 @@ import pytest
 from sae_studies.analyses import flow
 from sae_studies.config import Study05Config, load_profile
 from sae_studies.studies import flow as sf
+from sae_studies.studies import flow_claims
 
 
 def C(**kw) -> Study05Config:
@@ -102,28 +103,28 @@ def test_mean_se():
 
 
 def test_verdict_persistence():
-    assert sf.verdict_persistence({0: 0.8, 1: 0.9}, {0: 0.4, 1: 0.5}, "m").outcome == "agrees"
-    assert sf.verdict_persistence({0: 0.8, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "partly"
-    assert sf.verdict_persistence({0: 0.3, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "disagrees"
-    per_seed = sf.verdict_persistence({0: [0.8, 0.7], 1: [0.9, 0.8]}, {0: [0.4, 0.5], 1: [0.5, 0.5]}, "m")
+    assert flow_claims.verdict_persistence({0: 0.8, 1: 0.9}, {0: 0.4, 1: 0.5}, "m").outcome == "agrees"
+    assert flow_claims.verdict_persistence({0: 0.8, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "partly"
+    assert flow_claims.verdict_persistence({0: 0.3, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "disagrees"
+    per_seed = flow_claims.verdict_persistence({0: [0.8, 0.7], 1: [0.9, 0.8]}, {0: [0.4, 0.5], 1: [0.5, 0.5]}, "m")
     assert per_seed.outcome == "agrees" and "0.75 ± 0.07 (n=2)" in per_seed.ours
 
 
 def test_verdict_deactivation_level():
-    assert sf.verdict_deactivation_level([0.70, 0.80], [0.60, 0.66]).outcome == "agrees"
-    assert sf.verdict_deactivation_level([0.70, 0.80], [0.20, 0.30]).outcome == "partly"
-    assert sf.verdict_deactivation_level([0.20, 0.25], [0.10, 0.15]).outcome == "disagrees"
+    assert flow_claims.verdict_deactivation_level([0.70, 0.80], [0.60, 0.66]).outcome == "agrees"
+    assert flow_claims.verdict_deactivation_level([0.70, 0.80], [0.20, 0.30]).outcome == "partly"
+    assert flow_claims.verdict_deactivation_level([0.20, 0.25], [0.10, 0.15]).outcome == "disagrees"
 
 
 def test_verdict_top1_vs_exhaustive():
-    assert sf.verdict_top1_vs_exhaustive([0.75, 0.7], [0.83, 0.8]).outcome == "agrees"
-    assert sf.verdict_top1_vs_exhaustive([0.3, 0.35], [0.8, 0.8]).outcome == "disagrees"
+    assert flow_claims.verdict_top1_vs_exhaustive([0.75, 0.7], [0.83, 0.8]).outcome == "agrees"
+    assert flow_claims.verdict_top1_vs_exhaustive([0.3, 0.35], [0.8, 0.8]).outcome == "disagrees"
 
 
 def test_verdict_top1_vs_random():
     rng = np.random.default_rng(0)
-    assert sf.verdict_top1_vs_random(0.3 + 0.1 * rng.normal(size=50)).outcome == "agrees"
-    assert sf.verdict_top1_vs_random(0.0 + 0.1 * rng.normal(size=50)).outcome == "disagrees"
+    assert flow_claims.verdict_top1_vs_random(0.3 + 0.1 * rng.normal(size=50)).outcome == "agrees"
+    assert flow_claims.verdict_top1_vs_random(0.0 + 0.1 * rng.normal(size=50)).outcome == "disagrees"
 
 
 def _best(rows):
@@ -136,21 +137,21 @@ def test_verdict_steering():
     agree = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.4, 0.03, 0.1, 0.02, 0.05), fortunes])
     partly = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.12, 0.03, 0.1, 0.02, 0.05), fortunes])
     disagree = _best([("limerick", 0.11, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.1, 0.03, 0.1, 0.02, 0.05), fortunes])
-    assert sf.verdict_steering(agree, claim, paper).outcome == "agrees"
-    assert "not judged" in sf.verdict_steering(agree, claim, paper).ours
-    assert sf.verdict_steering(partly, claim, paper).outcome == "partly"
-    assert sf.verdict_steering(disagree, claim, paper).outcome == "disagrees"
+    assert flow_claims.verdict_steering(agree, claim, paper).outcome == "agrees"
+    assert "not judged" in flow_claims.verdict_steering(agree, claim, paper).ours
+    assert flow_claims.verdict_steering(partly, claim, paper).outcome == "partly"
+    assert flow_claims.verdict_steering(disagree, claim, paper).outcome == "disagrees"
     # without the ceiling every theme is judged, and fortunes (below its baseline) makes it partial
-    assert sf.verdict_steering(agree, claim, paper, ceiling=None).outcome == "partly"
+    assert flow_claims.verdict_steering(agree, claim, paper, ceiling=None).outcome == "partly"
 
 
 def test_useful_range_and_multilayer_verdict():
     curve = pd.DataFrame({"combined": [0.1, 0.3, 0.5, 0.2], "combined_se": [0.02] * 4})
     assert sf.useful_range(curve, base=0.1, base_se=0.02) == 0.75
-    assert sf.verdict_multilayer(single=0.25, multi=0.75).outcome == "agrees"
-    assert sf.verdict_multilayer(single=0.5, multi=0.5).outcome == "partly"
-    assert sf.verdict_multilayer(single=0.75, multi=0.25).outcome == "disagrees"
-    assert sf.verdict_multilayer(single=0.0, multi=0.0).outcome == "disagrees"
+    assert flow_claims.verdict_multilayer(single=0.25, multi=0.75).outcome == "agrees"
+    assert flow_claims.verdict_multilayer(single=0.5, multi=0.5).outcome == "partly"
+    assert flow_claims.verdict_multilayer(single=0.75, multi=0.25).outcome == "disagrees"
+    assert flow_claims.verdict_multilayer(single=0.0, multi=0.0).outcome == "disagrees"
 
 
 def test_removal_prompts():

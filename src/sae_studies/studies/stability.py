@@ -333,7 +333,9 @@ def convergence_sweep(run, cfg: Study01Config, progress: bool = True) -> pd.Data
     # the covariance null of the same shape (no learned structure): the level every row is read against
     cov = torch.cov(eval_x[:32768].double().T)
     n_features = cfg.analysis_expansion_factor * d_in
-    decs = seed_stability.null_decoders("covariance", len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0))
+    decs = seed_stability.null_decoders(
+        "covariance", len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0)
+    )
     null = {n_features: seed_stability.null_stability(decs, cfg.tau)}
     rows = []
     combos = [(a, t) for a in cfg.convergence_architectures for t in cfg.convergence_tokens]
