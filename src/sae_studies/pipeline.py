@@ -76,6 +76,9 @@ class Run:
 
 
 def start(profile: str, overrides: dict[str, Any] | None = None) -> Run:
-    """Load the profile and set the plot style."""
+    """Load the profile, set the plot style and create the profile's figures folder (tables are
+    written there too, before any figure)."""
     plotting.use_style()
-    return Run(load_profile(profile, overrides))
+    run = Run(load_profile(profile, overrides))
+    run.profile.figures_dir.mkdir(parents=True, exist_ok=True)
+    return run
