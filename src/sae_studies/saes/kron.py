@@ -435,19 +435,11 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
     ) -> torch.Tensor:
         """SAELens' TopK AuxK: the top ``d/2`` dead latents (composed only for the dead pairs)
         reconstruct the residual ``x − x̂``, scaled by ``min(#dead / (d/2), 1)``."""
-        if dead_neuron_mask is None or (num_dead := int(dead_neuron_mask.sum())) == 0:
+        budget = self._auxk_budget(x, sae_out, dead_neuron_mask)
+        if budget is None:
             return sae_out.new_tensor(0.0)
-        if self.cfg.normalize_activations in ("constant_norm_rescale", "layer_norm"):
-            raise ValueError(
-                "TopK auxiliary loss does not support activation normalization "
-                f"(normalize_activations={self.cfg.normalize_activations!r})."
-            )
-        residual = (x - sae_out).detach()
-        k_aux = x.shape[-1] // 2
-        scale = min(num_dead / k_aux, 1.0)
-        k_aux = min(k_aux, num_dead)
+        residual, k_aux, scale, dead = budget
         with torch.no_grad():
-            dead = dead_neuron_mask.nonzero().squeeze(1)
             u_col, v_col = self.factors.parents(dead)
             rank = _ranking(pre.index_select(1, u_col), pre.index_select(1, v_col), self.cfg.composition)
             cols = dead[rank.topk(k_aux, dim=-1, sorted=False).indices]

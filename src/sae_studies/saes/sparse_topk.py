@@ -142,6 +142,22 @@ class FastTopKMixin:
         x_hat = self.run_time_activation_norm_fn_out(x_hat)  # type: ignore[attr-defined]
         return self.reshape_fn_out(x_hat, self.d_head)  # type: ignore[attr-defined]
 
+    def _auxk_budget(
+        self, x: torch.Tensor, sae_out: torch.Tensor, dead_neuron_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, int, float, torch.Tensor] | None:
+        """What SAELens' TopK AuxK needs before it picks latents: ``(residual x − x̂, k_aux, scale,
+        dead latent indices)`` with ``k_aux = min(d/2, #dead)`` and ``scale = min(#dead / (d/2), 1)``;
+        None when no latent is dead."""
+        if dead_neuron_mask is None or (num_dead := int(dead_neuron_mask.sum())) == 0:
+            return None
+        if self.cfg.normalize_activations in ("constant_norm_rescale", "layer_norm"):
+            raise ValueError(
+                "TopK auxiliary loss does not support activation normalization "
+                f"(normalize_activations={self.cfg.normalize_activations!r})."
+            )
+        half = x.shape[-1] // 2
+        return (x - sae_out).detach(), min(half, num_dead), min(num_dead / half, 1.0), dead_neuron_mask.nonzero().squeeze(1)
+
     def _fast_aux_loss(
         self,
         x: torch.Tensor,
@@ -151,19 +167,11 @@ class FastTopKMixin:
         dead_neuron_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """SAELens' ``calculate_topk_aux_loss`` on the sparse path."""
-        if dead_neuron_mask is None or (num_dead := int(dead_neuron_mask.sum())) == 0:
+        budget = self._auxk_budget(x, sae_out, dead_neuron_mask)
+        if budget is None:
             return sae_out.new_tensor(0.0)
-        if self.cfg.normalize_activations in ("constant_norm_rescale", "layer_norm"):
-            raise ValueError(
-                "TopK auxiliary loss does not support activation normalization "
-                f"(normalize_activations={self.cfg.normalize_activations!r})."
-            )
-        residual = (x - sae_out).detach()
-        k_aux = x.shape[-1] // 2
-        scale = min(num_dead / k_aux, 1.0)
-        k_aux = min(k_aux, num_dead)
+        residual, k_aux, scale, dead_idx = budget
         with torch.no_grad():
-            dead_idx = dead_neuron_mask.nonzero().squeeze(1)
             sub = hidden_pre.index_select(1, dead_idx)
             vals, pos = sub.topk(k_aux, dim=-1, sorted=False)
             pattern = SparsePattern.from_topk(dead_idx[pos], self.cfg.d_sae)
