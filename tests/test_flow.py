@@ -13,13 +13,7 @@ from sae_studies import train
 from sae_studies.analyses import flow
 from sae_studies.saes import registry
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def random_window(layers, f=24, d=8, seed=0):

@@ -33,15 +33,7 @@ from sae_studies.analyses.subspaces import (
     top_subspace,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors here are tiny: with other jobs on the 2 cores, OpenMP hand-offs between two
-    threads cost more than the arithmetic (measured 7x slower). Restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def gen(seed: int = 0) -> torch.Generator:

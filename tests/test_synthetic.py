@@ -17,12 +17,7 @@ from sae_studies.store import Store
 SMALL = dict(d=16, n_isolated=3, n_groups=2, rank=3, noise_std=0.0, p_isolated=0.2, p_group=0.3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 # ------------------------------------------------------------------ parameters
