@@ -120,9 +120,7 @@ class Study00Config:
     """Layers whose activation statistics are shown (() = every layer; a deep model harvests up to
     the deepest one, so pick a few on SmolLM2)."""
     threads: int | None = 1
-    """torch threads for this notebook (None: torch's default); 1 on the shared 2-core machine
-    (see Study01Config.threads: two threads beside another job trained study 3's SAEs at 1.5-3k
-    tokens/s against 13k with one)."""
+    """torch threads for this notebook (None: torch's default); see Study01Config.threads."""
 
 
 @dataclass(frozen=True)
@@ -247,9 +245,7 @@ class Study03Config:
     n_top: int = 32
     """Top activations per latent for the token-entropy proxy."""
     threads: int | None = 1
-    """torch threads for this notebook (None: torch's default); 1 on the shared 2-core machine
-    (see Study01Config.threads: two threads beside another job trained study 3's SAEs at 1.5-3k
-    tokens/s against 13k with one)."""
+    """torch threads for this notebook (None: torch's default); see Study01Config.threads."""
 
 
 @dataclass(frozen=True)
