@@ -11,8 +11,8 @@ import torch
 
 from sae_studies import activations, train
 from sae_studies.analyses import features, pooling, quality
-from sae_studies.config import Study01Config
 from sae_studies.studies import stability
+from sae_studies.study_config import Study01Config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 

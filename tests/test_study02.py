@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from sae_studies.config import Profile, Study02Config, load_profile
+from sae_studies.config import Profile, load_profile
 from sae_studies.store import Store
 from sae_studies.studies import synthetic as S2
 from sae_studies.studies import synthetic_claims
 from sae_studies.studies.verdicts import Verdict
+from sae_studies.study_config import Study02Config
 
 TINY = Study02Config(
     d=12,

@@ -76,7 +76,7 @@ def test_interpretability_and_budget_rules():
 
 
 def test_check_names_the_bad_parameter():
-    from sae_studies.config import Study03Config
+    from sae_studies.study_config import Study03Config
 
     with pytest.raises(ValueError, match="study03.ks"):
         hierarchical.check(Study03Config(ks=(16, 8)), 1024, 4)

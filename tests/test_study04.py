@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from sae_studies.config import Study04Config, load_profile
+from sae_studies.config import load_profile
 from sae_studies.studies import kron as ks
+from sae_studies.study_config import Study04Config
 
 CFG = Study04Config(
     expansion_factors=(2, 4),

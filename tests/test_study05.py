@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from sae_studies.analyses import flow
-from sae_studies.config import Study05Config, load_profile
+from sae_studies.config import load_profile
 from sae_studies.studies import flow as sf
 from sae_studies.studies import flow_claims
+from sae_studies.study_config import Study05Config
 
 
 def C(**kw) -> Study05Config:

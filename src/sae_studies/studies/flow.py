@@ -20,8 +20,9 @@ from .. import corpus
 from ..analyses import flow, steering
 from ..analyses.seed_stability import NULL_KINDS, null_decoders
 from ..checks import check_choice, check_cosine_threshold, check_int, check_positive_int, check_unit_interval
-from ..config import SAEConfig, Study05Config
+from ..config import SAEConfig
 from ..saes import registry
+from ..study_config import Study05Config
 
 #: Published numbers (Laptev et al. 2025, Gemma-2-2B, 1,894 features): deactivation of the
 #: matched predecessor, mean activation change and success rate.

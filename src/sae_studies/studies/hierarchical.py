@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 
 from ..analyses import features, quality
 from ..checks import check_sorted_ints
-from ..config import Profile, SAEConfig, Study03Config
+from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..saes.registry import SAESpec
+from ..study_config import Study03Config
 from .verdicts import Verdict, spread
 
 HIERARCHICAL = "hierarchical_topk"

@@ -32,9 +32,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from ..analyses import features, quality
 from ..checks import check_choice, check_int
-from ..config import SAEConfig, Study04Config
+from ..config import SAEConfig
 from ..saes import registry
 from ..saes.kron import COMPOSITIONS, kron_select, kron_shape
+from ..study_config import Study04Config
 from .verdicts import Verdict, per_group_outcome, spread
 
 COMPOSITION_LABELS = {"mand": "mAND", "relu_product": "ReLU(u)·ReLU(v)", "product": "u·v"}

@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 
 from ..analyses import cosine, quality, seed_stability
 from ..checks import check_int, check_sorted_ints, check_tau
-from ..config import Profile, SAEConfig, Study01Config
+from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..saes.registry import SAESpec
+from ..study_config import Study01Config
 
 __all__ = [
     "GridCell",

@@ -28,9 +28,10 @@ import torch
 from ..analyses import cosine, quality, seed_stability
 from ..analyses import synthetic as syn
 from ..checks import check_choice, check_int, check_tau, check_unit_interval
-from ..config import Profile, SAEConfig, Study02Config
+from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..store import Store
+from ..study_config import Study02Config
 
 PAPER = "arXiv 2606.12138 (abstract only): unstable features are individually non-reproducible but live in reproducible low-rank subspaces"
 
