@@ -263,7 +263,8 @@ def budget_sweep(run, cfg: Study03Config, d_sae: int, eval_x: torch.Tensor, spli
         )[0]
         res = evaluate(models, ks, eval_x, splicer, seed)
         g = gaps(res, ["topk"])
-        rows.append(g.assign(tokens=tokens)[["tokens", "k", "L0", "ΔEV", "Δ loss recovered"]])
+        cols = ["tokens", "k", "L0", "EV hierarchical", "EV best separate", "ΔEV", "Δ loss recovered"]
+        rows.append(g.assign(tokens=tokens)[cols])
     return pd.concat(rows, ignore_index=True)
 
 
@@ -281,7 +282,8 @@ def verdict_budget(sweep: pd.DataFrame) -> Verdict:
     return Verdict(
         "the gap closes with training length",
         paper,
-        f"ΔEV at k={k0}: {first['ΔEV']:+.3f} at {int(first.tokens):,} tokens → {last['ΔEV']:+.3f} at {int(last.tokens):,}",
+        f"ΔEV at k={k0}: {first['ΔEV']:+.3f} at {int(first.tokens):,} tokens → {last['ΔEV']:+.3f} at "
+        f"{int(last.tokens):,} (one seed per budget)",
         outcome,
         rule,
     )
