@@ -22,6 +22,6 @@ def save_figure(fig: plt.Figure, name: str, directory: Path, pdf: bool = True) -
     directory.mkdir(parents=True, exist_ok=True)
     png = directory / f"{name}.png"
     fig.savefig(png)
-    if pdf:
-        fig.savefig(directory / f"{name}.pdf")
+    if pdf:  # no creation date: a rerun that draws the same figure leaves the committed PDF unchanged
+        fig.savefig(directory / f"{name}.pdf", metadata={"CreationDate": None})
     return png
