@@ -131,8 +131,9 @@ class Study03Config:
     """Training tokens of every SAE in this study (all see the same activations and budget)."""
     budget_sweep: tuple[int, ...] = ()
     """Token budgets of the training-length sweep (TopK per k and HierarchicalTopK, first seed):
-    does HierarchicalTopK reach the TopK front when trained longer? () skips it; the
-    `convergence` profile runs it."""
+    does HierarchicalTopK reach the TopK front when trained longer? () skips it. The
+    `convergence` profile runs it and writes figures/convergence/03_budget_sweep.csv, which the
+    default profile's notebook reads (the same model)."""
     baselines: tuple[str, ...] = ("topk", "batchtopk", "multi_topk", "matryoshka_batchtopk")
     """Architectures trained separately at each k of the grid."""
     reduced_baselines: tuple[str, ...] = ("matryoshka_batchtopk",)
