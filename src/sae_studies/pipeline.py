@@ -6,11 +6,13 @@ model, token streams and activations it needs; everything comes from (or goes to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from . import activations, lm, plotting
 from .analyses import quality
@@ -58,6 +60,19 @@ class Run:
 
     def save_figure(self, fig, name: str):
         return plotting.save_figure(fig, name, self.profile.figures_dir)
+
+    def sweep_table(self, name: str, compute: Callable[[], pd.DataFrame] | None) -> pd.DataFrame:
+        """A training-length sweep's table, `<figures_dir>/<name>.csv`. With `compute` (the profile
+        runs the sweep): computed and written. Without: the default profile reads the table the
+        `convergence` profile wrote (the same embedded model); any other profile gets an empty table."""
+        if compute is not None:
+            table = compute()
+            table.to_csv(self.profile.figures_dir / f"{name}.csv", index=False)
+            return table
+        committed = self.profile.root / "figures" / "convergence" / f"{name}.csv"
+        if self.profile.name == "default" and committed.exists():
+            return pd.read_csv(committed)
+        return pd.DataFrame()
 
     @property
     def model_label(self) -> str:
