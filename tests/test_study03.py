@@ -87,3 +87,21 @@ def test_check_names_the_bad_parameter():
     specs, skipped = hierarchical.specs(Study03Config(ks=(8, 64)), 128, seed=0)
     assert ("multi_topk", 64) not in specs and any("multi_topk at k=64" in s for s in skipped)
     assert ("hierarchical_topk", 64) in specs
+
+
+def test_pareto_summary_is_mean_and_sd_over_seeds():
+    results = pd.DataFrame(
+        {
+            "model": ["h", "h", "h", "b"],
+            "k": [4, 4, 16, 4],
+            "seed": [0, 1, 0, 0],
+            "l0": [4.0, 5.0, 16.0, 4.0],
+            "explained_variance": [0.5, 0.7, 0.8, 0.6],
+            "loss_recovered": [0.9, 0.9, 0.95, 0.92],
+        }
+    )
+    s = hierarchical.pareto_summary(results).set_index(["model", "k"])
+    assert s.loc[("h", 4), "l0"] == pytest.approx(4.5) and s.loc[("h", 4), "ev"] == pytest.approx(0.6)
+    assert s.loc[("h", 4), "ev_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert s.loc[("h", 4), "lr_sd"] == pytest.approx(0.0) and np.isnan(s.loc[("b", 4), "ev_sd"])
+    assert s.loc[("h", 16), "lr"] == pytest.approx(0.95)

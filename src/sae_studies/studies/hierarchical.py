@@ -160,6 +160,22 @@ def gaps(results: pd.DataFrame, baselines: list[str]) -> pd.DataFrame:
     return pd.concat(out).reset_index()
 
 
+def pareto_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model and k, the Pareto figure's points: mean measured L0, and mean ± sd over seeds of
+    explained variance (``ev``, ``ev_sd``) and loss recovered (``lr``, ``lr_sd``)."""
+    return (
+        results.groupby(["model", "k"])
+        .agg(
+            l0=("l0", "mean"),
+            ev=("explained_variance", "mean"),
+            ev_sd=("explained_variance", "std"),
+            lr=("loss_recovered", "mean"),
+            lr_sd=("loss_recovered", "std"),
+        )
+        .reset_index()
+    )
+
+
 def proxies(
     encoders: dict[tuple[str, int], object],
     eval_x: torch.Tensor,
