@@ -10,5 +10,6 @@
 ``synthetic``       a low-rank synthetic activation model and identifiability metrics (study 2)
 ``flow``            cross-layer matching of SAE features, flow graphs, deactivation (study 5)
 ``steering``        steering generation with decoder directions, and offline scorers (study 5)
+``convergence``     the convergence gate: has a quantity levelled off over the last doubling of tokens?
 ==================  =======================================================================
 """
