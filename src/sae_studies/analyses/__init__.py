@@ -11,5 +11,6 @@
 ``flow``            cross-layer matching of SAE features, flow graphs, deactivation (study 5)
 ``steering``        steering generation with decoder directions, and offline scorers (study 5)
 ``convergence``     the convergence gate: has a quantity levelled off over the last doubling of tokens?
+``intervals``       t / bootstrap intervals over seeds, Holm correction, agrees / disagrees / inconclusive
 ==================  =======================================================================
 """

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-#: Outcomes, strongest agreement first.
-OUTCOMES = ("agrees", "partly", "disagrees", "untested")
+from ..analyses.convergence import Convergence
+
+#: Outcomes, strongest agreement first. "inconclusive": the data cannot tell (the interval covers
+#: both sides, or the test's positive control lacks power); "untested": not run, or not converged.
+OUTCOMES = ("agrees", "partly", "disagrees", "inconclusive", "untested")
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,43 @@ class Verdict:
     """One of OUTCOMES."""
     rule: str
     """The rule that decided, stated before looking at the numbers."""
+    statistic: float | None = None
+    """The number the rule reads (an effect size, a difference, a share)."""
+    interval: tuple[float, float] | None = None
+    """Its confidence interval (the rule says which: t, bootstrap; its level)."""
+    n: int | None = None
+    """Replicates behind the interval (seeds, unless the rule says otherwise)."""
+    convergence: Convergence | None = None
+    """The convergence gate of the quantity read (see `analyses.convergence`); None: no ladder."""
+    previous: str = ""
+    """Where the rule changed: the previous rule and verdict, and why it changed."""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}; got {self.outcome!r}")
+        if self.interval is not None and not (len(self.interval) == 2 and self.interval[0] <= self.interval[1]):
+            raise ValueError(f"interval must be (low, high) with low <= high; got {self.interval!r}")
+
+    def gated(self, convergence: Convergence) -> Verdict:
+        """This verdict behind the convergence gate: a quantity that moved over the last doubling
+        by more than its seed spread makes the outcome "untested" (the rule's own outcome is kept
+        in `ours`, so the reader sees what an unconverged reading would have said)."""
+        if convergence.converged:
+            return replace(self, convergence=convergence)
+        return replace(
+            self,
+            convergence=convergence,
+            outcome="untested",
+            ours=f"{self.ours} [not converged; the rule alone would say {self.outcome}]",
+        )
+
+    @property
+    def converged_at(self) -> str:
+        """The findings table's "converged at" cell."""
+        if self.convergence is None:
+            return "no ladder"
+        c = self.convergence
+        return "not converged" if c.converged_at is None else f"{c.converged_at:,} tokens"
 
 
 def per_group_outcome(ok: pd.Series | dict[str, bool]) -> tuple[str, str]:
@@ -66,7 +102,19 @@ def spread(values: Sequence[float] | np.ndarray, fmt: str = ".3f") -> str:
 
 
 def findings_table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
-    return pd.DataFrame([asdict(v) for v in verdicts], columns=["claim", "paper", "ours", "outcome", "rule"])
+    return pd.DataFrame(
+        [{**asdict(v), "converged_at": v.converged_at} for v in verdicts],
+        columns=["claim", "paper", "ours", "outcome", "converged_at", "rule", "previous"],
+    )
+
+
+def outcome_counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """How many verdicts have each outcome, in OUTCOMES order (zeros included)."""
+    return {o: sum(v.outcome == o for v in verdicts) for o in OUTCOMES}
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {o}" for o, n in counts.items())
 
 
 def _cell(text: str) -> str:
@@ -79,12 +127,18 @@ def findings_markdown(verdicts: Sequence[Verdict], title: str, model: str, profi
         "",
         f"Model: {model}. Profile: `{profile}`. Written by the notebook on {time.strftime('%Y-%m-%d')}. "
         "Each row's rule is a tested function of the study module; where a rule was revised after a first "
-        "run, the notebook says so.",
+        "run, the last column says what it was and why it changed.",
         "",
-        "| claim | paper | ours | verdict | rule |",
-        "|---|---|---|---|---|",
+        f"Outcomes: {_counts_line(outcome_counts(verdicts))}.",
+        "",
+        "| claim | paper | ours | verdict | converged at | rule | previous rule and verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {_cell(v.claim)} | {_cell(v.paper)} | {_cell(v.ours)} | **{v.outcome}** | {_cell(v.rule)} |" for v in verdicts]
+    lines += [
+        f"| {_cell(v.claim)} | {_cell(v.paper)} | {_cell(v.ours)} | **{v.outcome}** | {_cell(v.converged_at)} | "
+        f"{_cell(v.rule)} | {_cell(v.previous)} |"
+        for v in verdicts
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +156,14 @@ def write_findings(verdicts: Sequence[Verdict], study: str, figures_dir: Path, *
     figures_dir.mkdir(parents=True, exist_ok=True)
     path = figures_dir / f"findings_{study}.md"
     _write(path, findings_markdown(verdicts, title, model, profile))
-    record = {"study": study, "title": title, "model": model, "profile": profile, "verdicts": [asdict(v) for v in verdicts]}
+    record = {
+        "study": study,
+        "title": title,
+        "model": model,
+        "profile": profile,
+        "outcome_counts": outcome_counts(verdicts),
+        "verdicts": [{**asdict(v), "converged_at": v.converged_at} for v in verdicts],
+    }
     _write(path.with_suffix(".json"), json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return path
 
