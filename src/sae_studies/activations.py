@@ -94,30 +94,41 @@ class ActivationSet:
         """The first n rows (all by default) as a float32 tensor in memory."""
         return torch.from_numpy(np.array(self.acts[:n]))
 
-    def batches(self, batch_size: int, seed: int = 0, epochs: float = math.inf) -> Iterator[torch.Tensor]:
+    def batches(self, batch_size: int, seed: int = 0, epochs: float = math.inf, start: int = 0) -> Iterator[torch.Tensor]:
         """Shuffled [batch_size, d] batches; each pass over the store is a new permutation.
 
-        Checks batch_size at the call, not at the first batch, so bad input fails before work."""
+        `start` skips that many batches of the same stream without reading them (a resumed
+        training run continues where its checkpoint left off: `batches(b, s, start=n)` yields
+        what `batches(b, s)` yields after its first n). Checks batch_size at the call, not at the
+        first batch, so bad input fails before work."""
         n = len(self)
         if batch_size <= 0 or n % batch_size:
             divisors = [b for b in (256, 512, 1024, 2048, 4096, 8192) if n % b == 0]
             raise ValueError(
                 f"batch_size {batch_size} does not divide the {n} rows of {self.hook}; choose one that does, e.g. {divisors}"
             )
+        if start < 0:
+            raise ValueError(f"start must be a number of batches >= 0, got {start}")
         steps = math.inf if math.isinf(epochs) else int(epochs * n // batch_size)
-        return _shuffled_batches(self.acts, batch_size, np.random.default_rng(seed), steps)
+        return _shuffled_batches(self.acts, batch_size, np.random.default_rng(seed), steps, start)
 
 
-def _shuffled_batches(acts: np.ndarray, batch_size: int, rng: np.random.Generator, steps: float) -> Iterator[torch.Tensor]:
-    done = 0
+def _shuffled_batches(
+    acts: np.ndarray, batch_size: int, rng: np.random.Generator, steps: float, skip: int = 0
+) -> Iterator[torch.Tensor]:
+    per_pass = len(acts) // batch_size
+    for _ in range(skip // per_pass):  # whole passes skipped: draw their permutations only
+        rng.permutation(len(acts))
+    done, offset = skip - skip % per_pass, skip % per_pass
     while done < steps:
         order = rng.permutation(len(acts))
-        for start in range(0, len(acts), batch_size):
+        for start in range(offset * batch_size, len(acts), batch_size):
             if done >= steps:
                 return
             # sorted rows read the memmap front to back; order within a batch does not matter
             yield torch.from_numpy(acts[np.sort(order[start : start + batch_size])])
             done += 1
+        offset = 0
 
 
 def harvest(

@@ -43,14 +43,25 @@ def training_class_name(spec: SAESpec, sae_cfg: SAEConfig) -> str:
     return registry.get(spec.architecture).training_class_for(sae_cfg.fast)
 
 
-def build_training_sae(spec: SAESpec, d_in: int, sae_cfg: SAEConfig, steps: int, data_mean: torch.Tensor | None = None):
+def build_training_sae(
+    spec: SAESpec,
+    d_in: int,
+    sae_cfg: SAEConfig,
+    steps: int,
+    data_mean: torch.Tensor | None = None,
+    coefficient_warm_up_steps: int | None = None,
+):
     """A freshly initialised SAELens training SAE for `spec` (seeded).
+
+    The sparsity coefficient (L1 / L0) warms up over `coefficient_warm_up_steps` (default
+    steps // 20, the learning-rate warm-up of an ordinary run; a ladder passes its own).
 
     `data_mean` (in the SAE's normalised input space) initialises the decoder bias: SAELens 6
     starts it at zero, which costs a short run most of its steps on learning the mean of a
     residual stream. Gao et al. start it at the geometric median; the mean is the usual stand-in.
     """
     sae_cls, cfg_cls = get_sae_training_class(training_class_name(spec, sae_cfg))
+    warm = steps // 20 if coefficient_warm_up_steps is None else coefficient_warm_up_steps
     values: dict[str, Any] = {
         "d_in": d_in,
         "d_sae": spec.d_sae,
@@ -60,9 +71,9 @@ def build_training_sae(spec: SAESpec, d_in: int, sae_cfg: SAEConfig, steps: int,
         "normalize_activations": "expected_average_only_in",
         "aux_loss_coefficient": sae_cfg.aux_loss_coefficient,
         "l1_coefficient": sae_cfg.l1_coefficient,
-        "l1_warm_up_steps": steps // 20,
+        "l1_warm_up_steps": warm,
         "l0_coefficient": sae_cfg.jumprelu_sparsity_coefficient,
-        "l0_warm_up_steps": steps // 20,
+        "l0_warm_up_steps": warm,
         **dict(spec.extra),
     }
     fields = {f.name for f in dataclasses.fields(cfg_cls)}

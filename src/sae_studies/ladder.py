@@ -1,0 +1,356 @@
+"""Token-budget ladders: one warmup-stable-decay run per SAE, an SAE at every rung.
+
+A ladder is a small plan of rungs on top of SAELens' `SAETrainer`, not a second trainer:
+
+* **trunk**: one run at a constant learning rate after a linear warm-up of `warmup_steps`
+  (SAELens' "constant" scheduler), checkpointed by the trainer's own `save_checkpoint` (SAE
+  weights, Adam moments, scheduler and coefficient state, dead-latent counters, activation
+  scaler) at every rung's *branch point*;
+* **rung i** (R_i tokens = S_i steps of `batch_size` rows): a branch from the trunk's checkpoint
+  at step b_i = S_i − d_i that trains d_i = max(1, round(decay_fraction · S_i)) more steps with
+  the learning rate falling linearly from its constant value to 0 (the "constant" scheduler's
+  decay phase). The branch's tokens are counted inside the rung: the rung's SAE has taken
+  exactly S_i optimiser steps on the first S_i batches of the seed's data stream (the same
+  batches an ordinary `train_sae` run of R_i tokens reads), b_i of them on the trunk and d_i on
+  the branch.
+
+Cost: b_n + Σ d_i steps, about (1 + decay_fraction) × S_n for doubling rungs (1.175 S_n for
+four doublings at 0.2) instead of Σ S_i ≈ 2 S_n for separate runs; `LadderPlan.cost_steps`.
+
+Every checkpoint and every rung SAE is an artifact of the store keyed by its parameters (the
+trunk's key leaves out the ladder's top rung, so adding a rung reuses the trunk). A ladder
+killed mid-way resumes from its last published checkpoint: the trainer reloads its state and
+the data stream restarts at the batch the checkpoint had reached (`ActivationSet.batches(start=)`),
+so the resumed ladder produces the same SAEs as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sae_lens import SAE
+from sae_lens.config import SAETrainerConfig
+from sae_lens.constants import SAE_WEIGHTS_FILENAME
+from sae_lens.training.optim import get_lr_scheduler
+from sae_lens.training.sae_trainer import SAETrainer
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from .activations import ActivationSet
+from .config import SAEConfig
+from .saes import registry
+from .saes.registry import SAESpec
+from .store import Artifact, Store
+from .train import build_training_sae, debias_topk_threshold, load_sae, normalised_mean, training_class_name
+
+__all__ = ["LadderPlan", "Ladder", "plan", "train_ladder", "rung_schedule"]
+
+CHECKPOINT_KIND = "ladder_checkpoint"
+POSITION_FILE = "ladder_position.json"
+LR_FILE = "lr.npy"
+NORM_BATCHES = 20
+"""Batches the trainer reads to estimate the activation scale before its first step (as `train_sae`)."""
+
+
+@dataclass(frozen=True)
+class LadderPlan:
+    """The steps of a ladder: rungs, branch points, decay lengths, warm-up and cost (all in steps of
+    `batch_size` rows)."""
+
+    rungs: tuple[int, ...]
+    """Training tokens of each rung's SAE, strictly increasing multiples of batch_size."""
+    batch_size: int
+    decay_fraction: float
+    """Share of a rung's steps spent on its decay branch (the rest is the shared trunk)."""
+    warmup_steps: int
+    """Linear learning-rate warm-up at the start of the trunk (also the sparsity-coefficient warm-up)."""
+
+    @property
+    def rung_steps(self) -> tuple[int, ...]:
+        return tuple(r // self.batch_size for r in self.rungs)
+
+    @property
+    def decay_steps(self) -> tuple[int, ...]:
+        return tuple(max(1, round(self.decay_fraction * s)) for s in self.rung_steps)
+
+    @property
+    def branch_steps(self) -> tuple[int, ...]:
+        """Trunk step each rung branches from (its checkpoint)."""
+        return tuple(s - d for s, d in zip(self.rung_steps, self.decay_steps))
+
+    @property
+    def norm_batches(self) -> int:
+        return min(NORM_BATCHES, self.rung_steps[0])
+
+    @property
+    def cost_steps(self) -> int:
+        """Optimiser steps of the whole ladder: the trunk to the last branch point plus every branch."""
+        return self.branch_steps[-1] + sum(self.decay_steps)
+
+    @property
+    def cost_ratio(self) -> float:
+        """cost_steps over the longest rung's steps (what separate runs would cost: sum of rung steps)."""
+        return self.cost_steps / self.rung_steps[-1]
+
+
+def plan(rungs: Sequence[int], batch_size: int, decay_fraction: float = 0.2, warmup_fraction: float = 0.05) -> LadderPlan:
+    """Validate and build a ladder plan. The warm-up is `warmup_fraction` of the first rung's steps
+    (fixed in steps, so every rung shares it and the trunk does not depend on the top rung)."""
+    rungs = tuple(int(r) for r in rungs)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not rungs or any(r < batch_size or r % batch_size for r in rungs):
+        raise ValueError(f"ladder rungs must be multiples of batch_size {batch_size} (at least one batch); got {list(rungs)}")
+    if any(a >= b for a, b in zip(rungs, rungs[1:])):
+        raise ValueError(f"ladder rungs must be strictly increasing token counts; got {list(rungs)}")
+    if not 0 < decay_fraction < 1:
+        raise ValueError(f"decay_fraction must be in (0, 1), got {decay_fraction}")
+    if not 0 <= warmup_fraction < 1:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    warmup = int(warmup_fraction * rungs[0] // batch_size)
+    p = LadderPlan(rungs, batch_size, decay_fraction, warmup if warmup >= 2 else 0)  # SAELens' warm-up needs >= 2 steps
+    b = p.branch_steps
+    if b[0] < max(1, p.warmup_steps) or any(x >= y for x, y in zip(b, b[1:])):
+        raise ValueError(
+            f"rungs {list(rungs)} at batch_size {batch_size} give branch steps {list(b)}: each must come after the warm-up "
+            f"({p.warmup_steps} steps) and after the previous one; use longer or more widely spaced rungs"
+        )
+    return p
+
+
+@dataclass
+class Ladder:
+    """A trained ladder: one inference SAE and artifact per rung, the plan, and the optimiser steps
+    this call ran (0 when everything came from the store)."""
+
+    plan: LadderPlan
+    saes: list[SAE]
+    artifacts: list[Artifact]
+    steps_run: int
+
+
+class _Counted:
+    """An iterator of batches that counts what it has handed out (its position in the stream)."""
+
+    def __init__(self, it: Iterator[torch.Tensor], start: int):
+        self.it, self.consumed = it, start
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        batch = next(self.it)
+        self.consumed += 1
+        return batch
+
+
+def _training_key(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, p: LadderPlan) -> dict[str, Any]:
+    cfg = dataclasses.asdict(sae_cfg)
+    for name in ("expansion_factor", "k", "train_tokens", "lr_warm_up_fraction", "lr_decay_fraction"):
+        cfg.pop(name)  # in the spec, or replaced by the ladder's own schedule
+    if not registry.get(spec.architecture).batch_threshold:
+        cfg.pop("debias_batchtopk_threshold")
+    return {
+        "spec": dataclasses.asdict(spec),
+        "activations": acts.key,
+        "training": cfg,
+        "batch_size": p.batch_size,
+        "schedule": {"kind": "warmup-stable", "warmup_steps": p.warmup_steps, "norm_batches": p.norm_batches},
+    }
+
+
+def checkpoint_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, p: LadderPlan, step: int) -> dict[str, Any]:
+    """Store key of the trunk's checkpoint after `step` steps (independent of the ladder's rungs)."""
+    return {**_training_key(spec, acts, sae_cfg, p), "step": step}
+
+
+def rung_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, p: LadderPlan, i: int) -> dict[str, Any]:
+    """Store key (kind "sae") of rung i's SAE: the trunk's key, its branch point and decay length."""
+    key = _training_key(spec, acts, sae_cfg, p)
+    key["schedule"] = {
+        **key["schedule"],
+        "kind": "warmup-stable-decay",
+        "branch_step": p.branch_steps[i],
+        "decay_steps": p.decay_steps[i],
+    }
+    return {**key, "train_tokens": p.rungs[i]}
+
+
+def _trainer_config(sae_cfg: SAEConfig, p: LadderPlan, total_steps: int, decay_steps: int, checkpoint_path: str | None):
+    return SAETrainerConfig(
+        total_training_samples=total_steps * p.batch_size,
+        train_batch_size_samples=p.batch_size,
+        lr=sae_cfg.lr,
+        lr_end=sae_cfg.lr / 10,  # as train_sae; the "constant" scheduler decays from lr to 0 whatever it is
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=p.warmup_steps,
+        lr_decay_steps=decay_steps,
+        device=sae_cfg.device,
+        dead_feature_window=sae_cfg.dead_feature_window,
+        feature_sampling_window=max(1, p.rung_steps[-1]),
+        n_batches_for_norm_estimate=p.norm_batches,
+        checkpoint_path=checkpoint_path,
+    )
+
+
+def _trainer(acts, spec, sae_cfg, p, total_steps, decay_steps, checkpoint: Path | None, checkpoint_path: str | None = None):
+    """An SAETrainer on a fresh SAE, or on the state of `checkpoint` with the data stream resumed
+    where the checkpoint left it; records the learning rate of every optimiser step in `.lrs`."""
+    sae = build_training_sae(spec, acts.d, sae_cfg, 1, normalised_mean(acts), coefficient_warm_up_steps=p.warmup_steps)
+    start = 0
+    if checkpoint is not None:
+        sae.load_state_dict(load_file(checkpoint / SAE_WEIGHTS_FILENAME))
+        start = json.loads((checkpoint / POSITION_FILE).read_text())["batches_consumed"]
+    data = _Counted(acts.batches(p.batch_size, seed=spec.seed, start=start), start)
+    trainer = SAETrainer(_trainer_config(sae_cfg, p, total_steps, decay_steps, checkpoint_path), sae, data_provider=data)
+    if checkpoint is not None:
+        trainer.load_trainer_state(checkpoint)
+        # SAELens saves a checkpoint before it counts the step it has just taken
+        trainer.n_training_steps = trainer.n_training_samples // p.batch_size
+    lrs: list[float] = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+    trainer.lrs = lrs  # type: ignore[attr-defined]
+    return trainer, data
+
+
+def _copy_into(source: Path, out: Path) -> None:
+    shutil.copytree(source, out, dirs_exist_ok=True)
+
+
+def _ensure_trunk(acts, spec, sae_cfg, p: LadderPlan, store: Store, needed: list[int]) -> int:
+    """Publish the trunk checkpoints at branch steps `needed` (those not yet in the store), resuming
+    from the latest published one before them; return the optimiser steps run."""
+    missing = [b for b in needed if store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b)) is None]
+    if not missing:
+        return 0
+    target = max(missing)
+    resume, resume_art = 0, None
+    for b in p.branch_steps:
+        art = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b)) if b < target else None
+        if art is not None:
+            resume, resume_art = b, art
+    with tempfile.TemporaryDirectory(prefix="ladder-") as tmp_root:
+        published = {"lr_from": 0}
+
+        def publish(checkpoint_path: Path | None) -> None:
+            assert checkpoint_path is not None
+            step = trainer.n_training_samples // p.batch_size
+            (checkpoint_path / POSITION_FILE).write_text(json.dumps({"step": step, "batches_consumed": data.consumed}))
+            # the learning rate of every trunk step since the previous checkpoint (its segment)
+            np.save(checkpoint_path / LR_FILE, np.asarray(trainer.lrs[published["lr_from"] :]))
+            published["lr_from"] = len(trainer.lrs)
+            store.get_or_build(
+                CHECKPOINT_KIND,
+                checkpoint_params(spec, acts, sae_cfg, p, step),
+                lambda out: _copy_into(checkpoint_path, out),
+            )
+            shutil.rmtree(checkpoint_path, ignore_errors=True)
+
+        trainer, data = _trainer(acts, spec, sae_cfg, p, target, 0, resume_art.path if resume_art else None, tmp_root)
+        trainer.save_checkpoint_fn = publish
+        # checkpoints at the branch points (SAELens saves once n_training_samples passes a threshold)
+        trainer.checkpoint_thresholds = [b * p.batch_size - 1 for b in p.branch_steps if resume < b <= target]
+        trainer.fit()
+    return len(trainer.lrs)
+
+
+def _train_rung(acts, spec, sae_cfg, p: LadderPlan, store: Store, i: int) -> tuple[Artifact, int]:
+    params = rung_params(spec, acts, sae_cfg, p, i)
+    ran = {"steps": 0}
+
+    def build(tmp: Path) -> dict:
+        ckpt = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, p.branch_steps[i]))
+        if ckpt is None:
+            raise RuntimeError(f"rung {i}: its trunk checkpoint (step {p.branch_steps[i]}) is not in the store")
+        trainer, _ = _trainer(acts, spec, sae_cfg, p, p.rung_steps[i], p.decay_steps[i], ckpt.path)
+        # the branch's schedule: warm-up, constant to the branch point, then linear decay to 0; the
+        # trunk's scheduler state ends at the branch point, so rebuild it and step it there
+        trainer.lr_scheduler = get_lr_scheduler(
+            "constant",
+            optimizer=trainer.optimizer,
+            training_steps=p.rung_steps[i],
+            lr=sae_cfg.lr,
+            warm_up_steps=p.warmup_steps,
+            decay_steps=p.decay_steps[i],
+            lr_end=sae_cfg.lr,
+            num_cycles=1,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": fast-forward only
+            for _ in range(p.branch_steps[i]):
+                trainer.lr_scheduler.step()
+        start = time.time()
+        trainer.fit()
+        seconds = time.time() - start
+        if sae_cfg.debias_batchtopk_threshold and registry.get(spec.architecture).batch_threshold:
+            debias_topk_threshold(trainer.sae, p.rung_steps[i])  # one threshold update per step, trunk included
+        trainer.sae.cfg.metadata.hook_name = acts.hook
+        trainer.sae.save_inference_model(tmp)
+        np.save(tmp / LR_FILE, np.asarray(trainer.lrs))
+        ran["steps"] = len(trainer.lrs)
+        summary = {
+            "branch_seconds": round(seconds, 2),
+            "training_class": training_class_name(spec, sae_cfg),
+            "train_l0": trainer.sae.cfg.metadata.l0,
+            "dead_at_end": trainer.sae.cfg.metadata.num_dead_features,
+        }
+        (tmp / "training.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    return store.get_or_build("sae", params, build), ran["steps"]
+
+
+def train_ladder(
+    acts: ActivationSet,
+    spec: SAESpec,
+    sae_cfg: SAEConfig,
+    store: Store,
+    rungs: Sequence[int],
+    batch_size: int = 4096,
+    decay_fraction: float = 0.2,
+    progress: bool = True,
+) -> Ladder:
+    """Train (or load from the store) one SAE per rung of a warmup-stable-decay ladder.
+
+    `sae_cfg` gives the learning rate (the constant phase) and every other training setting;
+    its `train_tokens`, `lr_decay_fraction` are replaced by the rungs and `decay_fraction`, and the
+    warm-up is `sae_cfg.lr_warm_up_fraction` of the first rung. Missing trunk checkpoints are
+    trained first (resuming from the latest one in the store), then every missing rung's branch.
+    """
+    p = plan(rungs, batch_size, decay_fraction, sae_cfg.lr_warm_up_fraction)
+    acts.batches(batch_size, spec.seed)  # fails early if batch_size does not divide the rows
+    missing = [i for i in range(len(p.rungs)) if store.get("sae", rung_params(spec, acts, sae_cfg, p, i)) is None]
+    steps = _ensure_trunk(acts, spec, sae_cfg, p, store, [p.branch_steps[i] for i in missing])
+    artifacts = []
+    for i in tqdm(range(len(p.rungs)), desc=f"ladder {spec.architecture} seed {spec.seed}", disable=not progress, leave=False):
+        art, ran = _train_rung(acts, spec, sae_cfg, p, store, i)
+        artifacts.append(art)
+        steps += ran
+    return Ladder(p, [load_sae(a.path, sae_cfg.device) for a in artifacts], artifacts, steps)
+
+
+def rung_schedule(acts: ActivationSet, spec: SAESpec, sae_cfg: SAEConfig, store: Store, p: LadderPlan, i: int) -> np.ndarray:
+    """The learning rate of every optimiser step rung i's SAE took (trunk segments from the stored
+    checkpoints, then its branch), as the trainer recorded them: what the schedule figure and
+    tests read."""
+    parts = []
+    for b in p.branch_steps[: i + 1]:
+        art = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b))
+        if art is None:
+            raise ValueError(f"trunk checkpoint at step {b} is not in the store; train the ladder first")
+        parts.append(np.load(art.path / LR_FILE))
+    art = store.get("sae", rung_params(spec, acts, sae_cfg, p, i))
+    if art is None:
+        raise ValueError(f"rung {i} is not in the store; train the ladder first")
+    return np.concatenate([*parts, np.load(art.path / LR_FILE)])

@@ -1,0 +1,151 @@
+"""Token-budget ladders (sae_studies.ladder) on small synthetic activations: the plan's cost, resume
+after a kill, the schedule, SAELens round-trips, and agreement with an ordinary `train_sae` run."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sae_lens import SAE
+from sae_lens.training.sae_trainer import SAETrainer
+
+from sae_studies import ladder
+from sae_studies.activations import ActivationSet
+from sae_studies.config import SAEConfig
+from sae_studies.saes import registry
+from sae_studies.store import Store
+from sae_studies.train import train_sae
+
+B = 128
+RUNGS = (40 * B, 80 * B, 160 * B)  # 40 / 80 / 160 steps: warm-up 2 steps, decay 8 / 16 / 32
+CFG = SAEConfig(lr=5e-3, dead_feature_window=16, train_tokens=RUNGS[-1])
+
+
+def synthetic_acts(store: Store, n: int = 8192, d: int = 16) -> ActivationSet:
+    """Rows with a few strong directions (so an SAE has something to learn), as a store artifact."""
+
+    def build(tmp):
+        g = torch.Generator().manual_seed(0)
+        dirs = torch.randn(24, d, generator=g)
+        codes = torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.15)
+        x = codes @ dirs + 0.05 * torch.randn(n, d, generator=g) + 1.0
+        np.save(tmp / "acts.npy", x.numpy().astype(np.float32))
+
+    return ActivationSet("blocks.0.hook_resid_post", store.get_or_build("test_acts", {"n": n, "d": d}, build))
+
+
+@pytest.fixture
+def acts(tmp_path):
+    return synthetic_acts(Store(tmp_path / "acts"))
+
+
+def spec(arch: str = "topk", seed: int = 0):
+    return registry.get(arch).spec(64, 4, seed)
+
+
+def state(sae) -> dict:
+    return {k: v.detach().clone() for k, v in sae.state_dict().items()}
+
+
+def test_plan_steps_and_cost():
+    p = ladder.plan([r * B for r in (64, 128, 256, 512)], B, decay_fraction=0.2)
+    assert p.decay_steps == (13, 26, 51, 102)  # round(0.2 x steps)
+    assert p.branch_steps == (51, 102, 205, 410)
+    assert p.cost_steps == 410 + 13 + 26 + 51 + 102
+    assert p.cost_ratio == pytest.approx(1.175, abs=0.01)  # 1 - f + f (1 + 1/2 + 1/4 + 1/8)
+    assert p.warmup_steps == 3  # 5 % of the first rung
+
+
+@pytest.mark.parametrize(
+    "rungs, kwargs, match",
+    [
+        ((100, 256), {}, "multiples of batch_size"),
+        ((512, 256), {}, "strictly increasing"),
+        ((256, 512), {"decay_fraction": 1.0}, "decay_fraction"),
+        ((10 * B, 11 * B), {"decay_fraction": 0.5}, "branch steps"),  # both branch at step 5
+    ],
+)
+def test_plan_rejects_bad_input(rungs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ladder.plan(rungs, B, **kwargs)
+
+
+def test_batches_start_skips_without_changing_the_stream(acts):
+    for start in (0, 5, 64, 70, 200):  # inside the first pass, at a pass boundary, later passes
+        ref = list(itertools.islice(acts.batches(B, seed=3), start, start + 6))
+        got = list(itertools.islice(acts.batches(B, seed=3, start=start), 6))
+        assert all(torch.equal(a, b) for a, b in zip(ref, got))
+    with pytest.raises(ValueError, match="start"):
+        acts.batches(B, start=-1)
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_killed_ladder_resumes_to_the_same_saes(tmp_path, acts, monkeypatch, one_thread, arch):
+    whole = ladder.train_ladder(acts, spec(arch), CFG, Store(tmp_path / "a"), RUNGS, B, progress=False)
+    assert whole.steps_run == whole.plan.cost_steps
+
+    store = Store(tmp_path / "b")
+    real = SAETrainer._checkpoint_if_needed
+    saved = []
+
+    def killed_after_two(self):
+        before = len(self.checkpoint_thresholds)
+        real(self)
+        saved.extend([1] * (before - len(self.checkpoint_thresholds)))
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # killed right after the second checkpoint was published
+
+    monkeypatch.setattr(SAETrainer, "_checkpoint_if_needed", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        ladder.train_ladder(acts, spec(arch), CFG, store, RUNGS, B, progress=False)
+    monkeypatch.undo()
+    assert not list(store.root.glob("sae/*"))  # no rung was finished
+    resumed = ladder.train_ladder(acts, spec(arch), CFG, store, RUNGS, B, progress=False)
+    p = resumed.plan
+    assert resumed.steps_run == p.cost_steps - p.branch_steps[1]  # the trunk restarted at checkpoint 2
+    for a, b in zip(whole.saes, resumed.saes):
+        sa, sb = state(a), state(b)
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+    again = ladder.train_ladder(acts, spec(arch), CFG, store, RUNGS, B, progress=False)
+    assert again.steps_run == 0  # everything from the store
+
+
+def test_rungs_load_with_sae_lens_and_improve(tmp_path, acts, one_thread):
+    result = ladder.train_ladder(acts, spec(), CFG, Store(tmp_path / "s"), RUNGS, B, progress=False)
+    x = acts.tensor(2048)
+    fvu = []
+    for art in result.artifacts:
+        sae = SAE.load_from_disk(str(art.path))
+        assert sae.cfg.d_sae == 64 and sae.cfg.metadata.hook_name == acts.hook
+        with torch.no_grad():
+            err = (sae.decode(sae.encode(x)) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+        fvu.append(float(err))
+    assert fvu[-1] < fvu[0] < 1  # learned something, and more with more tokens
+
+
+def test_schedule_is_warmup_stable_decay(tmp_path, acts, one_thread):
+    store = Store(tmp_path / "s")
+    result = ladder.train_ladder(acts, spec(), CFG, store, RUNGS, B, progress=False)
+    p, lr = result.plan, CFG.lr
+    for i in range(len(RUNGS)):
+        sched = ladder.rung_schedule(acts, spec(), CFG, store, p, i)
+        w, b, d = p.warmup_steps, p.branch_steps[i], p.decay_steps[i]
+        assert len(sched) == p.rung_steps[i]  # the branch's steps are inside the rung
+        assert np.all(np.diff(sched[:w]) > 0) and sched[0] == pytest.approx(lr / w)
+        np.testing.assert_allclose(sched[w:b], lr, rtol=1e-6)  # constant in the stable phase
+        np.testing.assert_allclose(sched[b:], lr * (1 - np.arange(d) / d), rtol=1e-6)  # linear decay to 0
+    assert (p.warmup_steps, p.decay_steps) == (2, (8, 16, 32))
+
+
+def test_one_rung_ladder_is_an_ordinary_run(tmp_path, acts, one_thread):
+    """With one rung, warm-up 5 % and decay 20 % the ladder is `train_sae`'s schedule, trained through
+    a checkpoint and a resume: the same SAE bit for bit."""
+    store = Store(tmp_path / "s")
+    tokens = 80 * B
+    ordinary, _ = train_sae(acts, spec(), CFG.__class__(**{**CFG.__dict__, "train_tokens": tokens}), store, B)
+    result = ladder.train_ladder(acts, spec(), CFG, store, [tokens], B, progress=False)
+    a, b = state(ordinary), state(result.saes[0])
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
