@@ -102,14 +102,21 @@ class Study01Config:
     pool_refit_tokens: int = 131_072
     """Tokens of the encoder refit of a pooled SAE (decoder frozen, see stability.fit_pooled_sae)."""
     convergence_tokens: tuple[int, ...] = ()
-    """Training lengths of the convergence sweep (tokens per SAE). () skips the sweep; the
-    `convergence` profile runs it and writes figures/convergence/01_convergence.csv, which the
-    default notebook reads to say how far from converged its own length is."""
+    """Rungs of study 1's token-budget ladder (tokens per SAE, strictly increasing; doublings, so
+    the convergence gate reads the last doubling). () skips the ladder; the `convergence` profile
+    runs it and writes figures/convergence/01_ladder.csv, which the default notebook reads to gate
+    its verdicts. Each SAE is one warmup-stable-decay run (`sae_studies.ladder`): about
+    (1 + ladder_decay_fraction) × the top rung's tokens for the whole ladder."""
+    ladder_decay_fraction: float = 0.2
+    """Share of each rung's steps spent on its decay branch (learning rate linearly to 0)."""
     convergence_lrs: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
-    """Learning rates tried at each length (chosen by held-out EV of the first seed)."""
+    """Learning-rate grid of the ladder's sweep (first seed, at rung `lr_sweep_rung`, chosen by
+    held-out EV); widened by factors of 2 while the best rate sits at the grid's edge."""
+    lr_sweep_rung: int = -2
+    """Index into convergence_tokens of the rung the learning rate is swept at (-2: the one below the top)."""
     convergence_architectures: tuple[str, ...] = ("topk", "batchtopk", "standard", "matryoshka_batchtopk")
     convergence_seeds: tuple[int, ...] = (0, 1, 2)
-    """Seeds trained at the chosen learning rate of each length (stability needs ≥ 2)."""
+    """Seeds of every ladder (stability needs ≥ 2; the gate's seed spread needs ≥ 2)."""
     threads: int | None = 1
     """torch threads for this notebook (None: torch's default, all cores). 1 by default: on the
     busy 2-core reference machine a second thread costs far more than it gives at these sizes

@@ -101,6 +101,20 @@ def check(cfg: Study01Config, n_layers: int) -> None:
     if any(not 0 < p < 1 for p in prefixes) or prefixes != sorted(set(prefixes)):
         raise ValueError(f"study01.matryoshka_prefixes must be strictly increasing fractions in (0, 1); got {prefixes}")
     check_int("study01.min_firings", cfg.min_firings, 1)
+    if cfg.convergence_tokens:
+        from ..ladder import plan
+
+        try:
+            plan(cfg.convergence_tokens, cfg.batch_size, cfg.ladder_decay_fraction)
+        except ValueError as err:
+            raise ValueError(f"study01.convergence_tokens / ladder_decay_fraction: {err}") from err
+        if not -len(cfg.convergence_tokens) <= cfg.lr_sweep_rung < len(cfg.convergence_tokens):
+            raise ValueError(
+                f"study01.lr_sweep_rung must index study01.convergence_tokens (-{len(cfg.convergence_tokens)} .. "
+                f"{len(cfg.convergence_tokens) - 1}); got {cfg.lr_sweep_rung}"
+            )
+        if len(cfg.convergence_seeds) < 2 or not cfg.convergence_lrs:
+            raise ValueError("study01.convergence_seeds needs at least 2 seeds and study01.convergence_lrs at least one rate")
 
 
 def grid(cfg: Study01Config) -> list[GridCell]:
@@ -299,7 +313,8 @@ def duplication_table(saes: dict[GridCell, list], seeds: Sequence[int], tau: flo
 
 
 def convergence_row(models: list, eval_x: torch.Tensor, tau: float, min_firings: int) -> dict:
-    """The quantities the convergence sweep reads for one (length, learning rate) set of seeds:
+    """The quantities study 1 reads for one set of seeds of the same length and rate (per-seed
+    rows: `stability_ladder.rung_rows`):
     EV and dead share (mean over seeds), fraction stable among live latents and the Hungarian
     share ≥ τ of the first two seeds."""
     reps = [quality.sae_reconstruction_metrics(m, eval_x) for m in models]
@@ -317,51 +332,3 @@ def convergence_row(models: list, eval_x: torch.Tensor, tau: float, min_firings:
         "stable_sd": float(np.nanstd(stable, ddof=1)) if len(stable) > 1 else np.nan,
         "hungarian_share": float((cos >= tau).double().mean()),
     }
-
-
-def convergence_sweep(run, cfg: Study01Config, progress: bool = True) -> pd.DataFrame:
-    """Training-length sweep at the analysis size, first layer: for each architecture and length,
-    the learning rate with the best held-out EV (first seed) is kept, the other seeds are trained
-    at it, and the row reports EV, dead share, live fraction stable (mean ± sd over seeds) and the
-    Hungarian share ≥ τ — against tokens. ``chosen_lr`` marks the kept rate."""
-    from ..activations import hook_name
-    from ..train import train_sae
-
-    hook = hook_name(cfg.layers[0])
-    acts = run.activations([hook])[hook]
-    eval_x = run.activations([hook], split="val")[hook].tensor()
-    d_in, k = acts.d, run.profile.sae.k
-    # the covariance null of the same shape (no learned structure): the level every row is read against
-    cov = torch.cov(eval_x[:32768].double().T)
-    n_features = cfg.analysis_expansion_factor * d_in
-    decs = seed_stability.null_decoders(
-        "covariance", len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0)
-    )
-    null = {n_features: seed_stability.null_stability(decs, cfg.tau)}
-    rows = []
-    combos = [(a, t) for a in cfg.convergence_architectures for t in cfg.convergence_tokens]
-    for arch, tokens in tqdm(combos, desc="convergence sweep", disable=not progress):
-        cell = GridCell(cfg.layers[0], arch, cfg.analysis_expansion_factor)
-        first = cfg.convergence_seeds[0]
-        evs = {}
-        for lr in cfg.convergence_lrs:
-            sae, _ = train_sae(
-                acts, cell_spec(cell, d_in, k, cfg, first), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size
-            )
-            evs[lr] = quality.sae_reconstruction_metrics(sae, eval_x).explained_variance
-        lr = max(evs, key=evs.get)
-        models = [
-            train_sae(acts, cell_spec(cell, d_in, k, cfg, s), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size)[0]
-            for s in cfg.convergence_seeds
-        ]
-        rows.append(
-            {
-                "architecture": arch,
-                "tokens": tokens,
-                "chosen_lr": lr,
-                **{f"ev_at_lr_{r:g}": v for r, v in evs.items()},
-                **convergence_row(models, eval_x, cfg.tau, cfg.min_firings),
-                **{f"null_{key}": v for key, v in null[models[0].W_dec.shape[0]].items()},
-            }
-        )
-    return pd.DataFrame(rows)

@@ -1,0 +1,47 @@
+"""The ladder figure every study draws: its read quantities against training tokens, one line per
+group (architecture), mean over seeds with ± sd error bars, a dashed null where there is one and
+a dotted line at the budget the study's verdicts read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+__all__ = ["plot_ladder"]
+
+
+def plot_ladder(
+    table: pd.DataFrame,
+    quantities: Mapping[str, str],
+    *,
+    by: str = "architecture",
+    nulls: Mapping[str, str] | None = None,
+    read_at: int | None = None,
+    title: str = "",
+) -> plt.Figure:
+    """One panel per column of ``quantities`` (column → axis label) of a ladder table with
+    ``tokens``, ``seed`` and ``by`` columns. ``nulls`` maps a quantity to a column holding its
+    null level (drawn dashed); ``read_at`` marks the tokens the verdicts read (dotted)."""
+    missing = ({"tokens", "seed", by} | set(quantities) | set((nulls or {}).values())) - set(table.columns)
+    if missing:
+        raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
+    fig, axes = plt.subplots(1, len(quantities), figsize=(4.2 * len(quantities), 3.4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], quantities.items()):
+        for i, (group, g) in enumerate(table.groupby(by, sort=False)):
+            s = g.groupby("tokens")[col]
+            ax.errorbar(s.mean().index, s.mean(), yerr=s.std(ddof=1), marker="o", capsize=3, color=f"C{i}", label=str(group))
+        if nulls and col in nulls:
+            ax.axhline(table[nulls[col]].iloc[0], ls="--", color="k", lw=1, label="covariance null")
+        if read_at is not None:
+            ax.axvline(read_at, ls=":", color="grey", label="verdicts read here")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training tokens per SAE")
+        ax.set_ylabel(label)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
