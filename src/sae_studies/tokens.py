@@ -1,7 +1,7 @@
 """Tokenizer and token streams: corpus entries → one stream of token ids per split.
 
 Each entry is followed by the end-of-text token, and every token carries the category id of its
-entry (CATEGORIES order; -1 for the separator), so analyses can ask which theme a token came from.
+entry (ALL_CATEGORIES order; -1 for the separator), so analyses can ask which theme a token came from.
 The embedded model's byte-level BPE tokenizer is trained here on the training split only.
 """
 
@@ -25,7 +25,7 @@ EOT = "<|endoftext|>"
 @dataclass(frozen=True)
 class TokenStream:
     tokens: np.ndarray  # int32 [n]
-    categories: np.ndarray  # int8 [n], index into CATEGORIES, -1 on separators
+    categories: np.ndarray  # int8 [n], index into ALL_CATEGORIES, -1 on separators
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -66,6 +66,8 @@ def as_hf_tokenizer(tokenizer_file: Path, out_dir: Path) -> None:
 def embedded_tokenizer(cfg: CorpusConfig, store: Store) -> tuple[PreTrainedTokenizerFast, Artifact]:
     """The BPE tokenizer of the embedded model, trained on the training split and cached."""
     params = {"corpus": cfg.source, "val_fraction": cfg.val_fraction, "vocab_size": cfg.vocab_size}
+    if cfg.extra_sources:  # only then: the fortune corpus keeps its keys
+        params["extra_sources"] = list(cfg.extra_sources)
 
     def build(tmp: Path) -> dict:
         train, _ = corpus.load(cfg)
@@ -82,7 +84,7 @@ def encode(entries_: list[corpus.Entry], tokenizer: PreTrainedTokenizerFast) -> 
     eot = tokenizer.eos_token_id
     if eot is None:
         raise ValueError("the tokenizer has no end-of-text (eos) token to separate entries")
-    cat_id = {c: i for i, c in enumerate(corpus.CATEGORIES)}
+    cat_id = {c: i for i, c in enumerate(corpus.ALL_CATEGORIES)}
     ids = tokenizer([e.text for e in entries_], add_special_tokens=False)["input_ids"]
     tokens, cats = [], []
     for entry, seq in zip(entries_, tqdm(ids, desc="tokenising", leave=False)):
@@ -101,7 +103,10 @@ def token_streams(
     Both streams are shuffled at the entry level with a fixed seed, so that any prefix of them
     (a token budget) mixes all categories instead of reading one category after another.
     """
-    params = {"corpus": as_dict(cfg), "tokenizer": tokenizer_id, "entry_order": "shuffled, seed 0"}
+    corpus_params = as_dict(cfg)
+    if not cfg.extra_sources:  # the field came later: without extra sources the key is what it was
+        corpus_params.pop("extra_sources")
+    params = {"corpus": corpus_params, "tokenizer": tokenizer_id, "entry_order": "shuffled, seed 0"}
 
     def build(tmp: Path) -> dict:
         rng = np.random.default_rng(0)
