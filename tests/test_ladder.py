@@ -149,3 +149,21 @@ def test_one_rung_ladder_is_an_ordinary_run(tmp_path, acts, one_thread):
     a, b = state(ordinary), state(result.saes[0])
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_top_rung_matches_an_ordinary_run_of_the_same_length(tmp_path, acts, one_thread):
+    """The top rung differs from `train_sae` at the same length only in its warm-up (5 % of the
+    first rung instead of 5 % of the run): same data, same decay. Its reconstruction error must be
+    within 10 % of the ordinary run's, seed by seed (measured: 0.143 vs 0.154 for seed 0, the
+    shorter warm-up helps a 160-step run)."""
+    store = Store(tmp_path / "s")
+    x = acts.tensor(4096)
+
+    def fvu(sae):
+        with torch.no_grad():
+            return float((sae.decode(sae.encode(x)) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+    for seed in (0, 1):
+        ordinary, _ = train_sae(acts, spec(seed=seed), CFG, store, B)
+        top = ladder.train_ladder(acts, spec(seed=seed), CFG, store, RUNGS, B, progress=False).saes[-1]
+        assert fvu(top) == pytest.approx(fvu(ordinary), rel=0.1)
