@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=1_048_576)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--warmup-tokens", type=int, default=None, help="the ladder's warm-up (default: 5 %% of its first rung)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = pipeline.start(args.profile)
@@ -50,7 +51,7 @@ def main() -> None:
         steps["ordinary"] += args.tokens // bs
         models["ordinary"].append(sae)
         t = time.time()
-        lad = ladder.train_ladder(acts, spec, cfg, run.store, rungs, bs)
+        lad = ladder.train_ladder(acts, spec, cfg, run.store, rungs, bs, warmup_tokens=args.warmup_tokens)
         seconds["ladder"] += time.time() - t
         steps["ladder"] += lad.plan.cost_steps
         models["ladder"].append(lad.saes[-1])
@@ -75,7 +76,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     print(table.round(4).to_string(index=False))
-    out = run.profile.root / "build" / "bench_ladder.csv"
+    out = run.profile.root / "build" / f"bench_ladder_warmup{args.warmup_tokens}.csv"
     out.parent.mkdir(exist_ok=True)
     table.to_csv(out, index=False)
     print(f"steps ladder / ordinary: {steps['ladder'] / steps['ordinary']:.3f} (3 rungs vs 1 run)")

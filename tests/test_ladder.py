@@ -63,6 +63,8 @@ def test_plan_steps_and_cost():
         ((512, 256), {}, "strictly increasing"),
         ((256, 512), {"decay_fraction": 1.0}, "decay_fraction"),
         ((10 * B, 11 * B), {"decay_fraction": 0.5}, "branch steps"),  # both branch at step 5
+        ((10 * B, 20 * B), {"warmup_tokens": 9 * B}, "branch steps"),  # warm-up past the first branch point
+        ((10 * B, 20 * B), {"warmup_tokens": -1}, "warmup_tokens"),
     ],
 )
 def test_plan_rejects_bad_input(rungs, kwargs, match):
@@ -167,3 +169,14 @@ def test_top_rung_matches_an_ordinary_run_of_the_same_length(tmp_path, acts, one
         ordinary, _ = train_sae(acts, spec(seed=seed), CFG, store, B)
         top = ladder.train_ladder(acts, spec(seed=seed), CFG, store, RUNGS, B, progress=False).saes[-1]
         assert fvu(top) == pytest.approx(fvu(ordinary), rel=0.1)
+
+
+def test_top_rung_with_the_ordinary_warm_up_is_the_ordinary_run(tmp_path, acts, one_thread):
+    """With the ordinary run's warm-up (5 % of the top rung) the top rung of a three-rung ladder is
+    `train_sae` at that length bit for bit: checkpoints and branches change nothing else."""
+    store = Store(tmp_path / "s")
+    ordinary, _ = train_sae(acts, spec(), CFG, store, B)
+    top = ladder.train_ladder(acts, spec(), CFG, store, RUNGS, B, progress=False, warmup_tokens=RUNGS[-1] // 20).saes[-1]
+    a, b = state(ordinary), state(top)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -104,9 +104,18 @@ class LadderPlan:
         return self.cost_steps / self.rung_steps[-1]
 
 
-def plan(rungs: Sequence[int], batch_size: int, decay_fraction: float = 0.2, warmup_fraction: float = 0.05) -> LadderPlan:
-    """Validate and build a ladder plan. The warm-up is `warmup_fraction` of the first rung's steps
-    (fixed in steps, so every rung shares it and the trunk does not depend on the top rung)."""
+def plan(
+    rungs: Sequence[int],
+    batch_size: int,
+    decay_fraction: float = 0.2,
+    warmup_fraction: float = 0.05,
+    warmup_tokens: int | None = None,
+) -> LadderPlan:
+    """Validate and build a ladder plan. The warm-up is `warmup_tokens` (rounded down to steps) or,
+    by default, `warmup_fraction` of the first rung's steps: fixed in steps, so every rung shares it
+    and the trunk does not depend on the top rung. (An ordinary `train_sae` run warms up over 5 %
+    of its own length: the ladder's top rung reproduces it bit for bit with
+    warmup_tokens = 0.05 × the top rung.)"""
     rungs = tuple(int(r) for r in rungs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -118,7 +127,9 @@ def plan(rungs: Sequence[int], batch_size: int, decay_fraction: float = 0.2, war
         raise ValueError(f"decay_fraction must be in (0, 1), got {decay_fraction}")
     if not 0 <= warmup_fraction < 1:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
-    warmup = int(warmup_fraction * rungs[0] // batch_size)
+    if warmup_tokens is not None and warmup_tokens < 0:
+        raise ValueError(f"warmup_tokens must be >= 0 (or None: warmup_fraction of the first rung); got {warmup_tokens}")
+    warmup = int(warmup_fraction * rungs[0] // batch_size) if warmup_tokens is None else warmup_tokens // batch_size
     p = LadderPlan(rungs, batch_size, decay_fraction, warmup if warmup >= 2 else 0)  # SAELens' warm-up needs >= 2 steps
     b = p.branch_steps
     if b[0] < max(1, p.warmup_steps) or any(x >= y for x, y in zip(b, b[1:])):
@@ -320,15 +331,16 @@ def train_ladder(
     batch_size: int = 4096,
     decay_fraction: float = 0.2,
     progress: bool = True,
+    warmup_tokens: int | None = None,
 ) -> Ladder:
     """Train (or load from the store) one SAE per rung of a warmup-stable-decay ladder.
 
     `sae_cfg` gives the learning rate (the constant phase) and every other training setting;
     its `train_tokens`, `lr_decay_fraction` are replaced by the rungs and `decay_fraction`, and the
-    warm-up is `sae_cfg.lr_warm_up_fraction` of the first rung. Missing trunk checkpoints are
+    warm-up is `warmup_tokens` or, by default, `sae_cfg.lr_warm_up_fraction` of the first rung. Missing trunk checkpoints are
     trained first (resuming from the latest one in the store), then every missing rung's branch.
     """
-    p = plan(rungs, batch_size, decay_fraction, sae_cfg.lr_warm_up_fraction)
+    p = plan(rungs, batch_size, decay_fraction, sae_cfg.lr_warm_up_fraction, warmup_tokens)
     acts.batches(batch_size, spec.seed)  # fails early if batch_size does not divide the rows
     missing = [i for i in range(len(p.rungs)) if store.get("sae", rung_params(spec, acts, sae_cfg, p, i)) is None]
     steps = _ensure_trunk(acts, spec, sae_cfg, p, store, [p.branch_steps[i] for i in missing])

@@ -105,9 +105,9 @@ def check(cfg: Study01Config, n_layers: int) -> None:
         from ..ladder import plan
 
         try:
-            plan(cfg.convergence_tokens, cfg.batch_size, cfg.ladder_decay_fraction)
+            plan(cfg.convergence_tokens, cfg.batch_size, cfg.ladder_decay_fraction, warmup_tokens=cfg.ladder_warmup_tokens)
         except ValueError as err:
-            raise ValueError(f"study01.convergence_tokens / ladder_decay_fraction: {err}") from err
+            raise ValueError(f"study01.convergence_tokens / ladder_decay_fraction / ladder_warmup_tokens: {err}") from err
         if not -len(cfg.convergence_tokens) <= cfg.lr_sweep_rung < len(cfg.convergence_tokens):
             raise ValueError(
                 f"study01.lr_sweep_rung must index study01.convergence_tokens (-{len(cfg.convergence_tokens)} .. "

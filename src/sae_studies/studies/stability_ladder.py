@@ -88,7 +88,8 @@ def lr_sweep(run, cfg: Study01Config, arch: str, acts, eval_x: torch.Tensor, pro
                 upto,
                 cfg.batch_size,
                 cfg.ladder_decay_fraction,
-                False,
+                progress=False,
+                warmup_tokens=cfg.ladder_warmup_tokens,
             )
             evs[lr] = quality.sae_reconstruction_metrics(lad.saes[-1], eval_x).explained_variance
 
@@ -147,7 +148,8 @@ def ladder_table(run, cfg: Study01Config, progress: bool = True) -> tuple[pd.Dat
                 rungs,
                 cfg.batch_size,
                 cfg.ladder_decay_fraction,
-                False,
+                progress=False,
+                warmup_tokens=cfg.ladder_warmup_tokens,
             )
             for s in tqdm(cfg.convergence_seeds, desc=f"{arch} ladders", disable=not progress, leave=False)
         ]
