@@ -26,6 +26,7 @@ from sae_lens.training.sae_trainer import SAETrainer
 
 from .activations import ActivationSet
 from .config import SAEConfig
+from .devices import check_device
 from .saes import registry
 from .saes.registry import SAESpec
 from .store import Artifact, Store
@@ -131,6 +132,7 @@ def train_sae(
     steps = sae_cfg.train_tokens // batch_size
     if steps < 1:
         raise ValueError(f"sae.train_tokens ({sae_cfg.train_tokens}) is smaller than one batch ({batch_size})")
+    check_device("sae.device", sae_cfg.device)
     data = acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
     params = artifact_params(spec, acts, sae_cfg, batch_size)
     overlap = set(params) & set(key_extra or {})
@@ -198,7 +200,9 @@ def train_sae(
 
 
 def load_sae(path: Path, device: str = "cpu") -> SAE:
-    sae = SAE.load_from_disk(str(path), device=device)
+    """An inference SAE saved by `train_sae`, on `device` (checked: a ValueError names it when
+    this machine lacks it). Analyses move their inputs to wherever it is (see `devices`)."""
+    sae = SAE.load_from_disk(str(path), device=str(check_device("device", device)))
     sae.eval()
     return sae
 
