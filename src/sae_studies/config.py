@@ -114,6 +114,20 @@ class SAEConfig:
     per token on short runs. True divides it by that factor at the end of training (Adam's bias
     correction); False keeps SAELens' value. Only BatchTopK-family SAEs depend on it."""
     device: str = "cpu"
+    prefetch: int = 0
+    """Batches the data feed reads ahead on a background thread (`sae_studies.feed`), delivered on
+    `device` through pinned memory when it is CUDA; 0 reads each batch in the training loop. The
+    batches are the same either way, so it is not part of the SAE's artifact key."""
+    shuffle_block_rows: int = 0
+    """0: every pass is a uniform shuffle of all rows (random page reads). > 0: block-shuffled
+    reads, blocks of this many contiguous rows permuted, rows permuted within windows of
+    `shuffle_window_blocks` blocks (long sequential reads; less random batches, see
+    `sae_studies.feed`). Part of the artifact key when > 0."""
+    shuffle_window_blocks: int = 16
+    """Blocks whose rows are mixed together under block-shuffled reads."""
+    feed_dtype: str = "float32"
+    """`float32` or `bfloat16`: the dtype batches are stored in on their way to the SAE (bfloat16
+    halves the copy; the SAE casts to its own dtype). Part of the artifact key when bfloat16."""
 
 
 @dataclass(frozen=True)

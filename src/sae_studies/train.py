@@ -24,6 +24,7 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.registry import get_sae_training_class
 from sae_lens.training.sae_trainer import SAETrainer
 
+from . import feed
 from .activations import ActivationSet
 from .config import SAEConfig
 from .devices import check_device
@@ -107,7 +108,16 @@ def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batc
     cfg.pop("k")
     if not registry.get(spec.architecture).batch_threshold:
         cfg.pop("debias_batchtopk_threshold")  # no effect on them: their cached artifacts stay valid
-    return {"spec": dataclasses.asdict(spec), "activations": acts.key, "training": cfg, "batch_size": batch_size}
+    for name in ("prefetch", "shuffle_block_rows", "shuffle_window_blocks", "feed_dtype"):
+        cfg.pop(name)  # the feed enters only through feed_key, and only when it changes the batches
+    fed = feed.feed_key(sae_cfg.shuffle_block_rows, sae_cfg.shuffle_window_blocks, sae_cfg.feed_dtype)
+    return {
+        "spec": dataclasses.asdict(spec),
+        "activations": acts.key,
+        "training": cfg,
+        "batch_size": batch_size,
+        **({"feed": fed} if fed else {}),
+    }
 
 
 def train_sae(
@@ -133,7 +143,7 @@ def train_sae(
     if steps < 1:
         raise ValueError(f"sae.train_tokens ({sae_cfg.train_tokens}) is smaller than one batch ({batch_size})")
     check_device("sae.device", sae_cfg.device)
-    data = acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
+    acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
     params = artifact_params(spec, acts, sae_cfg, batch_size)
     overlap = set(params) & set(key_extra or {})
     if overlap:
@@ -164,9 +174,23 @@ def train_sae(
             feature_sampling_window=max(1, steps),
             n_batches_for_norm_estimate=min(20, steps),
         )
+        data = feed.data_feed(
+            acts,
+            batch_size,
+            spec.seed,
+            device=sae_cfg.device,
+            prefetch=sae_cfg.prefetch,
+            block_rows=sae_cfg.shuffle_block_rows,
+            window_blocks=sae_cfg.shuffle_window_blocks,
+            dtype=sae_cfg.feed_dtype,
+        )
         trainer = SAETrainer(trainer_cfg, sae, data_provider=data)
         start = time.time()
-        trainer.fit()
+        try:
+            trainer.fit()
+        finally:
+            if isinstance(data, feed.Prefetcher):
+                data.close()  # stop the reader thread now, not at garbage collection
         seconds = time.time() - start
         # SAETrainer may rescale parameters in place (it folds the input normalisation into the
         # decoder at the end), so a frozen parameter keeps its direction, not its scale
@@ -190,6 +214,7 @@ def train_sae(
             "training_class": training_class_name(spec, sae_cfg),
             "train_l0": sae.cfg.metadata.l0,
             "dead_at_end": sae.cfg.metadata.num_dead_features,
+            **({"feed_wait_seconds": round(data.wait_seconds, 2)} if isinstance(data, feed.Prefetcher) else {}),
             **({"frozen_min_row_cosine": frozen_cos} if frozen else {}),
         }
         (tmp / "training.json").write_text(json.dumps(summary, indent=1))
