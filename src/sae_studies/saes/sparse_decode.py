@@ -405,6 +405,20 @@ _PREFIX_WORKERS = 2
 _PREFIX_ROWS = 192
 
 
+def _prefix_chunks(device: torch.device, B: int, d: int, L: int, chunk_elems: int) -> tuple[int, int, int]:
+    """``(rows per chunk, levels per block, worker threads)`` of the prefix loss on ``device``.
+
+    CPU: chunks of ``_PREFIX_ROWS`` rows on ``_PREFIX_WORKERS`` Python threads (see there).
+    Elsewhere (a GPU): one chunk of all ``B`` rows on the calling thread, so each level costs a
+    few kernels over the whole batch instead of ``B / 192`` launches of tiny ones. Either way a
+    block of levels holds at most ``chunk_elems`` elements (at least one level)."""
+    on_cpu = device.type == "cpu"
+    n_rows = max(1, min(B, _PREFIX_ROWS, int(chunk_elems // d))) if on_cpu else max(1, B)
+    n_lev = max(1, min(max(L, 1), int(chunk_elems // (n_rows * d))))
+    n_workers = _PREFIX_WORKERS if on_cpu and B >= 2 * n_rows else 1
+    return n_rows, n_lev, n_workers
+
+
 class _PrefixLoss(torch.autograd.Function):
     """``loss = (1/B) sum_b sum_j w_j ||r_j||^2`` with ``r_j = b - x + sum_{t<=j} v_t e_t``.
 
@@ -456,11 +470,7 @@ class _PrefixLoss(torch.autograd.Function):
         else:
             S1 = torch.zeros_like(base)
         S1.add_(base)
-        on_cpu = W_dec.device.type == "cpu"
-        # CPU: row chunks on two Python threads (see _PREFIX_WORKERS). Elsewhere (a GPU) one chunk
-        # of all rows on one thread: a few kernels per level instead of thousands of tiny ones.
-        n_rows = max(1, min(B, _PREFIX_ROWS, int(chunk_elems // d))) if on_cpu else max(1, B)
-        n_lev = max(1, min(max(L, 1), int(chunk_elems // (n_rows * d))))
+        n_rows, n_lev, n_workers = _prefix_chunks(W_dec.device, B, d, L, chunk_elems)
         lock = threading.Lock()
 
         @torch.no_grad()  # grad mode is thread-local: off in the worker threads too
@@ -496,7 +506,6 @@ class _PrefixLoss(torch.autograd.Function):
                             grad_W.index_add_(0, ib, E.view(c * n, d))
                 r.copy_(Sc)
 
-        n_workers = _PREFIX_WORKERS if on_cpu and B >= 2 * n_rows else 1
         with single_thread(W_dec):
             if n_workers == 1 or L == 0:
                 work(0, B)
