@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/$(NOTEBOOK).ipynb))
 BUILD := build/notebooks/$(PROFILE)
 KERNEL := sae-studies
 
-.PHONY: setup figures smoke smollm2 convergence findings test lab bench clean clean-data
+.PHONY: setup figures smoke smollm2 convergence findings test test-gpu lab bench clean clean-data
 
 setup: $(STAMP)
 
@@ -53,6 +53,10 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
+
+## The CUDA cases of tests/test_cuda.py (marker gpu): on a machine without a GPU they are skipped.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -rs -m gpu tests/test_cuda.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

@@ -403,6 +403,11 @@ def test_device_of_and_conversions(tmp_path):
     assert devices.device_of(sae) == torch.device("cpu") == devices.device_of(sae.encode)
     assert devices.device_of(quality.cut_encoder(sae, 2)) == torch.device("cpu")
     assert devices.device_of(lambda x: x) is None
+
+    def closure(model):
+        return lambda x: model.encode(x)
+
+    assert devices.device_of(closure(sae)) == torch.device("cpu")
     assert devices.to_device(torch.ones(2), meta).device.type == "meta"
     lam = torch.ones(2)
     assert devices.to_device(lam, lambda x: x) is lam

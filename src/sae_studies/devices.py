@@ -26,7 +26,9 @@ def device_of(obj: object) -> torch.device | None:
     Tensors: their device. Modules (SAELens SAEs, TransformerLens models): the device of their
     first parameter or buffer. Objects with a ``device`` attribute (SAELens SAEs, a cut encoder)
     use it; bound methods (``sae.encode``) and ``functools.partial`` objects look at what they
-    are bound to. A plain function (a lambda) says nothing: None.
+    are bound to; a closure (``lambda x: hier.encode(x, k=3)`` inside a function) at the first
+    module or tensor it closes over. A function that holds none (``lambda z: z``) says nothing:
+    None, and callers then leave their inputs where they are.
     """
     if isinstance(obj, Tensor):
         return obj.device
@@ -48,6 +50,13 @@ def device_of(obj: object) -> torch.device | None:
             dev = device_of(part)
             if dev is not None:
                 return dev
+    for cell in getattr(obj, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, (torch.nn.Module, Tensor)):
+            return device_of(value)
     return None
 
 

@@ -28,6 +28,7 @@ import math
 import queue
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -107,11 +108,18 @@ def block_batches(
         offset = 0
 
 
-def read_rows(acts: np.ndarray, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``acts[idx]`` (sorted ``idx`` read the memmap front to back), into ``out`` when given."""
-    if out is None:
-        return acts[idx]
-    return np.take(acts, idx, axis=0, out=out)
+def read_rows(acts: np.ndarray, idx: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``acts[idx]`` as a tensor (sorted ``idx`` read the memmap front to back), into ``out`` when
+    given (e.g. a pinned buffer; converted to its dtype). A ``torch.index_select`` on the memmap's
+    memory: the same values as numpy's ``acts[idx]``, but it releases the GIL for the whole copy,
+    so a reader thread does not hold up the training loop's Python."""
+    with warnings.catch_warnings():  # a read-only memmap: torch warns it may not write to it (we never do)
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        src = torch.from_numpy(acts)
+    index = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
+    if out is None or out.dtype == src.dtype:
+        return torch.index_select(src, 0, index, out=out)
+    return out.copy_(torch.index_select(src, 0, index))
 
 
 _END = object()
@@ -240,19 +248,16 @@ def _producer(
 
     def plain() -> Iterator[torch.Tensor]:
         for idx in index_batches:
-            batch = torch.from_numpy(read_rows(acts, idx))
+            batch = read_rows(acts, idx)
             yield batch if device.type == "cpu" and dtype == torch.float32 else batch.to(device=device, dtype=dtype)
 
     def cuda() -> Iterator[torch.Tensor]:
         stream = torch.cuda.Stream(device)
-        host = rows = None
+        host = None
         for idx in index_batches:
             if host is None or host.shape[0] != len(idx):
                 host = torch.empty((len(idx), acts.shape[1]), dtype=dtype, pin_memory=True)
-                rows = host.numpy() if dtype == torch.float32 else np.empty(host.shape, dtype=np.float32)
-            read_rows(acts, idx, out=rows)
-            if dtype != torch.float32:
-                host.copy_(torch.from_numpy(rows))
+            read_rows(acts, idx, out=host)  # straight into pinned memory (bfloat16: converted there)
             with torch.cuda.stream(stream):
                 batch = host.to(device, non_blocking=True)
             stream.synchronize()  # the worker waits, not the training loop; host is free again
@@ -309,5 +314,5 @@ def data_feed(
     else:
         index = row_batches(n, batch_size, rng, steps, start)
     if prefetch == 0:
-        return (torch.from_numpy(read_rows(acts.acts, idx)).to(FEED_DTYPES[dtype]) for idx in index)
+        return (read_rows(acts.acts, idx).to(FEED_DTYPES[dtype]) for idx in index)
     return Prefetcher(acts.acts, index, device=device, dtype=FEED_DTYPES[dtype], depth=prefetch)
