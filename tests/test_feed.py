@@ -153,3 +153,22 @@ def test_artifact_key_changes_only_with_the_batches(acts):
     blocked = artifact_params(spec, acts, dataclasses.replace(SAEConfig(), shuffle_block_rows=4096), 64)
     assert blocked["feed"] == {"shuffle": {"block_rows": 4096, "window_blocks": 16}}
     assert artifact_params(spec, acts, SAEConfig(feed_dtype="bfloat16"), 64)["feed"] == {"feed_dtype": "bfloat16"}
+
+
+def test_train_sae_learns_the_same_with_prefetching(acts, tmp_path, one_thread):
+    """Through train_sae: the prefetched feed trains bitwise the same SAE as today's feed (its key
+    is the same too), and records the data wait it saw."""
+    import json
+
+    from sae_studies.store import Store
+    from sae_studies.train import train_sae
+
+    spec = SAESpec("topk", 32, 4)
+    cfg = SAEConfig(train_tokens=1024, dead_feature_window=4)
+    plain, art_a = train_sae(acts, spec, cfg, Store(tmp_path / "a"), batch_size=64)
+    pre, art_b = train_sae(acts, spec, dataclasses.replace(cfg, prefetch=3), Store(tmp_path / "b"), batch_size=64)
+    assert art_a.key == art_b.key
+    for (name, p), q in zip(plain.state_dict().items(), pre.state_dict().values()):
+        assert torch.equal(p, q), name
+    summary = json.loads((art_b.path / "training.json").read_text())
+    assert summary["feed_wait_seconds"] >= 0 and "feed_wait_seconds" not in json.loads((art_a.path / "training.json").read_text())
