@@ -141,6 +141,8 @@ def test_bad_feed_settings(acts):
         feed.data_feed(acts, 64, 0, prefetch=-1)
     with pytest.raises(ValueError, match="batch_size"):
         feed.data_feed(acts, 100, 0, prefetch=1)
+    with pytest.raises(ValueError, match="shuffle_window_blocks"):
+        feed.data_feed(acts, 64, 0, block_rows=32, window_blocks=0)
 
 
 def test_artifact_key_changes_only_with_the_batches(acts):

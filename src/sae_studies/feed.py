@@ -303,6 +303,8 @@ def data_feed(
         raise ValueError(f"sae.feed_dtype must be one of {sorted(FEED_DTYPES)}; got {dtype!r}")
     if prefetch < 0 or block_rows < 0:
         raise ValueError(f"sae.prefetch and sae.shuffle_block_rows must be >= 0; got {prefetch} and {block_rows}")
+    if block_rows:
+        check_positive_int("sae.shuffle_window_blocks", window_blocks)  # here, not at the first batch
     plain = acts.batches(batch_size, seed=seed, epochs=epochs)  # checks batch_size; today's feed
     if prefetch == 0 and block_rows == 0 and dtype == "float32" and start == 0:
         return plain
