@@ -14,7 +14,9 @@ For each feed: ``--steps`` sparse TopK training steps (SparseTopKTrainingSAE at 
 batch 4,096, Adam) after one warm-up step, timing ``wait`` (the loop blocked on the next batch,
 including its copy to the device) and ``step`` (forward, backward, optimiser step; synchronised on
 CUDA); and the feed alone (``--steps`` batches with no work between them: its ceiling). Prints
-mean ms per batch and the ratio wait / step. The memmap is written once and read from the page
+mean (and median) wait ms per batch, mean step ms, the ratio wait / step and wait against the
+plain feed's. A prefetched feed's mean is set by its rare stalls (the reader descheduled on a busy
+machine), its median by the queue hand-off. The memmap is written once and read from the page
 cache when memory allows (as on a machine whose activations fit in RAM); a cold disk waits more.
 
     .venv/bin/python bench/bench_data_feed.py [--rows 1048576] [--d 576] [--steps 20] [--device cpu|cuda]
@@ -78,7 +80,7 @@ def run_feed(acts: ActivationSet, name: str, opts: dict, steps: int, device: str
 
     sae, opt = make_sae(d, device)
     data = feed.data_feed(acts, BATCH, seed=0, device=device, **opts)
-    wait = step = 0.0
+    waits, step = [], 0.0
     for i in range(steps + 1):
         t0 = time.perf_counter()
         x = next(data).to(device)  # what SAETrainer.step does: a no-op for a prefetched batch
@@ -91,7 +93,8 @@ def run_feed(acts: ActivationSet, name: str, opts: dict, steps: int, device: str
         sync(device)
         t2 = time.perf_counter()
         if i:  # the first step warms up allocations and the reader
-            wait, step = wait + t1 - t0, step + t2 - t1
+            waits.append(t1 - t0)
+            step += t2 - t1
     if isinstance(data, feed.Prefetcher):
         data.close()
     data = feed.data_feed(acts, BATCH, seed=1, device=device, **opts)
@@ -103,7 +106,13 @@ def run_feed(acts: ActivationSet, name: str, opts: dict, steps: int, device: str
     alone = time.perf_counter() - t0
     if isinstance(data, feed.Prefetcher):
         data.close()
-    return {"feed": name, "wait_ms": 1e3 * wait / steps, "step_ms": 1e3 * step / steps, "feed_alone_ms": 1e3 * alone / steps}
+    return {
+        "feed": name,
+        "wait_ms": 1e3 * float(np.mean(waits)),
+        "wait_median_ms": 1e3 * float(np.median(waits)),
+        "step_ms": 1e3 * step / steps,
+        "feed_alone_ms": 1e3 * alone / steps,
+    }
 
 
 def main() -> None:
@@ -125,10 +134,10 @@ def main() -> None:
         )
         rows = [run_feed(acts, name, opts, args.steps, args.device, args.d) for name, opts in FEEDS.items()]
     base = rows[0]
-    print(f"\n{'feed':<17}{'wait ms':>9}{'step ms':>9}{'wait/step':>11}{'feed alone ms':>15}{'wait vs plain':>15}")
+    print(f"\n{'feed':<17}{'wait ms':>9}{'median':>8}{'step ms':>9}{'wait/step':>11}{'feed alone ms':>15}{'wait vs plain':>15}")
     for r in rows:
         print(
-            f"{r['feed']:<17}{r['wait_ms']:>9.1f}{r['step_ms']:>9.1f}{r['wait_ms'] / r['step_ms']:>11.3f}"
+            f"{r['feed']:<17}{r['wait_ms']:>9.1f}{r['wait_median_ms']:>8.2f}{r['step_ms']:>9.1f}{r['wait_ms'] / r['step_ms']:>11.3f}"
             f"{r['feed_alone_ms']:>15.1f}{r['wait_ms'] / base['wait_ms']:>15.2f}"
         )
     print(f"load average after: {os.getloadavg()}")
