@@ -118,3 +118,12 @@ def test_lab_runs_a_notebook_with_the_project_kernel(lab_server):
         ws.close()
     figures = load_profile("smoke").figures_dir
     assert (figures / "02_recovery.png").stat().st_size > 10_000
+
+
+def test_make_lab_adds_allow_root_as_root_and_passes_options():
+    out = subprocess.run(
+        ["make", "-n", "lab", "LAB_ARGS=--port 8899"], cwd=repo_root(), capture_output=True, text=True, check=True
+    ).stdout
+    line = next(ln for ln in out.splitlines() if "jupyter lab" in ln)
+    assert "--port 8899" in line
+    assert ("--allow-root" in line) == (os.geteuid() == 0)
