@@ -25,6 +25,9 @@ from tqdm.auto import tqdm
 from .lm import LoadedModel
 from .store import Artifact, Store
 
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.activations", "sae_studies.lm")
+
 HOOK_KINDS = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 
 
@@ -186,7 +189,7 @@ def harvest(
         outs.clear()
         return summaries
 
-    arts = store.get_or_build_many("activations", params, build)
+    arts = store.get_or_build_many("activations", params, build, code=BUILDER_CODE)
     return {h: ActivationSet(h, art) for h, art in zip(hooks, arts)}
 
 

@@ -26,6 +26,9 @@ from . import smollm2, tokens
 from .config import EMBEDDED_MODEL, CorpusConfig, LMConfig, as_dict
 from .store import Store
 
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.lm",)
+
 
 @dataclass
 class LoadedModel:
@@ -156,7 +159,7 @@ def _load_embedded(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> 
         return summary
 
     # The weights' artifact names its tokenizer and token stream by key (in the manifest params).
-    art = store.get_or_build("lm", params, build)
+    art = store.get_or_build("lm", params, build, code=BUILDER_CODE)
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
     model.load_state_dict(torch.load(art.path / "model.pt", map_location=lm_cfg.device))
     model.eval()

@@ -32,6 +32,9 @@ from .saes import registry
 from .saes.registry import SAESpec
 from .store import Artifact, Store
 
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.train", "sae_studies.saes", "sae_studies.activations", "sae_studies.feed")
+
 __all__ = ["SAESpec", "architectures", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
 
 
@@ -220,7 +223,7 @@ def train_sae(
         (tmp / "training.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-    art = store.get_or_build("sae", params, build)
+    art = store.get_or_build("sae", params, build, code=BUILDER_CODE)
     return load_sae(art.path, sae_cfg.device), art
 
 
