@@ -13,7 +13,7 @@ Two orders of rows (index streams: one sorted ``int64`` array of row numbers per
   windows of ``block_rows · window_blocks`` rows (at 4,096 × 16 rows and 128-token contexts:
   from 512 contexts instead of from all of them), so the rows of one batch share their contexts
   more often than under a uniform shuffle (about 8 rows per context instead of about 1), and
-  consecutive batches of a window are correlated. Its cost is part of the SAE's artifact key.
+  consecutive batches of a window are correlated. Its settings are part of the SAE's artifact key.
 
 :class:`Prefetcher` reads the batches of an index stream on a background thread into a small
 queue; with a CUDA target it reads into a pinned host buffer, copies to the device with a
@@ -43,7 +43,8 @@ __all__ = ["FEED_DTYPES", "row_batches", "block_batches", "read_rows", "Prefetch
 FEED_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _skip_passes(n: int, per_pass: int, steps: float, start: int) -> tuple[int, int, float]:
+def _skip_passes(per_pass: int, steps: float, start: int) -> tuple[int, int, float]:
+    """``(whole passes to skip, batches to skip in the next pass, batches left to yield)``."""
     if start < 0:
         raise ValueError(f"start must be a number of batches >= 0, got {start}")
     return start // per_pass, start % per_pass, steps - start
@@ -56,7 +57,7 @@ def row_batches(
     consecutive batches of ``batch_size`` (which must divide ``n``); ``steps`` batches in all.
     ``start`` skips that many batches of the stream (whole passes draw only their permutation)."""
     per_pass = n // batch_size
-    whole, offset, left = _skip_passes(n, per_pass, steps, start)
+    whole, offset, left = _skip_passes(per_pass, steps, start)
     for _ in range(whole):
         rng.permutation(n)
     while left > 0:
@@ -94,7 +95,7 @@ def block_batches(
     check_positive_int("shuffle_block_rows", block_rows)
     check_positive_int("shuffle_window_blocks", window_blocks)
     per_pass = n // batch_size
-    whole, offset, left = _skip_passes(n, per_pass, steps, start)
+    whole, offset, left = _skip_passes(per_pass, steps, start)
     for _ in range(whole):
         block_order(n, block_rows, window_blocks, rng)
     while left > 0:
