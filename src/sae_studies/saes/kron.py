@@ -50,6 +50,7 @@ from torch import nn
 from typing_extensions import override
 
 from sae_studies.checks import check_choice, check_int
+from sae_studies.saes.dense_encoder import encoder_preacts, exact_preacts
 from sae_studies.saes.registry import Recipe, register
 from sae_studies.saes.sparse_decode import (
     SparsePattern,
@@ -398,14 +399,10 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
     # ---- sparse training path -------------------------------------------------------------
     @torch.no_grad()
     def _sparse_pre(self, sae_in_nob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sae_in, pre)``: dense no-grad encoder forward into a buffer kept across steps."""
+        """``(sae_in, pre)``: dense no-grad encoder forward into a buffer kept across steps, in
+        the compute dtype of the autocast context (:func:`encoder_preacts`)."""
         sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
-        shape = (sae_in.shape[0], self.W_enc.shape[1])
-        buf = self.__dict__.get("_pre_buffer")
-        if buf is None or buf.shape != shape or buf.dtype != sae_in.dtype or buf.device != sae_in.device:
-            buf = torch.empty(shape, dtype=sae_in.dtype, device=sae_in.device)
-            self.__dict__["_pre_buffer"] = buf  # not a parameter or buffer: not in state_dict
-        return sae_in, torch.addmm(self.b_enc, sae_in, self.W_enc, out=buf)
+        return sae_in, encoder_preacts(self, "_pre_buffer", sae_in, self.W_enc, self.b_enc)
 
     def _pair_acts(self, pre: torch.Tensor, sae_in: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Differentiable activations ``[B·k]`` of the latents ``cols [B, k]``: the encoder
@@ -414,7 +411,10 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         u_col, v_col = self.factors.parents(cols)
         with torch.no_grad():
             parent_pattern, inv = _row_unique(torch.cat([u_col, v_col], 1), H)
-            parent_vals = pre[parent_pattern.rows, parent_pattern.cols]
+            if pre.dtype == self.W_enc.dtype:
+                parent_vals = pre[parent_pattern.rows, parent_pattern.cols]
+            else:  # a bfloat16 encoder forward chose the pairs; their parents' values in float32
+                parent_vals = exact_preacts(parent_pattern, sae_in, self.W_enc, self.b_enc)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         parents = selected_preacts(parent_vals, parent_pattern, sae_in, self.W_enc, self.b_enc, b_dec)
         k = cols.shape[1]

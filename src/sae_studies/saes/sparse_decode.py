@@ -19,7 +19,10 @@ value belongs to. The pieces here then do the rest without ever touching the den
 * :func:`row_norms` — the decoder-row norms ``||W_dec_f||`` that rescale TopK activations,
   with a one-pass backward.
 
-All four are ``torch.autograd.Function``s tested against plain autograd.
+All four are ``torch.autograd.Function``s tested against plain autograd. Each is declared
+float32 for autocast (:func:`sae_studies.precision.float32_forward`): inside a bfloat16 autocast
+region its inputs are cast to float32 and it runs as outside one — they are ``O(B k d)`` work,
+and their sums (decodes, decoder gradients, the prefix loss) stay float32.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from sae_studies.precision import autocast_backward, float32_forward
 
 __all__ = [
     "SparsePattern",
@@ -219,6 +224,7 @@ class SparsePattern:
 # ---------------------------------------------------------------------------------------
 class _SparseDecode(torch.autograd.Function):
     @staticmethod
+    @float32_forward
     def forward(  # type: ignore[override]
         ctx: Any,
         values: torch.Tensor,
@@ -235,6 +241,7 @@ class _SparseDecode(torch.autograd.Function):
         return out
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
         values, W_dec = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
@@ -269,12 +276,14 @@ def sparse_decode(
 # ---------------------------------------------------------------------------------------
 class _RowNorms(torch.autograd.Function):
     @staticmethod
+    @float32_forward
     def forward(ctx: Any, W: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         n = torch.linalg.vector_norm(W, dim=-1)
         ctx.save_for_backward(W, n)
         return n
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, g: torch.Tensor):  # type: ignore[override]
         W, n = ctx.saved_tensors
         # d||w||/dw = w / ||w||, taken as 0 for a zero row (autograd's norm subgradient)
@@ -294,6 +303,7 @@ def row_norms(W: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 class _SelectedPreacts(torch.autograd.Function):
     @staticmethod
+    @float32_forward
     def forward(  # type: ignore[override]
         ctx: Any,
         values: torch.Tensor,
@@ -310,6 +320,7 @@ class _SelectedPreacts(torch.autograd.Function):
         return values.clone()
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, grad: torch.Tensor):  # type: ignore[override]
         sae_in, W_enc = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
@@ -391,6 +402,7 @@ class _PrefixLoss(torch.autograd.Function):
     """
 
     @staticmethod
+    @float32_forward
     def forward(  # type: ignore[override]
         ctx: Any,
         values: torch.Tensor,  # [B, K], values in rank order (rank 1 first)
@@ -488,6 +500,7 @@ class _PrefixLoss(torch.autograd.Function):
         return loss.to(values.dtype)
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
         out = [None if g is None else g * grad_out for g in ctx.grads]
         ctx.grads = None

@@ -23,6 +23,7 @@ from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 from typing_extensions import override
 
+from sae_studies.saes.dense_encoder import encoder_preacts, exact_preacts
 from sae_studies.saes.registry import Recipe, register
 from sae_studies.saes.sparse_decode import (
     SparsePattern,
@@ -98,21 +99,26 @@ class FastTopKMixin:
         """Dense no-grad encoder forward: ``(sae_in, hidden_pre)``, hidden_pre rescaled.
 
         ``hidden_pre`` is written into a ``[B, F]`` buffer kept across steps, so it is only
-        valid until the next training step. A fresh ``[B, F]`` tensor per step costs more than
-        a third of the matmul itself on CPU: allocations this large are ``mmap``-ed and
-        page-faulted anew every time (measured ~30 ms matmul into a reused buffer against
-        ~45-60 ms into a new one at B=4096, d=192, F=3072).
+        valid until the next training step (see :func:`encoder_preacts`), and it is in the
+        compute dtype of the autocast context (bfloat16 under a bfloat16 autocast; the selected
+        values are then recomputed in float32 by ``_exact_selected``).
         """
         sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
-        shape = (sae_in.shape[0], self.W_enc.shape[1])
-        buf = self.__dict__.get("_hidden_pre_buffer")
-        if buf is None or buf.shape != shape or buf.dtype != sae_in.dtype or buf.device != sae_in.device:
-            buf = torch.empty(shape, dtype=sae_in.dtype, device=sae_in.device)
-            self.__dict__["_hidden_pre_buffer"] = buf  # a plain attribute: not in state_dict
-        hidden_pre = torch.addmm(self.b_enc, sae_in, self.W_enc, out=buf)
+        hidden_pre = encoder_preacts(self, "_hidden_pre_buffer", sae_in, self.W_enc, self.b_enc)
         if self.cfg.rescale_acts_by_decoder_norm:
-            hidden_pre.mul_(self.W_dec.norm(dim=-1))
+            hidden_pre.mul_(self.W_dec.norm(dim=-1).to(hidden_pre.dtype))
         return sae_in, hidden_pre
+
+    @torch.no_grad()
+    def _exact_selected(self, selected: torch.Tensor, pattern: SparsePattern, sae_in: torch.Tensor) -> torch.Tensor:
+        """The selected (rescaled) pre-activations in the SAE's dtype: ``selected`` itself when
+        the encoder ran in it, else recomputed at the selection (see :func:`exact_preacts`)."""
+        if selected.dtype == self.W_enc.dtype:
+            return selected
+        vals = exact_preacts(pattern, sae_in, self.W_enc, self.b_enc)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            vals.mul_(self.W_dec.norm(dim=-1)[pattern.cols])
+        return vals
 
     def _fast_values(
         self, selected: torch.Tensor, pattern: SparsePattern, sae_in: torch.Tensor, relu: bool
@@ -124,6 +130,7 @@ class FastTopKMixin:
         ``selected`` are the (rescaled) values taken from the no-grad ``hidden_pre``.
         """
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        selected = self._exact_selected(selected, pattern, sae_in)
         if self.cfg.rescale_acts_by_decoder_norm:
             n_sel = row_norms(self.W_dec)[pattern.cols]
             raw_vals = selected / n_sel.detach()
