@@ -210,3 +210,58 @@ def test_train_sae_passes_the_precision_to_saetrainer(monkeypatch):
             train.train_sae(acts, spec, dataclasses.replace(SAEConfig(), dtype=name, train_tokens=64), store, 32)
         assert seen["autocast"] is expected
     assert real is not None
+
+
+# ---------------------------------------------------------------------------------------
+# the LM forward: harvest and spliced CE
+# ---------------------------------------------------------------------------------------
+def _tiny_loaded(compute_dtype):
+    import numpy as np
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from sae_studies.lm import LoadedModel
+    from sae_studies.tokens import TokenStream
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=50, act_fn="gelu", seed=0, device="cpu"
+    )
+    model = HookedTransformer(cfg)
+    model.eval()
+    rng = np.random.default_rng(0)
+    stream = TokenStream(rng.integers(0, 50, 16 * 40).astype(np.int32), np.zeros(16 * 40, dtype=np.int8))
+    return LoadedModel(model, None, {"train": stream, "val": stream}, key="tiny", tokens_key="toks", compute_dtype=compute_dtype)
+
+
+def test_harvest_runs_in_the_compute_dtype_stores_float32_and_keys_the_precision(tmp_path):
+    from sae_studies import activations
+    from sae_studies.store import Store
+
+    store = Store(tmp_path)
+    hooks = ["blocks.0.hook_mlp_out", "blocks.1.hook_resid_post"]
+    sets = {
+        dt: activations.harvest(_tiny_loaded(dt), hooks, 16 * 32, store, batch_size=8) for dt in (torch.float32, torch.bfloat16)
+    }
+    for h in hooks:
+        a32, a16 = sets[torch.float32][h], sets[torch.bfloat16][h]
+        assert a32.key != a16.key  # the precision is part of the key
+        assert "precision" not in a32.artifact.params and a16.artifact.params["precision"] == "bfloat16"
+        x32, x16 = a32.tensor(), a16.tensor()
+        assert x16.dtype == torch.float32
+        assert not torch.equal(x32, x16)  # the forward really ran in bfloat16 ...
+        assert float((x16 - x32).norm() / x32.norm()) < 0.02  # ... to bfloat16 accuracy
+
+
+def test_spliced_ce_in_bfloat16_is_close_to_float32():
+    from sae_studies.analyses.quality import Splicer
+
+    loaded = _tiny_loaded(torch.float32)
+    contexts = loaded.contexts("val")
+    for hook in ("blocks.0.hook_resid_post", "blocks.0.hook_mlp_out"):
+        reports = {
+            dt: Splicer(loaded.model, hook, contexts, batch_size=8, compute_dtype=dt).report(lambda a: 0.9 * a)
+            for dt in (torch.float32, torch.bfloat16)
+        }
+        r32, r16 = reports[torch.float32], reports[torch.bfloat16]
+        assert r16.ce_clean != r32.ce_clean
+        for name in ("ce_clean", "ce_sae", "ce_zero"):
+            assert getattr(r16, name) == pytest.approx(getattr(r32, name), abs=0.01), (hook, name)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerBase
 
-from . import smollm2, tokens
+from . import precision, smollm2, tokens
 from .config import EMBEDDED_MODEL, CorpusConfig, LMConfig, as_dict
 from .store import Store
 
@@ -39,6 +39,9 @@ class LoadedModel:
     """Identifies the token streams (corpus and tokenizer)."""
     curve: pd.DataFrame | None = None
     """Training curve of the embedded model (None for hub models)."""
+    compute_dtype: torch.dtype = torch.float32
+    """What the forward passes of harvest and spliced CE compute in (`lm.compute_dtype` resolved
+    on this machine, `sae_studies.precision`); the weights stay in `lm.dtype`."""
     bos_token_id: int | None = None
     """Token to put at the start of each context window (None: none). SmolLM2: 0, `<|endoftext|>`
     (its tokenizer's own BOS `<|im_start|>` is a chat token; see smollm2.py)."""
@@ -98,6 +101,13 @@ def check_model_name(name: str) -> None:
 
 
 def load_model(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
+    """The profile's LM with its token streams, and the compute precision its forwards run in."""
+    loaded = _load_model(lm_cfg, corpus_cfg, store)
+    loaded.compute_dtype = precision.resolve(lm_cfg.compute_dtype, lm_cfg.device)
+    return loaded
+
+
+def _load_model(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
     check_model_name(lm_cfg.name)
     if lm_cfg.name == EMBEDDED_MODEL:
         return _load_embedded(lm_cfg, corpus_cfg, store)
