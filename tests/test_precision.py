@@ -177,8 +177,12 @@ def _train(arch, extra, batches, autocast):
     return sae
 
 
-@pytest.mark.parametrize("arch,extra", ARCHS)
+@pytest.mark.parametrize(
+    "arch,extra",
+    [*ARCHS, ("multi_topk", {"multi_topk_factor": 2}), ("matryoshka_batchtopk", {"matryoshka_widths": [32, 96]})],
+)
 def test_bfloat16_training_matches_float32_explained_variance(arch, extra):
+    """Our sparse path and SAELens' dense path (Matryoshka) under SAETrainer's bfloat16 autocast."""
     batches = _synthetic(200)
     test = torch.cat(_synthetic(4, seed=9))
     ev = {}
