@@ -98,6 +98,14 @@ def test_sae_cache_key_holds_the_resolved_precision(monkeypatch):
     assert float32 == keys[False]
 
 
+def test_lm_weights_key_ignores_the_forward_precision():
+    from sae_studies.lm import lm_artifact_params
+
+    keys = [lm_artifact_params(LMConfig(compute_dtype=c), "toks") for c in ("auto", "float32", "bfloat16")]
+    assert keys[0] == keys[1] == keys[2] and "compute_dtype" not in keys[0]["lm"]
+    assert lm_artifact_params(LMConfig(d_model=64), "toks") != keys[0]
+
+
 def test_sparse_functions_run_in_float32_under_autocast():
     g = torch.Generator().manual_seed(0)
     W = torch.randn(50, 12, generator=g, requires_grad=True)

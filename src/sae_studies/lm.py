@@ -151,11 +151,18 @@ def model_config(lm_cfg: LMConfig, d_vocab: int) -> HookedTransformerConfig:
     )
 
 
+def lm_artifact_params(lm_cfg: LMConfig, tokens_key: str) -> dict:
+    """The embedded LM's cache key. `compute_dtype` is left out: the weights do not depend on the
+    precision of later forwards (training runs in `lm.dtype`), so the trained LM is shared and the
+    keys cached before the setting existed stay valid."""
+    return {"lm": {k: v for k, v in as_dict(lm_cfg).items() if k != "compute_dtype"}, "tokens": tokens_key}
+
+
 def _load_embedded(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
     tokenizer, tok_art = tokens.embedded_tokenizer(corpus_cfg, store)
     streams, tokens_art = tokens.token_streams(corpus_cfg, tokenizer, tok_art.key, store)
     cfg = model_config(lm_cfg, d_vocab=len(tokenizer))
-    params = {"lm": as_dict(lm_cfg), "tokens": tokens_art.key}
+    params = lm_artifact_params(lm_cfg, tokens_art.key)
 
     def build(tmp: Path) -> dict:
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
