@@ -295,8 +295,19 @@ class _KronWeightsMixin:
 
     @torch.no_grad()
     def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
+        """Fold the input scale ``s`` (the SAE was trained on ``x·s``) as SAELens' TopK does:
+        the folded SAE takes raw ``x``, its activations are the trained ones divided by ``s``,
+        and its decoder rows have unit norm (so activation magnitudes compare across
+        architectures). The composition is homogeneous in its parents — degree 1 for ``mand``,
+        2 for the products — so the parents are scaled by ``1/s`` (``1/sqrt(s)``):
+        ``W_enc ← c·s·W_enc``, ``b_enc ← c·b_enc``, ``b_dec ← b_dec / s``."""
         self._normalise_decoder_rows()
-        super().fold_activation_norm_scaling_factor(scaling_factor)  # type: ignore[misc]
+        s = float(scaling_factor)
+        c = 1.0 / s if self.cfg.composition == "mand" else s**-0.5
+        self.W_enc.data.mul_(c * s)
+        self.b_enc.data.mul_(c)
+        self.b_dec.data.div_(s)
+        self.cfg.normalize_activations = "none"
 
     @torch.no_grad()
     def fold_activation_whitening(self, mean, whitening_matrix, unwhitening_matrix) -> None:
