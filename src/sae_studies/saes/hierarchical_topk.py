@@ -145,7 +145,7 @@ class _PrefixTrainingMixin(FastTopKMixin):
             if selected.dtype != self.W_enc.dtype:
                 selected, pattern = self._rank_exact(selected, pattern, sae_in)
         acts, dec_w = self._fast_values(selected, pattern, sae_in, relu=True)
-        B, K = x.shape[0], self.cfg.k_max
+        B, K = sae_in_nob.shape[0], self.cfg.k_max
         weights = self._level_weights().to(x.device)
         loss = prefix_mse_loss(dec_w.view(B, K), pattern, self.W_dec, self.b_dec, sae_in_nob, weights)
         kr = self._report_k()
@@ -157,15 +157,10 @@ class _PrefixTrainingMixin(FastTopKMixin):
                 rep_pat = SparsePattern.from_topk(idx, self.cfg.d_sae)
                 rep_w = dec_w.view(B, K)[:, :kr].reshape(-1)
                 rep_acts = acts.view(B, K)[:, :kr].reshape(-1)
-            sae_out = self._fast_out(rep_pat.decode(rep_w.detach(), self.W_dec) + self.b_dec)
+            sae_out = self._fast_out(rep_pat.decode(rep_w.detach(), self.W_dec) + self.b_dec, like=x)
         aux = self._fast_aux_loss(x, sae_out, hidden_pre, sae_in, step_input.dead_neuron_mask)
-        out = TrainStepOutput(
-            sae_in=x,
-            sae_out=sae_out,
-            feature_acts=self._feature_acts(rep_pat, rep_acts),
-            hidden_pre=hidden_pre,
-            loss=loss + aux,
-            losses={"mse_loss": loss, "auxiliary_reconstruction_loss": aux},
+        out = self._step_output(
+            x, sae_out, rep_pat, rep_acts, hidden_pre, {"mse_loss": loss, "auxiliary_reconstruction_loss": aux}
         )
         out.metrics["mse_loss_at_k"] = (sae_out - x).pow(2).sum(-1).mean().detach()
         return out

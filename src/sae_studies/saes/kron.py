@@ -413,7 +413,8 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         """``(sae_in, pre)``: dense no-grad encoder forward into a buffer kept across steps, in
         the compute dtype of the autocast context (:func:`encoder_preacts`)."""
         sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
-        return sae_in, encoder_preacts(self, "_pre_buffer", sae_in, self.W_enc, self.b_enc)
+        pre = encoder_preacts(self, "_pre_buffer", sae_in, self.W_enc, self.b_enc)
+        return sae_in, self.hook_sae_acts_pre(pre)  # fires as in kron_pre (inference encode)
 
     def _pair_acts(self, pre: torch.Tensor, sae_in: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Differentiable activations ``[B·k]`` of the latents ``cols [B, k]``: the encoder
@@ -457,7 +458,7 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         pattern = SparsePattern.from_topk(cols, self.cfg.d_sae)
         acts = self._pair_acts(pre, sae_in, cols)
         recons = sparse_decode(self._decoder_weights(acts, pattern), pattern, self.W_dec, None)
-        recons = self.reshape_fn_out(recons, self.d_head)
+        recons = self.reshape_fn_out(recons, self.d_head).reshape(residual.shape)
         return self.cfg.aux_loss_coefficient * scale * (recons - residual).pow(2).sum(dim=-1).mean()
 
     @override
@@ -468,17 +469,10 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         pattern = SparsePattern.from_topk(cols, self.cfg.d_sae)
         acts = self._pair_acts(pre, sae_in, cols)
         x_hat = sparse_decode(self._decoder_weights(acts, pattern), pattern, self.W_dec, self.b_dec)
-        sae_out = self._fast_out(x_hat)
+        sae_out = self._fast_out(x_hat, like=x)
         mse_loss = (sae_out - x).pow(2).sum(dim=-1).mean()
         aux = self._kron_aux_loss(x, sae_out, pre, sae_in, step_input.dead_neuron_mask)
-        return TrainStepOutput(
-            sae_in=x,
-            sae_out=sae_out,
-            feature_acts=self._feature_acts(pattern, acts),
-            hidden_pre=pre,
-            loss=mse_loss + aux,
-            losses={"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux},
-        )
+        return self._step_output(x, sae_out, pattern, acts, pre, {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux})
 
 
 # ---------------------------------------------------------------------------------------
