@@ -14,7 +14,7 @@ KERNEL := sae-studies
 LAB_ARGS ?=
 CACHE_LOG = $${SAE_STUDIES_DATA:-data}/cache.log
 
-.PHONY: help setup figures smoke smollm2 convergence findings test lab bench clean clean-data
+.PHONY: help setup figures smoke smollm2 convergence findings test test-gpu lab bench clean clean-data
 .DEFAULT_GOAL := help
 
 ## This list of targets and variables.
@@ -77,6 +77,10 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
+
+## The CUDA cases of tests/test_cuda.py (marker gpu): on a machine without a GPU they are skipped.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -rs -m gpu tests/test_cuda.py
 
 ## JupyterLab on notebooks/ with the "SAE studies" kernel (as root it adds --allow-root; LAB_ARGS='--port 8890' passes options).
 lab: $(STAMP)

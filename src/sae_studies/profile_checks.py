@@ -226,6 +226,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "dead_feature_window": POS,
         "device": device,
         "dtype": one_of(*DTYPES),
+        "prefetch": NONNEG,
+        "shuffle_block_rows": NONNEG,
+        "shuffle_window_blocks": POS,
+        "feed_dtype": one_of("float32", "bfloat16"),
     },
     "study00": {
         "layer": LAYER,

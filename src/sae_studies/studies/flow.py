@@ -134,9 +134,12 @@ def decoders_of(saes: Mapping) -> dict:
 
 def null_sources(decoders: Mapping, covariances: Mapping, kind: str, seed: int) -> dict:
     """A dictionary without learned structure per source position: ``null_decoders(kind)`` with
-    that position's activation covariance and the same width."""
+    that position's activation covariance and the same width, drawn on the CPU (the same draws on
+    every machine) and placed on the device of the decoder it stands in for."""
     gen = torch.Generator().manual_seed(seed)
-    return {pos: null_decoders(kind, 1, w.shape[0], covariances[pos], generator=gen)[0] for pos, w in decoders.items()}
+    return {
+        pos: null_decoders(kind, 1, w.shape[0], covariances[pos], generator=gen)[0].to(w.device) for pos, w in decoders.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def evaluate(
         "loss_recovered": np.nan,
     }
     if splicer is not None:
-        row["loss_recovered"] = splicer.report(lambda a: sae.decode(sae.encode(a))).loss_recovered
+        row["loss_recovered"] = splicer.report(lambda a: sae.decode(sae.encode(a.to(sae.device)))).loss_recovered
     return row, density
 
 
