@@ -90,75 +90,17 @@ def test_dictionary_size_and_cells():
     cfg = dataclasses.replace(TINY, sweep_ranks=(1, 2), sweep_directions=(1, 2, 4, None))
     assert S2.phase_cells(cfg) == [(1, 1), (1, 2), (1, None), (2, 2), (2, 4), (2, 8), (2, None)]
     models, labels = S2.size_models(TINY)
+    # the phase diagram's F: at least the cell's ground-truth directions (r = 8, k = 32: 104 > 2 × 32)
+    wide = dataclasses.replace(TINY, d=48, n_isolated=8, n_groups=3, dict_factor=2.0, sweep_ranks=(2, 8))
+    spec = S2.spec_of(wide, 8, 32)
+    assert spec.n_gt_dims == 32 and spec.n_gt_directions == 104 and S2.phase_dictionary_size(wide, spec) == 104
+    assert S2.phase_dictionary_size(wide, S2.spec_of(wide, 2, 2)) == 2 * (8 + 3 * 2)  # dimensions rule already enough
+    assert S2.phase_dictionary_size(wide, S2.spec_of(wide, 8, None)) == 64  # continuous: no directions to count
+    assert all(f >= (spec_.n_gt_directions or 0) for spec_, f in S2.phase_models(wide)[0])
     assert [m[1] for m in models] == [2 + 2 * 4] and labels[0]["n_directions"] == 10
 
 
 # ------------------------------------------------------------------ verdict rules
-
-
-def _per_seed(iso_rec, iso_stable, group_stable, group_mb, rot_mb, sub, cross, archs=("topk", "standard")):
-    rows = []
-    for a in archs:
-        for seed, jitter in enumerate((-0.01, 0.01)):
-            rows.append(
-                {
-                    "architecture": a,
-                    "seed": seed,
-                    "iso_recovered": iso_rec + jitter,
-                    "isolated_stable": iso_stable + jitter,
-                    "group_stable": group_stable + jitter,
-                    "group_mean_best": group_mb + jitter,
-                    "rot_group_mean_best": rot_mb,
-                    "subspace_cos2": sub + jitter,
-                    "cross_seed_cos2": cross + jitter,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def test_verdict_isolated():
-    assert synthetic_claims.verdict_isolated(_per_seed(0.98, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "agrees"
-    assert synthetic_claims.verdict_isolated(_per_seed(0.5, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "disagrees"
-    mixed = pd.concat([_per_seed(0.98, 0.97, 0, 0, 0, 0, 0, ("topk",)), _per_seed(0.98, 0.5, 0, 0, 0, 0, 0, ("standard",))])
-    assert synthetic_claims.verdict_isolated(mixed, 0.9).outcome == "partly"
-
-
-def test_verdict_low_rank_unstable():
-    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.2, 0.60, 0.58, 0, 0)).outcome == "agrees"
-    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.8, 0.90, 0.58, 0, 0)).outcome == "disagrees"
-    # as stable as the null's chance level, but above half the isolated rate: not unstable by the rule
-    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.6, 0.70, 0.70, 0, 0)).outcome == "disagrees"
-
-
-def test_verdict_subspaces():
-    assert synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.96), 0.2).outcome == "agrees"
-    assert synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.40), 0.2).outcome == "disagrees"
-    assert (
-        synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.95, 0.95), 0.5).outcome == "disagrees"
-    )  # random + 0.5 = 1.0
-
-
-def _phase(stable, sub):
-    cells = [(2, 1), (2, np.nan), (8, 1), (8, np.nan)]
-    return pd.DataFrame(
-        [
-            {"rank": r, "directions": np.nan if np.isnan(m) else m * r, "group_stable": s, "subspace_cos2": c}
-            for (r, m), s, c in zip(cells, stable, sub)
-        ]
-    )
-
-
-def test_verdict_phase():
-    assert synthetic_claims.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.9])).outcome == "agrees"
-    assert synthetic_claims.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.5])).outcome == "partly"
-    assert synthetic_claims.verdict_phase(_phase([0.5, 0.6, 0.9, 0.4], [0.99, 0.95, 0.97, 0.9])).outcome == "disagrees"
-
-
-def test_verdict_dictionary_size():
-    rows = lambda rec, sub: pd.DataFrame({"factor": [0.5, 1.0, 2.0], "dir_recovered": rec, "subspace_cos2": sub})  # noqa: E731
-    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.95, 0.97])).outcome == "agrees"
-    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.6, 0.97])).outcome == "partly"
-    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.1, 0.2], [0.9, 0.95, 0.97])).outcome == "disagrees"
 
 
 def test_verdict_control_and_class_composition():

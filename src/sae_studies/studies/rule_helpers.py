@@ -83,3 +83,30 @@ def weakest(
         raise ValueError(f"claim must be 'above' or 'below'; got {claim!r}")
     key = (lambda kv: kv[1][1][0]) if claim == "above" else (lambda kv: -kv[1][1][1])
     return min(per.items(), key=key)
+
+
+def summary_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The t interval of a mean from its summary (sd over n replicates, ddof=1); infinite for
+    n < 2 or a missing sd. For tables that keep only mean, sd and n per cell."""
+    from scipy import stats
+
+    if n is None or n < 2 or not np.isfinite(sd):
+        return (-np.inf, np.inf)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
+    return (mean - half, mean + half)
+
+
+def difference_interval(
+    a: tuple[float, float, int], b: tuple[float, float, int], level: float = 0.95
+) -> tuple[float, tuple[float, float]]:
+    """``(mean_a − mean_b, interval)`` of two independent cells given as (mean, sd, n), with the
+    Welch standard error and the conservative min(n_a, n_b) − 1 degrees of freedom (cells of a
+    sweep are trained on different data, so they are not paired); infinite when either n < 2."""
+    from scipy import stats
+
+    (ma, sa, na), (mb, sb, nb) = a, b
+    d = float(ma - mb)
+    if min(na, nb) < 2 or not (np.isfinite(sa) and np.isfinite(sb)):
+        return d, (-np.inf, np.inf)
+    half = float(stats.t.ppf(0.5 + level / 2, min(na, nb) - 1) * np.sqrt(sa**2 / na + sb**2 / nb))
+    return d, (d - half, d + half)

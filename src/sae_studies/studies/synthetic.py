@@ -345,6 +345,7 @@ def summary_row(res: CellResult) -> dict:
         "directions": np.nan if res.spec.directions is None else res.spec.directions,
         "d_sae": res.d_sae,
         "random_cos2": float((res.random**2).mean()),
+        "n_seeds": int(len(ps)),
     }
     for col in (
         "ev",
@@ -415,13 +416,24 @@ def sweep(
     return pd.DataFrame(rows)
 
 
+def phase_dictionary_size(cfg: Study02Config, spec: syn.LowRankSpec) -> int:
+    """F of a phase-diagram cell: ``dict_factor`` × the cell's ground-truth dimensions, raised to
+    at least the number of ground-truth *directions* where the cell has discrete directions.
+    Rule: an SAE with fewer latents than directions cannot give each direction a latent, so low
+    recovery there would be capacity, not identifiability (at r = 8, k / r = 4 the dimensions
+    rule alone gives F = 2 × (8 + 3 × 8) = 64 latents for 8 + 3 × 32 = 104 directions)."""
+    f = dictionary_size(cfg.dict_factor, spec.n_gt_dims, cfg.n_isolated)
+    return max(f, spec.n_gt_directions or 0)
+
+
 def phase_models(cfg: Study02Config) -> tuple[list[tuple[syn.LowRankSpec, int]], list[dict]]:
-    """The (spec, d_sae) of every phase-diagram cell (F = dict_factor × the cell's ground-truth
-    dimensions) and its labels ``rank``, ``multiple`` (k / r; NaN when continuous)."""
+    """The (spec, d_sae) of every phase-diagram cell (F from :func:`phase_dictionary_size`: at
+    least the cell's ground-truth directions) and its labels ``rank``, ``multiple`` (k / r; NaN
+    when continuous)."""
     models, labels = [], []
     for r, k in phase_cells(cfg):
         spec = spec_of(cfg, r, k)
-        models.append((spec, dictionary_size(cfg.dict_factor, spec.n_gt_dims, cfg.n_isolated)))
+        models.append((spec, phase_dictionary_size(cfg, spec)))
         labels.append({"multiple": np.nan if k is None else k // r})
     return models, labels
 
