@@ -14,6 +14,7 @@ from sae_studies.config import Profile, load_profile
 from sae_studies.store import Store
 from sae_studies.studies import synthetic as S2
 from sae_studies.studies import synthetic_claims
+from sae_studies.studies import synthetic_control as S2C
 from sae_studies.studies.verdicts import Verdict
 from sae_studies.study_config import Study02Config
 
@@ -110,7 +111,7 @@ def test_verdict_control_and_class_composition():
             "kind": ["isolated"] * 8 + ["group"] + ["group"] * 8 + ["none"] + ["group"] * 3,
         }
     )
-    comp = S2.class_composition(classes)
+    comp = S2C.class_composition(classes)
     assert comp.loc["stable", "isolated"] == pytest.approx(8 / 9) and comp.loc["unstable", "group"] == pytest.approx(8 / 9)
     assert comp.loc["partial"].sum() == 0  # absent class: zeros, not an error
     yes = Verdict("4", "p", "o", "agrees", "r")
@@ -143,13 +144,13 @@ def test_tiny_run_through_train_sae(tmp_path):
     np.testing.assert_allclose(res.per_seed.cross_seed_cos2, (res.cross_seed**2).mean(), atol=1e-12)  # one pair
     row = S2.summary_row(res)
     assert row["d_sae"] == d_sae and 0 <= row["random_cos2"] <= 1
-    classes = S2.study1_classes(res, TINY)
+    classes = S2C.study1_classes(res, TINY)
     assert set(classes["class"]) <= {"stable", "partial", "unstable", "dead"}
-    assert len(S2.hungarian_rows(res, TINY.tau)) == 1
+    assert len(S2C.hungarian_rows(res, TINY.tau)) == 1
     cov = torch.cov(eval_x.double().T)
-    ov, _ = S2.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0))
+    ov, _ = S2C.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0))
     assert set(ov.columns) >= {"group", "control", "overlap", "dim"}
-    wide, _ = S2.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0), dim=10**6, not_stable=True)
+    wide, _ = S2C.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0), dim=10**6, not_stable=True)
     assert wide.empty or (wide.dim == 12 // 2).all()  # capped at d / 2, skipped when the class is smaller
     conv = S2.convergence(profile, store, acts, eval_x, progress=False)
     assert len(conv) == len(TINY.architectures) * len(TINY.budgets) * len(TINY.budget_seeds)
