@@ -1,4 +1,4 @@
-"""Study 5: profile checks, grid, tables and verdict rules (studies.flow)."""
+"""Study 5: profile checks, grid and tables (studies.flow; the verdict rules: test_study05_claims.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from sae_studies.analyses import flow
 from sae_studies.config import load_profile
 from sae_studies.studies import flow as sf
-from sae_studies.studies import flow_claims
 from sae_studies.study_config import Study05Config
 
 
@@ -98,61 +97,6 @@ def test_mean_se():
     assert out.loc["y", "v_se"] == 0
     with_nan = pd.DataFrame({"s": [1.0, np.nan, np.nan], "v": [1.0, 2.0, 4.0]})
     assert len(sf.mean_se(with_nan, ["s"], ["v"])) == 2  # a removal (s = NaN) is a group of its own
-
-
-# ------------------------------------------------------------------ verdict rules
-
-
-def test_verdict_persistence():
-    assert flow_claims.verdict_persistence({0: 0.8, 1: 0.9}, {0: 0.4, 1: 0.5}, "m").outcome == "agrees"
-    assert flow_claims.verdict_persistence({0: 0.8, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "partly"
-    assert flow_claims.verdict_persistence({0: 0.3, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "disagrees"
-    per_seed = flow_claims.verdict_persistence({0: [0.8, 0.7], 1: [0.9, 0.8]}, {0: [0.4, 0.5], 1: [0.5, 0.5]}, "m")
-    assert per_seed.outcome == "agrees" and "0.75 ± 0.07 (n=2)" in per_seed.ours
-
-
-def test_verdict_deactivation_level():
-    assert flow_claims.verdict_deactivation_level([0.70, 0.80], [0.60, 0.66]).outcome == "agrees"
-    assert flow_claims.verdict_deactivation_level([0.70, 0.80], [0.20, 0.30]).outcome == "partly"
-    assert flow_claims.verdict_deactivation_level([0.20, 0.25], [0.10, 0.15]).outcome == "disagrees"
-
-
-def test_verdict_top1_vs_exhaustive():
-    assert flow_claims.verdict_top1_vs_exhaustive([0.75, 0.7], [0.83, 0.8]).outcome == "agrees"
-    assert flow_claims.verdict_top1_vs_exhaustive([0.3, 0.35], [0.8, 0.8]).outcome == "disagrees"
-
-
-def test_verdict_top1_vs_random():
-    rng = np.random.default_rng(0)
-    assert flow_claims.verdict_top1_vs_random(0.3 + 0.1 * rng.normal(size=50)).outcome == "agrees"
-    assert flow_claims.verdict_top1_vs_random(0.0 + 0.1 * rng.normal(size=50)).outcome == "disagrees"
-
-
-def _best(rows):
-    return pd.DataFrame(rows, columns=["theme", "combined", "combined_se", "base", "base_se", "base_theme"])
-
-
-def test_verdict_steering():
-    claim, paper = "c", "p"
-    fortunes = ("fortunes", 0.6, 0.03, 0.7, 0.03, 0.8)  # the unsteered model's own register: not judged
-    agree = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.4, 0.03, 0.1, 0.02, 0.05), fortunes])
-    partly = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.12, 0.03, 0.1, 0.02, 0.05), fortunes])
-    disagree = _best([("limerick", 0.11, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.1, 0.03, 0.1, 0.02, 0.05), fortunes])
-    assert flow_claims.verdict_steering(agree, claim, paper).outcome == "agrees"
-    assert "not judged" in flow_claims.verdict_steering(agree, claim, paper).ours
-    assert flow_claims.verdict_steering(partly, claim, paper).outcome == "partly"
-    assert flow_claims.verdict_steering(disagree, claim, paper).outcome == "disagrees"
-    # without the ceiling every theme is judged, and fortunes (below its baseline) makes it partial
-    assert flow_claims.verdict_steering(agree, claim, paper, ceiling=None).outcome == "partly"
-
-
-def test_useful_range_and_multilayer_verdict():
-    curve = pd.DataFrame({"combined": [0.1, 0.3, 0.5, 0.2], "combined_se": [0.02] * 4})
-    assert sf.useful_range(curve, base=0.1, base_se=0.02) == 0.75
-    assert flow_claims.verdict_multilayer(single=0.25, multi=0.75).outcome == "agrees"
-    assert flow_claims.verdict_multilayer(single=0.5, multi=0.5).outcome == "partly"
-    assert flow_claims.verdict_multilayer(single=0.75, multi=0.25).outcome == "disagrees"
-    assert flow_claims.verdict_multilayer(single=0.0, multi=0.0).outcome == "disagrees"
 
 
 def test_removal_prompts():
