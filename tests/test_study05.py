@@ -57,11 +57,22 @@ def test_window_and_steer_layer():
         ({"removal_scales": (0.5,)}, r"study05.removal_scales must be negative"),
         ({"seeds": (0, 0)}, r"study05.seeds must be distinct"),
         ({"architecture": "nope"}, r"unknown SAE architecture 'nope'"),
+        ({"seeds": (0,), "seed_feature_sae_seeds": 2}, r"study05.seed_feature_sae_seeds must be an integer in 1..1"),
+        ({"max_token_share": 1.5}, r"study05.max_token_share"),
     ],
 )
 def test_bad_sections_fail_naming_the_value(bad, message):
     with pytest.raises(ValueError, match=message):
         sf.check_study05(C(**bad), 4, 32, 128)
+
+
+def test_steering_jobs_carry_the_sae_seed_of_each_feature():
+    cond = sf.steering_conditions(C(scales=(1.0,), schedules=("constant",), removal_scales=(-1.0,)))
+    jobs = sf.steering_jobs(cond, {"limerick": [(0, 7), (1, 3)]}, [0, 1], {"limerick": [2]}, samples=2)
+    assert set(zip(jobs.sae_seed, jobs.feature)) == {(0, 7), (1, 3)}
+    assert jobs.groupby("cell")[["sae_seed", "feature"]].nunique().max().max() == 1  # one feature per cell
+    plain = sf.steering_jobs(cond, {"limerick": [7]}, [0], {"limerick": [2]}, samples=1)
+    assert plain.sae_seed.isna().all() and (plain.feature == 7).all()
 
 
 def test_steering_conditions_cover_the_grid():
