@@ -361,6 +361,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "steer_layer": LAYER,
         "judge_ceiling": PROB,
         "seeds_per_theme": POS,
+        "seed_feature_sae_seeds": POS,
+        "max_token_share": PROB,
         "enrichment_tokens": POS,
         "scales": above(0),
         "alpha": interval(-10, 10),

@@ -196,7 +196,9 @@ class Study02Config:
     """SAE seeds of the main model (at least 2, distinct)."""
     dict_factor: float = 2.0
     """Dictionary size F = round(dict_factor × (n_isolated + n_groups × rank)), i.e. relative to
-    the number of dimensions the ground truth spans; must give F ≥ n_isolated."""
+    the number of dimensions the ground truth spans; must give F ≥ n_isolated. The phase diagram
+    raises each cell's F to at least its number of ground-truth directions (see
+    `studies.synthetic.phase_dictionary_size`), so no cell has fewer latents than directions."""
     k: int = 4
     """Active latents per row of the TopK family."""
     train_tokens: int = 1_048_576
@@ -380,8 +382,16 @@ class Study05Config:
     judge_ceiling: float = 0.5
     """Steering-toward verdicts judge only themes whose unsteered theme score is at most this: the
     model's own register (the generic `fortunes`) cannot be raised, so it is shown, not judged."""
-    seeds_per_theme: int = 1
-    """Most enriched features per theme used as steering seeds."""
+    seeds_per_theme: int = 3
+    """Steering seed features per theme (at least 3: a theme's verdict must not rest on one
+    feature), chosen by `studies.flow.pick_seed_features`: most enriched first, non-token
+    features preferred, drawn in turn from `seed_feature_sae_seeds` SAE seeds."""
+    seed_feature_sae_seeds: int = 2
+    """SAE seeds the steering seed features come from (at least 2 where `seeds` has 2)."""
+    max_token_share: float = 0.5
+    """A latent whose top activations fall on one token this often (or more) is a token feature
+    (e.g. ':' or a digit); such features are used as steering seeds only when too few others are
+    enriched for the theme."""
     enrichment_tokens: int = 262_144
     """Training tokens over which theme enrichment (standardised mean difference) is measured."""
     scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
