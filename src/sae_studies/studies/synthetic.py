@@ -510,7 +510,7 @@ def study1_subspace(
         ov.append(
             claims.subspace_controls(da, db, ca, cb, k, cov, generator, cfg.n_random_subspaces).assign(pair=f"{a}-{b}", dim=k)
         )
-        rk.append(claims.low_rank_rows(da, ca, generator).assign(seed=a))
+        rk.append(claims.low_rank_rows(da, ca, generator, cov=cov).assign(seed=a))
     ov = pd.concat(ov, ignore_index=True) if ov else pd.DataFrame(columns=["group", "control", "overlap", "pair", "dim"])
     rk = pd.concat(rk, ignore_index=True) if rk else pd.DataFrame(columns=["group", "eff_rank", "eff_rank_random_subset"])
     return ov, rk
