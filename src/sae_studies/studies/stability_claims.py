@@ -161,38 +161,8 @@ def verdict_separation(sep: pd.DataFrame, n_seeds: int, min_seeds: int = MIN_SEE
 
 
 # --------------------------------------------------------------------------------------------
-# claim 2: functional asymmetry
+# claim 2: the stable class's total signal against size-matched random ablations
 # --------------------------------------------------------------------------------------------
-
-
-def asymmetry_rows(cell, seed: int, sae, x: torch.Tensor, classes: np.ndarray, splicer) -> list[dict]:
-    """Ablate each live class of one SAE from its reconstruction: FVU and CE increases."""
-    masks = {c: torch.from_numpy(classes == c) for c in LIVE_CLASSES if (classes == c).any()}
-    evs = features.ablation_explained_variance(sae, x, masks)
-    ce = features.ablation_ce(splicer, sae, masks)
-    return [
-        {
-            **cell.as_dict(),
-            "seed": seed,
-            "class": c,
-            "n": int(m.sum()),
-            "feature_share": float(m.double().mean()),
-            "d_fvu": evs["none"] - evs[c],
-            "d_ce": ce[c] - ce["sae"],
-        }
-        for c, m in masks.items()
-    ]
-
-
-def per_feature_ratio(asym: pd.DataFrame) -> pd.DataFrame:
-    """Per (layer, architecture, seed): how much more one stable feature is worth than one unstable
-    one, ``(Δ / n)_stable / (Δ / n)_unstable`` for FVU and CE (NaN where a class is empty)."""
-    a = asym.assign(fvu=asym.d_fvu / asym.n, ce=asym.d_ce / asym.n)
-    per = a.pivot_table(index=["layer", "architecture", "seed"], columns="class", values=["fvu", "ce"])
-    out = pd.DataFrame(index=per.index)
-    for q in ("fvu", "ce"):
-        out[q] = per[q]["stable"] / per[q]["unstable"] if {"stable", "unstable"} <= set(per[q].columns) else np.nan
-    return out
 
 
 def random_ablation_rows(
