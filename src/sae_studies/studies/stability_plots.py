@@ -111,7 +111,8 @@ def functional_asymmetry(ablations: pd.DataFrame) -> plt.Figure:
     (small dark dots) and their 95th percentile per seed (short bars)."""
     groups = list(ablations.groupby(["architecture", "layer"]).groups)
     quantities = [q for q in ("fvu", "ce") if ablations[f"d_{q}"].notna().any()]
-    fig, axes = plt.subplots(1, len(quantities), figsize=(5.5 * len(quantities), 3.8), squeeze=False)
+    width = max(5.5, 0.9 * len(groups) + 1.5)
+    fig, axes = plt.subplots(1, len(quantities), figsize=(width * len(quantities), 4.2), squeeze=False)
     for ax, q in zip(axes[0], quantities):
         for x, (arch, layer) in enumerate(groups):
             g = ablations[(ablations.architecture == arch) & (ablations.layer == layer)]
@@ -130,10 +131,11 @@ def functional_asymmetry(ablations: pd.DataFrame) -> plt.Figure:
                     [xs], gs[gs.set == "class"][f"d_{q}"], s=50, marker="D", color=CLASS_COLORS["stable"], zorder=3,
                     label="stable class" if x == k == 0 else None,
                 )  # fmt: skip
-        ax.set_xticks(range(len(groups)), [f"{a}\nlayer {lay}" for a, lay in groups], fontsize=8)
-        ax.set_ylabel(f"{'FVU' if q == 'fvu' else 'CE (nats / token)'} increase when the set is ablated")
+        ax.set_xticks(range(len(groups)), [f"{a.replace('_batchtopk', '')}\nlayer {lay}" for a, lay in groups], fontsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=25, ha="right", rotation_mode="anchor")
+        ax.set_ylabel(f"{'FVU' if q == 'fvu' else 'CE (nats / token)'} increase\nwhen the set is ablated")
         ax.set_title(
-            f"{'FVU' if q == 'fvu' else 'CE'}: stable class vs size-matched random live sets (one column per seed)", fontsize=9
+            f"{'FVU' if q == 'fvu' else 'CE'}: stable class vs size-matched random live sets\n(one column per seed)", fontsize=9
         )
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
@@ -232,6 +234,7 @@ def subspace_angles(ov: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:
             errorbar="sd",
             ax=axes[1],
         )
+    axes[1].xaxis.get_major_locator().set_params(integer=True)
     axes[1].set_xlabel("principal angle index (largest cosine first)")
     axes[1].set_ylabel("cos θ between the two seeds")
     axes[1].set_title("principal angles of the class subspaces (± sd over seed pairs)")
