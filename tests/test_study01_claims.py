@@ -277,18 +277,23 @@ def _overlaps(unstable, control, pairs=4, noise=0.0, seed=0):
     return pd.DataFrame(rows)
 
 
-def _ranks(ratio, seeds=4):
-    return pd.DataFrame({"group": "unstable", "eff_rank": 20 * ratio, "eff_rank_covariance": 20.0, "seed": range(seeds)})
+def _ranks(share, seeds=4, d=40):
+    return pd.DataFrame({"group": "unstable", "eff_rank": d * share + np.arange(seeds) % 2, "d": d, "seed": range(seeds)})
 
 
 def test_subspace_rule_agrees_disagrees_inconclusive():
-    assert claims.verdict_subspace(_overlaps(0.9, 0.4), _ranks(0.5)).outcome == "agrees"
-    assert claims.verdict_subspace(_overlaps(0.3, 0.4), _ranks(1.0)).outcome == "disagrees"
-    assert claims.verdict_subspace(_overlaps(0.9, 0.4), _ranks(1.0)).outcome == "partly"
-    assert claims.verdict_subspace(_overlaps(0.45, 0.4, pairs=2, noise=0.3), _ranks(0.5)).outcome == "inconclusive"
+    assert claims.verdict_subspace(_overlaps(0.9, 0.4), _ranks(0.25)).outcome == "agrees"
+    assert claims.verdict_subspace(_overlaps(0.3, 0.4), _ranks(0.9)).outcome == "disagrees"
+    assert claims.verdict_subspace(_overlaps(0.9, 0.4), _ranks(0.9)).outcome == "partly"
+    assert claims.verdict_subspace(_overlaps(0.45, 0.4, pairs=2, noise=0.3), _ranks(0.25)).outcome == "inconclusive"
     # a rule whose positive control fails cannot say anything
-    v = claims.verdict_subspace(_overlaps(0.3, 0.4), _ranks(1.0), positive_control="disagrees")
+    v = claims.verdict_subspace(_overlaps(0.3, 0.4), _ranks(0.9), positive_control="disagrees")
     assert v.outcome == "inconclusive" and "no power" in v.ours
+
+
+def test_claim4_reads_the_not_stable_set():
+    cls = np.array(["stable", "partial", "unstable", "dead"], dtype=object)
+    assert list(claims.claim4_classes(cls)) == ["stable", "unstable", "unstable", "dead"]
 
 
 def test_positive_control_planted_subspace_agrees():
@@ -342,7 +347,7 @@ def test_subspace_controls_on_planted_geometry():
     assert un > 0.99 and un > cov.max()
     ranks = claims.low_rank_rows(decs[0], classes[0], g, cov=torch.eye(d, dtype=torch.float64))
     r = ranks.set_index("group").loc["unstable"]
-    assert r.eff_rank <= 4 and r.eff_rank_covariance > 2 * r.eff_rank
+    assert r.eff_rank <= 4 and r.d == d and r.eff_rank_covariance > 2 * r.eff_rank
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,7 +427,7 @@ def test_every_revised_rule_names_its_previous_rule():
         claims.verdict_signal(claims.signal_table(_ablations(0.3, 0.05))),
         claims.verdict_frequency(_surface(0.001, 0.9)),
         claims.verdict_single_token(_surface(0.001, 0.9)),
-        claims.verdict_subspace(_overlaps(0.9, 0.4), _ranks(0.5)),
+        claims.verdict_subspace(_overlaps(0.9, 0.4), _ranks(0.25)),
         claims.verdict_pooling(_match([0.4, 0.41], 0.2), _quality(0.905), 0.7),
         claims.verdict_size_trend(_per_seed_sizes(0.5, 0.2)),
     ):

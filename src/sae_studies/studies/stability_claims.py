@@ -31,6 +31,7 @@ from ..analyses import features
 from ..analyses.intervals import decide, t_interval
 from .stability_anchors import MAX_DUPLICATE_SHARE, verdict_relu_vs_topk, verdict_size_trend  # noqa: F401
 from .stability_subspace import (  # noqa: F401  (claim 4 lives there; re-exported for its callers)
+    claim4_classes,
     class_dimension,
     comparison_dimension,
     low_rank_rows,
