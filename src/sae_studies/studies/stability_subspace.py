@@ -100,6 +100,7 @@ def subspace_controls(
     cov: torch.Tensor,
     generator: torch.Generator,
     n_draws: int,
+    descriptive: bool = True,
 ) -> pd.DataFrame:
     """Projection overlap of two seeds' top-``dim`` subspaces of a class of latents (``across
     seeds``), and the controls of the same dimension: ``covariance`` · ``reference`` (two subspaces
@@ -107,7 +108,9 @@ def subspace_controls(
     :mod:`.stability_nulls`: the rule reads its 95th percentile) and ``random`` · ``reference``
     (Haar-random). Descriptive rows, not read by the rule: ``random subset`` (as many live
     latents, drawn in each seed) and ``data PCA`` (the class's subspace against the top-``dim``
-    principal subspace of ``cov``). One row per (group, control, draw)."""
+    principal subspace of ``cov``), left out with ``descriptive=False`` (the positive control:
+    the random subsets cost one SVD of the class's size per draw). One row per (group, control,
+    draw)."""
     rows = []
     live_a, live_b = np.flatnonzero(cls_a != "dead"), np.flatnonzero(cls_b != "dead")
     lam, vec = torch.linalg.eigh(cov.double())
@@ -119,6 +122,8 @@ def subspace_controls(
         qa = subspaces.top_subspace(dec_a[ia], dim)
         across = subspaces.projection_overlap(qa, subspaces.top_subspace(dec_b[ib], dim))
         rows.append({"group": group, "control": "across seeds", "draw": 0, "n": len(ia), "overlap": across})
+        if not descriptive:
+            continue
         rows.append(
             {"group": group, "control": "data PCA", "draw": 0, "n": len(ia), "overlap": subspaces.projection_overlap(qa, pca)}
         )
@@ -284,7 +289,9 @@ def planted_control(
         if dim < 1:
             continue
         ov.append(
-            subspace_controls(decs[s], decs[s + 1], classes[s], classes[s + 1], dim, cov, generator, n_draws).assign(pair=s)
+            subspace_controls(decs[s], decs[s + 1], classes[s], classes[s + 1], dim, cov, generator, n_draws, False).assign(
+                pair=s
+            )
         )
         rk.append(low_rank_rows(decs[s], classes[s], generator, cov=cov))
     if not ov:
