@@ -103,3 +103,17 @@ def test_stability_histograms_draw_each_layers_null_and_fit_the_data():
     p99 = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if "null 99th" in ln.get_label())
     assert p99 == pytest.approx(sorted(np.quantile(v, 0.99) for v in nulls.values()))
     assert ax.get_xlim()[0] > 0.2  # the range follows the data, no blank half
+
+
+def test_stability_histograms_draw_no_panel_for_untrained_cells():
+    rng = np.random.default_rng(1)
+    frames = [
+        pd.DataFrame(
+            {"architecture": arch, "layer": 1, "expansion": ef, "seed": seed, "feature": range(32),
+             "mean_best": rng.uniform(0.3, 1.0, 32), "class": "unstable"}
+        )
+        for arch, ef in (("topk", 4), ("topk", 8), ("standard", 8))
+        for seed in range(2)
+    ]  # fmt: skip
+    fig = plots.stability_histograms(pd.concat(frames, ignore_index=True), {(1, 32): rng.normal(0.4, 0.02, 64)}, 0.7, 2)
+    assert len(fig.axes) == 3  # three trained cells, no "not trained" panel for standard 4x
