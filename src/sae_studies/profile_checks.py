@@ -259,6 +259,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "single_token_share": UNIT,
         "subspace_dim": POS,
         "n_random_subspaces": POS,
+        "n_random_ablations": POS,
         "hungarian_max_features": POS,
         "pool_seeds": seeds(2),
         "pool_group_size": at_least(2),

@@ -85,12 +85,18 @@ class Study01Config:
     single_token_share: float = 0.5
     """A feature counts as explained by a single token when at least this share of its top
     activations fall on one token."""
-    subspace_dim: int = 32
+    subspace_dim: int = 4096
     """Largest dimension of the subspaces compared across seeds: a class is compared at the
-    dimension its unit decoder rows span (90 %-energy effective rank), at most this and d / 2."""
+    dimension its unit decoder rows span (90 %-energy effective rank), at most this and d / 2.
+    Large by default, so d / 2 decides: a cap of 32 (before issue 19) compared about the data's
+    top principal subspace, which any large set of rows reproduces (no power)."""
     n_random_subspaces: int = 32
     """Draws of every size-matched control and random reference of the subspace analysis
     (random subsets of live latents, covariance-drawn and Haar-random subspaces)."""
+    n_random_ablations: int = 16
+    """Size-matched random sets of live latents ablated beside the stable class (claim 2: the
+    stable class's total FVU / CE effect is read against their 95th percentile); each set costs
+    one spliced LM pass over n_ce_tokens."""
     hungarian_max_features: int = 4096
     """Hungarian one-to-one matching is run for dictionaries up to this size."""
     pool_architecture: str = "topk"

@@ -48,15 +48,16 @@ def study1_subspace(
     generator: torch.Generator,
     *,
     dim: int | None = None,
-    not_stable: bool = False,
+    not_stable: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Study 1's claim-4 analysis, unchanged, on consecutive seed pairs: ``(overlaps, ranks)`` from
     :func:`stability_claims.subspace_controls` and :func:`stability_claims.low_rank_rows`, at
     the dimension notebook 01 uses (:func:`stability_claims.comparison_dimension`).
 
+    ``not_stable`` counts partial latents as unstable (matched in fewer than all other seeds):
+    study 1's claim-4 set since issue 19 (``stability_claims.claim4_classes``), so the default.
     Sensitivity variant: ``dim`` fixes the subspace dimension instead (a class smaller than it is
-    skipped), and ``not_stable`` counts partial latents as unstable (matched in fewer than all
-    other seeds)."""
+    skipped)."""
     from . import stability_claims as claims
 
     ov, rk = [], []
@@ -77,7 +78,7 @@ def study1_subspace(
         ov.append(
             claims.subspace_controls(da, db, ca, cb, k, cov, generator, cfg.n_random_subspaces).assign(pair=f"{a}-{b}", dim=k)
         )
-        rk.append(claims.low_rank_rows(da, ca, generator).assign(seed=a))
+        rk.append(claims.low_rank_rows(da, ca, generator, cov=cov).assign(seed=a))
     ov = pd.concat(ov, ignore_index=True) if ov else pd.DataFrame(columns=["group", "control", "overlap", "pair", "dim"])
     rk = pd.concat(rk, ignore_index=True) if rk else pd.DataFrame(columns=["group", "eff_rank", "eff_rank_random_subset"])
     return ov, rk
