@@ -90,6 +90,13 @@ class LMConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    """The LM's *weight* dtype (TransformerLens `dtype`); keep float32: the bfloat16 speed-up is
+    `compute_dtype`, which leaves the weights float32."""
+    compute_dtype: str = "auto"
+    """Precision of the LM forward in harvest and spliced CE (`sae_studies.precision`): `float32`,
+    `bfloat16` (autocast; float32 with a warning on a CPU without bfloat16 instructions) or
+    `auto` (bfloat16 on CUDA and AMX-BF16 / AVX512-BF16 CPUs). Activations are stored float32;
+    the resolved precision is part of the activation artifact key."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,11 @@ class SAEConfig:
     per token on short runs. True divides it by that factor at the end of training (Adam's bias
     correction); False keeps SAELens' value. Only BatchTopK-family SAEs depend on it."""
     device: str = "cpu"
+    dtype: str = "auto"
+    """Compute precision of SAE training (`sae_studies.precision`): `float32`, `bfloat16` or `auto`
+    (bfloat16 on CUDA and AMX-BF16 / AVX512-BF16 CPUs, else float32). Master weights and Adam state
+    stay float32; only the encoder matmul runs in bfloat16 (the selected pre-activations are
+    recomputed in float32). The resolved precision is part of the SAE artifact key."""
     prefetch: int = 0
     """Batches the data feed reads ahead on a background thread (`sae_studies.feed`), delivered on
     `device` through pinned memory when it is CUDA; 0 reads each batch in the training loop. The

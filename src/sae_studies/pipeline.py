@@ -57,7 +57,13 @@ class Run:
         The BOS position (if any) is never replaced: SAEs are not trained on it."""
         key = (hook, n_tokens)
         if key not in self._splicers:
-            self._splicers[key] = quality.Splicer(self.model, hook, self.eval_contexts(n_tokens), keep_first=self.loaded.n_prefix)
+            self._splicers[key] = quality.Splicer(
+                self.model,
+                hook,
+                self.eval_contexts(n_tokens),
+                keep_first=self.loaded.n_prefix,
+                compute_dtype=self.loaded.compute_dtype,
+            )
         return self._splicers[key]
 
     def save_figure(self, fig, name: str):

@@ -85,12 +85,18 @@ class Study01Config:
     single_token_share: float = 0.5
     """A feature counts as explained by a single token when at least this share of its top
     activations fall on one token."""
-    subspace_dim: int = 32
+    subspace_dim: int = 4096
     """Largest dimension of the subspaces compared across seeds: a class is compared at the
-    dimension its unit decoder rows span (90 %-energy effective rank), at most this and d / 2."""
+    dimension its unit decoder rows span (90 %-energy effective rank), at most this and d / 2.
+    Large by default, so d / 2 decides: a cap of 32 (before issue 19) compared about the data's
+    top principal subspace, which any large set of rows reproduces (no power)."""
     n_random_subspaces: int = 32
     """Draws of every size-matched control and random reference of the subspace analysis
     (random subsets of live latents, covariance-drawn and Haar-random subspaces)."""
+    n_random_ablations: int = 16
+    """Size-matched random sets of live latents ablated beside the stable class (claim 2: the
+    stable class's total FVU / CE effect is read against their 95th percentile); each set costs
+    one spliced LM pass over n_ce_tokens."""
     hungarian_max_features: int = 4096
     """Hungarian one-to-one matching is run for dictionaries up to this size."""
     pool_architecture: str = "topk"
@@ -196,7 +202,9 @@ class Study02Config:
     """SAE seeds of the main model (at least 2, distinct)."""
     dict_factor: float = 2.0
     """Dictionary size F = round(dict_factor × (n_isolated + n_groups × rank)), i.e. relative to
-    the number of dimensions the ground truth spans; must give F ≥ n_isolated."""
+    the number of dimensions the ground truth spans; must give F ≥ n_isolated. The phase diagram
+    raises each cell's F to at least its number of ground-truth directions (see
+    `studies.synthetic.phase_dictionary_size`), so no cell has fewer latents than directions."""
     k: int = 4
     """Active latents per row of the TopK family."""
     train_tokens: int = 1_048_576
@@ -380,8 +388,16 @@ class Study05Config:
     judge_ceiling: float = 0.5
     """Steering-toward verdicts judge only themes whose unsteered theme score is at most this: the
     model's own register (the generic `fortunes`) cannot be raised, so it is shown, not judged."""
-    seeds_per_theme: int = 1
-    """Most enriched features per theme used as steering seeds."""
+    seeds_per_theme: int = 3
+    """Steering seed features per theme (at least 3: a theme's verdict must not rest on one
+    feature), chosen by `studies.flow.pick_seed_features`: most enriched first, non-token
+    features preferred, drawn in turn from `seed_feature_sae_seeds` SAE seeds."""
+    seed_feature_sae_seeds: int = 2
+    """SAE seeds the steering seed features come from (at least 2 where `seeds` has 2)."""
+    max_token_share: float = 0.5
+    """A latent whose top activations fall on one token this often (or more) is a token feature
+    (e.g. ':' or a digit); such features are used as steering seeds only when too few others are
+    enriched for the theme."""
     enrichment_tokens: int = 262_144
     """Training tokens over which theme enrichment (standardised mean difference) is measured."""
     scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)

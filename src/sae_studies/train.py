@@ -5,7 +5,8 @@ the profile (`SAEConfig`) and the activations it reads; that set is its artifact
 sets the initialisation and the data order only; the activations are shared.
 
 TopK-family SAEs train on the repository's sparse path (`sae_studies.saes`) unless
-`sae.fast` is False; either way they are saved with `save_inference_model` in SAELens format and
+`sae.fast` is False, in the precision `sae.dtype` resolves to (`sae_studies.precision`: SAETrainer's
+bfloat16 autocast around the step, float32 master weights and Adam state); either way they are saved with `save_inference_model` in SAELens format and
 loaded back with `SAE.load_from_disk`.
 """
 
@@ -28,12 +29,14 @@ from . import feed
 from .activations import ActivationSet
 from .config import SAEConfig
 from .devices import check_device
+from .precision import resolve as resolve_precision
+from .precision import resolved_name as precision_name
 from .saes import registry
 from .saes.registry import SAESpec
 from .store import Artifact, Store
 
 #: The modules whose code builds this file's artifacts: their version is part of every key.
-BUILDER_CODE = ("sae_studies.train", "sae_studies.saes", "sae_studies.activations", "sae_studies.feed")
+BUILDER_CODE = ("sae_studies.train", "sae_studies.saes", "sae_studies.activations", "sae_studies.feed", "sae_studies.precision")
 
 __all__ = ["SAESpec", "architectures", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
 
@@ -109,6 +112,12 @@ def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batc
     cfg = dataclasses.asdict(sae_cfg)
     cfg.pop("expansion_factor")  # d_sae is in the spec
     cfg.pop("k")
+    # the precision this machine resolves `dtype` to, not the name: `auto` on a bfloat16 machine
+    # and on one without must not share an SAE. Float32 adds nothing, so float32 SAEs cached
+    # before the setting existed keep their keys.
+    precision = precision_name(cfg.pop("dtype"), sae_cfg.device)
+    if precision != "float32":
+        cfg["precision"] = precision
     if not registry.get(spec.architecture).batch_threshold:
         cfg.pop("debias_batchtopk_threshold")  # no effect on them: their cached artifacts stay valid
     for name in ("prefetch", "shuffle_block_rows", "shuffle_window_blocks", "feed_dtype"):
@@ -176,6 +185,9 @@ def train_sae(
             dead_feature_window=sae_cfg.dead_feature_window,
             feature_sampling_window=max(1, steps),
             n_batches_for_norm_estimate=min(20, steps),
+            # SAETrainer wraps each step in torch.autocast(device type, bfloat16): SAELens' dense
+            # architectures autocast as they do on a GPU; the sparse path reads the same context
+            autocast=resolve_precision(sae_cfg.dtype, sae_cfg.device) == torch.bfloat16,
         )
         data = feed.data_feed(
             acts,
@@ -212,6 +224,7 @@ def train_sae(
         sae.cfg.metadata.hook_name = acts.hook
         sae.save_inference_model(tmp)
         summary = {
+            "precision": precision_name(sae_cfg.dtype, sae_cfg.device),
             "train_seconds": round(seconds, 2),
             "tokens_per_second": round(steps * batch_size / seconds),
             "training_class": training_class_name(spec, sae_cfg),

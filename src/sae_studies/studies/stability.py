@@ -102,6 +102,7 @@ def check(cfg: Study01Config, n_layers: int) -> None:
     if any(not 0 < p < 1 for p in prefixes) or prefixes != sorted(set(prefixes)):
         raise ValueError(f"study01.matryoshka_prefixes must be strictly increasing fractions in (0, 1); got {prefixes}")
     check_int("study01.min_firings", cfg.min_firings, 1)
+    check_int("study01.n_random_ablations", cfg.n_random_ablations, 1)
 
 
 def grid(cfg: Study01Config) -> list[GridCell]:

@@ -89,6 +89,34 @@ def per_group_outcome(ok: pd.Series | dict[str, bool]) -> tuple[str, str]:
     return "disagrees", f"holds for none of {', '.join(map(str, ok.index))}"
 
 
+def combine_outcomes(outcomes: dict) -> tuple[str, str]:
+    """One outcome from per-group outcomes (e.g. per architecture and layer): agrees when every
+    group agrees, partly when some do, inconclusive when none does and some cannot tell,
+    disagrees when every group that was tested disagrees; untested when nothing was."""
+    tested = {k: v for k, v in outcomes.items() if v != "untested"}
+    if not tested:
+        return "untested", "no group could be tested"
+    names = {o: [str(k) for k, v in tested.items() if v == o] for o in ("agrees", "partly", "disagrees", "inconclusive")}
+    text = "; ".join(f"{o}: {', '.join(ks)}" for o, ks in names.items() if ks)
+    if len(names["agrees"]) == len(tested):
+        return "agrees", text
+    if names["agrees"] or names["partly"]:
+        return "partly", text
+    return ("inconclusive" if names["inconclusive"] else "disagrees"), text
+
+
+def both_outcomes(a: str, b: str) -> str:
+    """Two conditions a claim needs together: agrees when both agree; partly when one agrees and
+    the other disagrees; disagrees when one disagrees and the other does not agree (the
+    conjunction is false whatever the undecided one does); inconclusive otherwise (one or both
+    cannot tell, or are untested, and neither disagrees)."""
+    if a == b == "agrees":
+        return "agrees"
+    if "disagrees" in (a, b):
+        return "partly" if "agrees" in (a, b) else "disagrees"
+    return "inconclusive"
+
+
 def spread(values: Sequence[float] | np.ndarray, fmt: str = ".3f") -> str:
     """``"0.412 ± 0.013 (n=5)"``: mean ± standard deviation over seeds (sample, ddof=1);
     a single value prints without a spread."""
