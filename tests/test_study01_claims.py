@@ -112,7 +112,9 @@ def test_outcomes_combine():
     assert both_outcomes("inconclusive", "disagrees") == "disagrees"  # the conjunction fails whatever the other does
     assert combine_outcomes({"a": "agrees", "b": "agrees"})[0] == "agrees"
     assert combine_outcomes({"a": "agrees", "b": "disagrees"})[0] == "partly"
-    assert combine_outcomes({"a": "inconclusive", "b": "disagrees"})[0] == "inconclusive"
+    # none agrees and one disagrees: the claim is contradicted (one rule for every study)
+    assert combine_outcomes({"a": "inconclusive", "b": "disagrees"})[0] == "disagrees"
+    assert combine_outcomes({"a": "inconclusive", "b": "inconclusive"})[0] == "inconclusive"
     assert combine_outcomes({"a": "disagrees", "b": "untested"})[0] == "disagrees"
     assert combine_outcomes({})[0] == "untested"
 

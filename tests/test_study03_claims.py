@@ -29,8 +29,9 @@ def test_combine_outcomes():
     assert combine({"a": "disagrees", "b": "inconclusive"})[0] == "disagrees"
     assert combine({"a": "inconclusive", "b": "inconclusive"})[0] == "inconclusive"
     assert combine({})[0] == "untested"
+    assert combine({"a": "partly", "b": "disagrees"})[0] == "partly"
     with pytest.raises(ValueError, match="combine"):
-        combine({"a": "partly"})
+        combine({"a": "maybe"})
 
 
 def test_paired_differences_and_weakest():

@@ -1,7 +1,7 @@
 """Small pieces the interval-based verdict rules of studies 2-5 share.
 
-* :func:`combine` — one outcome from several conditions' outcomes (each already decided by an
-  interval, e.g. per k, per F or per theme).
+* :func:`combine` — `verdicts.combine_outcomes`, the one rule by which every study combines its
+  conditions' outcomes (each already decided by an interval, e.g. per k, per F or per theme).
 * :func:`paired` — per-seed differences of two arms that share data and seeds (a paired design:
   the interval is over these differences, not over two independent means).
 * :func:`interval_text` — ``"+0.012 [−0.003, +0.027] (n=3)"``, the form a findings cell shows.
@@ -19,25 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..analyses.intervals import decide, t_interval
-
-
-def combine(outcomes: Mapping[str, str]) -> tuple[str, str]:
-    """One outcome over conditions, with a note naming them: every condition agrees → agrees;
-    every one disagrees → disagrees; every one inconclusive → inconclusive; some agree and
-    others do not → partly; none agrees, some disagree and the rest are inconclusive →
-    disagrees (nothing supports the claim and part of the data contradicts it). No conditions
-    → untested."""
-    if not outcomes:
-        return "untested", "no condition could be measured"
-    bad = {k: v for k, v in outcomes.items() if v not in ("agrees", "disagrees", "inconclusive")}
-    if bad:
-        raise ValueError(f"combine takes outcomes agrees / disagrees / inconclusive per condition; got {bad}")
-    by = {o: [k for k, v in outcomes.items() if v == o] for o in ("agrees", "disagrees", "inconclusive")}
-    note = "; ".join(f"{o}: {', '.join(map(str, ks))}" for o, ks in by.items() if ks)
-    values = set(outcomes.values())
-    if len(values) == 1:
-        return values.pop(), note
-    return ("partly" if by["agrees"] else "disagrees"), note
+from .verdicts import combine_outcomes as combine  # noqa: F401  (the one rule; re-exported for the studies)
 
 
 def paired(df: pd.DataFrame, arm: str, a: str, b: str, value: str, by: Sequence[str] = ()) -> pd.DataFrame:

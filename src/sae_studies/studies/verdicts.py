@@ -90,19 +90,27 @@ def per_group_outcome(ok: pd.Series | dict[str, bool]) -> tuple[str, str]:
 
 
 def combine_outcomes(outcomes: dict) -> tuple[str, str]:
-    """One outcome from per-group outcomes (e.g. per architecture and layer): agrees when every
-    group agrees, partly when some do, inconclusive when none does and some cannot tell,
-    disagrees when every group that was tested disagrees; untested when nothing was."""
+    """One outcome from per-condition outcomes (per architecture and layer, per k, per theme, ...),
+    with a note naming the conditions. Untested conditions are left out (nothing tested →
+    untested). Every condition agrees → agrees; some agree (or partly) and others do not →
+    partly; every one inconclusive → inconclusive; none agrees and some disagree (the rest
+    inconclusive) → disagrees: nothing supports the claim and part of the data contradicts it.
+    The one rule every study combines its conditions by."""
     tested = {k: v for k, v in outcomes.items() if v != "untested"}
     if not tested:
-        return "untested", "no group could be tested"
+        return "untested", "no condition could be tested"
+    bad = {k: v for k, v in tested.items() if v not in OUTCOMES}
+    if bad:
+        raise ValueError(f"combine_outcomes takes outcomes from {OUTCOMES}; got {bad}")
     names = {o: [str(k) for k, v in tested.items() if v == o] for o in ("agrees", "partly", "disagrees", "inconclusive")}
     text = "; ".join(f"{o}: {', '.join(ks)}" for o, ks in names.items() if ks)
     if len(names["agrees"]) == len(tested):
         return "agrees", text
     if names["agrees"] or names["partly"]:
         return "partly", text
-    return ("inconclusive" if names["inconclusive"] else "disagrees"), text
+    if len(names["inconclusive"]) == len(tested):
+        return "inconclusive", text
+    return "disagrees", text
 
 
 def both_outcomes(a: str, b: str) -> str:
