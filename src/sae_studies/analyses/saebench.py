@@ -45,6 +45,8 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 EPS = 1e-8
 
 __all__ = [
+    "text_runs",
+    "pool_runs",
     "pooled_texts",
     "top_k_mean_diff",
     "sparse_probe_accuracy",
@@ -66,28 +68,57 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
-def pooled_texts(
-    codes: torch.Tensor | np.ndarray, categories: np.ndarray, n_ctx: int, min_tokens: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(X [T, F], labels [T])``: the mean code of every maximal run of ≥ ``min_tokens``
-    consecutive rows with one category (≥ 0) inside a context window of ``n_ctx`` rows."""
+def text_runs(categories: np.ndarray, n_ctx: int, min_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, ends, labels)`` of every maximal run of ≥ ``min_tokens`` consecutive rows with
+    one category (≥ 0; separators are < 0) inside a context window of ``n_ctx`` rows: the texts
+    of sparse probing."""
     check_int("n_ctx", n_ctx, 1)
     check_int("min_tokens", min_tokens, 1)
-    z = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
     cats = np.asarray(categories)
-    if len(cats) != len(z):
-        raise ValueError(f"categories has {len(cats)} rows, codes {len(z)}: one category per row")
-    xs, ys = [], []
+    starts, ends, labels = [], [], []
     for start in range(0, len(cats) - n_ctx + 1, n_ctx):
         c = cats[start : start + n_ctx]
         bounds = np.flatnonzero(np.diff(c)) + 1
         for a, b in zip(np.r_[0, bounds], np.r_[bounds, n_ctx]):
             if c[a] >= 0 and b - a >= min_tokens:
-                xs.append(z[start + a : start + b].mean(0))
-                ys.append(int(c[a]))
-    if not xs:
-        return np.zeros((0, z.shape[1]), dtype=np.float32), np.zeros(0, dtype=int)
-    return np.stack(xs).astype(np.float32), np.asarray(ys)
+                starts.append(start + a)
+                ends.append(start + b)
+                labels.append(int(c[a]))
+    return np.asarray(starts, dtype=int), np.asarray(ends, dtype=int), np.asarray(labels, dtype=int)
+
+
+@torch.no_grad()
+def pool_runs(
+    encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """``[T, F]`` mean code of ``x[start:end]`` for every run (encoded once per covering batch of rows)."""
+    out = []
+    if len(starts) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    lo = 0
+    while lo < len(starts):
+        first = starts[lo]
+        hi = lo
+        while hi < len(starts) and ends[hi] - first <= 8192:
+            hi += 1
+        hi = max(hi, lo + 1)
+        z = encode(x[first : ends[hi - 1]]).float()
+        out.extend(z[a - first : b - first].mean(0).numpy() for a, b in zip(starts[lo:hi], ends[lo:hi]))
+        lo = hi
+    return np.stack(out).astype(np.float32)
+
+
+def pooled_texts(
+    codes: torch.Tensor | np.ndarray, categories: np.ndarray, n_ctx: int, min_tokens: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(X [T, F], labels [T])``: the mean code of every text of :func:`text_runs`."""
+    z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes))
+    if len(categories) != len(z):
+        raise ValueError(f"categories has {len(categories)} rows, codes {len(z)}: one category per row")
+    starts, ends, labels = text_runs(categories, n_ctx, min_tokens)
+    if len(starts) == 0:
+        return np.zeros((0, z.shape[1]), dtype=np.float32), labels
+    return pool_runs(lambda b: b, z, starts, ends), labels
 
 
 def top_k_mean_diff(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
