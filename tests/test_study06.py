@@ -139,3 +139,24 @@ def test_headline_summary_reads_the_findings_files(tmp_path):
     first = out.iloc[0]
     assert first.paper == "0.6" and first.embedded == "0.41 ± 0.02 (n=5)" and first["SmolLM2 outcome"] == "disagrees"
     assert out.iloc[1].SmolLM2 == "not run" and out.iloc[1]["SmolLM2 outcome"] == "untested"
+
+
+def test_heatmap_and_bars_draw_every_cell(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sae_studies.studies import architectures_plots as AP
+
+    rows = []
+    for v, ev, st in (("topk", 0.9, 0.3), ("kron", 0.88, 0.35), ("standard", 0.7, 0.9)):
+        for s in range(3):
+            rows.append(
+                {"variant": v, "seed": s, "explained_variance": ev + 0.01 * s, "stable": st, "l0": 32.0, "dead_fraction": 0.1}
+            )
+    summary = A.summary_table(pd.DataFrame(rows), {"fraction_stable": 0.01})
+    fig = AP.architecture_heatmap(summary, untested=["standard"])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 3 * 4 and "0.910\n±0.025" in texts
+    assert "standard (collapsed)" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    fig2 = AP.stability_bars(summary, 0.01, untested=["standard"])
+    assert len(fig2.axes[0].patches) == 3
