@@ -392,6 +392,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "l1_coefficients": both(increasing(0), above(0)),
         "tau": OPEN_UNIT,
         "min_firings": POS,
+        "duplicate_cosine": OPEN_UNIT,
         "collapse_duplicate_share": UNIT,
         "n_ce_tokens": POS,
         "probe_ks": increasing(),

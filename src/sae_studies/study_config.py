@@ -471,9 +471,13 @@ class Study06Config:
     """Cosine threshold of study 1's stability score and of within-seed duplicates."""
     min_firings: int = 8
     """Latents firing fewer times on held-out tokens are dead (left out of the live stable share)."""
+    duplicate_cosine: float = 0.9
+    """A latent is a within-seed duplicate when another latent of the same dictionary has decoder
+    cosine ≥ this with it: a near copy. Not tau: in a small d (smoke: d = 32, F = 128) healthy TopK
+    dictionaries hold many pairs above 0.7 (measured: 0.63 of latents), so tau flags every one."""
     collapse_duplicate_share: float = 0.5
-    """An architecture whose mean within-seed duplicate share (best cosine to another latent of the
-    same dictionary ≥ tau) exceeds this, or whose dead share does, counts as collapsed: its
+    """An architecture whose mean within-seed duplicate share (see duplicate_cosine) exceeds this,
+    or whose dead share does, counts as collapsed: its
     stability is reported as "untested" (a collapsed dictionary matches across seeds for the
     wrong reason)."""
     n_ce_tokens: int = 8_192

@@ -214,14 +214,15 @@ def evaluate(
 ) -> pd.DataFrame:
     """One row per (variant, seed): quality (EV, L0, dead share, loss recovered), stability
     (``stable``: share of live latents matched in every other seed; ``mean_best``), within-seed
-    ``duplicate_share``, ``tokens_per_second``, sparse-probing accuracy per k (``probe_acc_k``,
-    mean over categories) and absorption (``absorption``: mean absorption fraction over letters;
+    ``duplicate_share`` (cosine ≥ ``duplicate_cosine`` to another latent of its dictionary),
+    ``tokens_per_second``, sparse-probing accuracy per k (``probe_acc_k``, mean over categories)
+    and absorption (``absorption``: mean absorption fraction over letters;
     ``full_absorption``)."""
     rows = []
     todo = [(v, s) for v in variants(cfg) for s in range(len(cfg.seeds))]
     scores = {a: seed_stability.stability_scores([m.W_dec for m in ms], cfg.tau) for a, ms in trained.saes.items()}
     dups = {
-        a: [float((seed_stability.within_seed_best(m.W_dec) >= cfg.tau).double().mean()) for m in ms]
+        a: [float((seed_stability.within_seed_best(m.W_dec) >= cfg.duplicate_cosine).double().mean()) for m in ms]
         for a, ms in trained.saes.items()
     }
     speed = trained.speed.set_index(["architecture", "seed"]).tokens_per_second
