@@ -36,6 +36,9 @@ def test_sparse_probing_balanced_rows_per_category():
     table = B.sparse_probing(x, labels, ks=(1, 2), max_texts=50, test_fraction=0.2)
     assert set(table.category) == {0, 1, 2} and set(table.k) == {1, 2}
     assert (table.n_texts == 100).all() and (table.accuracy > 0.9).all()
+    # no signal: a balanced test set puts a probe at chance (0.5), never systematically below it
+    noise = B.sparse_probing(rng.normal(size=(300, 5)), labels, ks=(1,), max_texts=10, test_fraction=0.2)
+    assert noise.accuracy.mean() == pytest.approx(0.5, abs=0.15)
     with pytest.raises(ValueError, match="test_fraction"):
         B.sparse_probing(x, labels, ks=(1,), max_texts=50, test_fraction=1.0)
 

@@ -144,7 +144,8 @@ def sparse_probing(
     x: np.ndarray, labels: np.ndarray, ks: Sequence[int], max_texts: int, test_fraction: float, seed: int = 0
 ) -> pd.DataFrame:
     """One row per (category, k): test accuracy of the k-sparse probe for that category against
-    the rest, on a balanced set of at most ``max_texts`` texts per class (seeded draw and split).
+    the rest, on a balanced set of at most ``max_texts`` texts per class (seeded draw), split into
+    balanced train and test sets (``test_fraction`` of each class held out).
     Categories with fewer than 4 texts on either side are skipped."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
@@ -155,14 +156,16 @@ def sparse_probing(
         n = min(len(pos), len(neg), max_texts)
         if n < 4:
             continue
-        idx = np.r_[rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]
-        y = np.r_[np.ones(n, dtype=int), np.zeros(n, dtype=int)]
-        order = rng.permutation(2 * n)
-        idx, y = idx[order], y[order]
-        n_test = max(2, int(round(2 * n * test_fraction)))
-        tr, te = slice(n_test, None), slice(None, n_test)
+        # balanced train and test sets (as SAEBench's): the split is made within each class, so a
+        # probe that only learned the majority of its training set scores 0.5, not below it
+        n_test = max(1, int(round(n * test_fraction)))
+        p, q = rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)
+        tr = np.r_[p[n_test:], q[n_test:]]
+        te = np.r_[p[:n_test], q[:n_test]]
+        y_tr = np.r_[np.ones(n - n_test, dtype=int), np.zeros(n - n_test, dtype=int)]
+        y_te = np.r_[np.ones(n_test, dtype=int), np.zeros(n_test, dtype=int)]
         for k in ks:
-            acc = sparse_probe_accuracy(x[idx[tr]], y[tr], x[idx[te]], y[te], k)
+            acc = sparse_probe_accuracy(x[tr], y_tr, x[te], y_te, k)
             rows.append({"category": int(c), "k": k, "accuracy": acc, "n_texts": 2 * n})
     return pd.DataFrame(rows, columns=["category", "k", "accuracy", "n_texts"])
 

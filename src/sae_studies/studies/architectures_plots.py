@@ -48,8 +48,9 @@ def architecture_heatmap(summary: pd.DataFrame, untested: Sequence[str] = (), ti
         scaled = (v - lo) / (hi - lo) if hi > lo else np.full_like(v, 0.5)
         colour[:, j] = scaled if good else 1 - scaled
     fig, ax = plt.subplots(figsize=(1.25 * n_cols + 2.5, 0.6 * n_rows + 1.6))
-    ax.imshow(np.ma.masked_invalid(colour), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.imshow(np.where(np.isnan(colour), 0.9, np.nan), cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    # a softened scale (vmin / vmax beyond 0..1) keeps the printed numbers readable on every cell
+    ax.imshow(np.ma.masked_invalid(colour), cmap="RdYlGn", vmin=-0.4, vmax=1.4, aspect="auto")
+    ax.imshow(np.where(np.isnan(colour), 0.12, np.nan), cmap="Greys", vmin=0, vmax=1, aspect="auto")
     for i, variant in enumerate(summary.index):
         for j, (c, _, _) in enumerate(cols):
             ax.text(
