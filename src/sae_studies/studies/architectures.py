@@ -215,7 +215,8 @@ def evaluate(
     """One row per (variant, seed): quality (EV, L0, dead share, loss recovered), stability
     (``stable``: share of live latents matched in every other seed; ``mean_best``), within-seed
     ``duplicate_share`` (cosine ≥ ``duplicate_cosine`` to another latent of its dictionary),
-    ``tokens_per_second``, sparse-probing accuracy per k (``probe_acc_k``, mean over categories)
+    ``tokens_per_second`` (as measured when the SAE was trained: a cached SAE keeps the speed and
+    machine load of its first run), sparse-probing accuracy per k (``probe_acc_k``, mean over categories)
     and absorption (``absorption``: mean absorption fraction over letters;
     ``full_absorption``)."""
     rows = []
