@@ -35,6 +35,7 @@ from .study_config import (
     Study03Config,
     Study04Config,
     Study05Config,
+    Study06Config,
 )
 
 EMBEDDED_MODEL = "embedded"
@@ -173,6 +174,7 @@ class Profile:
     study03: Study03Config = field(default_factory=Study03Config)
     study04: Study04Config = field(default_factory=Study04Config)
     study05: Study05Config = field(default_factory=Study05Config)
+    study06: Study06Config = field(default_factory=Study06Config)
 
     @property
     def root(self) -> Path:

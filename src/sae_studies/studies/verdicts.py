@@ -243,6 +243,7 @@ STUDIES = (
     ("hierarchical", "Study 3 · HierarchicalTopK against per-k SAEs"),
     ("kron", "Study 4 · KronSAE against TopK"),
     ("flow", "Study 5 · Cross-layer feature flow and steering"),
+    ("architectures", "Study 6 · Every architecture side by side"),
 )
 
 
