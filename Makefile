@@ -62,7 +62,7 @@ smoke:
 ## The real model (SmolLM2-135M, offline): every notebook that reads a language model (study 2's
 ## synthetic data has none), figures in figures/smollm2/ (about 2 h on 2 cores).
 smollm2:
-	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[01345]_*"
+	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[013456]_*"
 
 ## The training-length sweeps of studies 1 and 3 (embedded model), figures in figures/convergence/.
 convergence:
