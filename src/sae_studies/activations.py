@@ -22,8 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import precision
 from .lm import LoadedModel
 from .store import Artifact, Store
+
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.activations", "sae_studies.lm", "sae_studies.precision")
 
 HOOK_KINDS = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 
@@ -94,41 +98,30 @@ class ActivationSet:
         """The first n rows (all by default) as a float32 tensor in memory."""
         return torch.from_numpy(np.array(self.acts[:n]))
 
-    def batches(self, batch_size: int, seed: int = 0, epochs: float = math.inf, start: int = 0) -> Iterator[torch.Tensor]:
+    def batches(self, batch_size: int, seed: int = 0, epochs: float = math.inf) -> Iterator[torch.Tensor]:
         """Shuffled [batch_size, d] batches; each pass over the store is a new permutation.
 
-        `start` skips that many batches of the same stream without reading them (a resumed
-        training run continues where its checkpoint left off: `batches(b, s, start=n)` yields
-        what `batches(b, s)` yields after its first n). Checks batch_size at the call, not at the
-        first batch, so bad input fails before work."""
+        Checks batch_size at the call, not at the first batch, so bad input fails before work."""
         n = len(self)
         if batch_size <= 0 or n % batch_size:
             divisors = [b for b in (256, 512, 1024, 2048, 4096, 8192) if n % b == 0]
             raise ValueError(
                 f"batch_size {batch_size} does not divide the {n} rows of {self.hook}; choose one that does, e.g. {divisors}"
             )
-        if start < 0:
-            raise ValueError(f"start must be a number of batches >= 0, got {start}")
         steps = math.inf if math.isinf(epochs) else int(epochs * n // batch_size)
-        return _shuffled_batches(self.acts, batch_size, np.random.default_rng(seed), steps, start)
+        return _shuffled_batches(self.acts, batch_size, np.random.default_rng(seed), steps)
 
 
-def _shuffled_batches(
-    acts: np.ndarray, batch_size: int, rng: np.random.Generator, steps: float, skip: int = 0
-) -> Iterator[torch.Tensor]:
-    per_pass = len(acts) // batch_size
-    for _ in range(skip // per_pass):  # whole passes skipped: draw their permutations only
-        rng.permutation(len(acts))
-    done, offset = skip - skip % per_pass, skip % per_pass
+def _shuffled_batches(acts: np.ndarray, batch_size: int, rng: np.random.Generator, steps: float) -> Iterator[torch.Tensor]:
+    done = 0
     while done < steps:
         order = rng.permutation(len(acts))
-        for start in range(offset * batch_size, len(acts), batch_size):
+        for start in range(0, len(acts), batch_size):
             if done >= steps:
                 return
             # sorted rows read the memmap front to back; order within a batch does not matter
             yield torch.from_numpy(acts[np.sort(order[start : start + batch_size])])
             done += 1
-        offset = 0
 
 
 def harvest(
@@ -143,7 +136,9 @@ def harvest(
 
     Contexts are `loaded.contexts(split)`: windows of `loaded.n_ctx` stream tokens, with the BOS
     token in front for models that need one (SmolLM2); the BOS position is run but not stored, so
-    every stored row is a stream token with its token id and category."""
+    every stored row is a stream token with its token id and category. The forward runs in
+    `loaded.compute_dtype` (bfloat16 autocast or float32); rows are stored as float32 either way,
+    and the precision is part of the artifact key."""
     model = loaded.model
     check_hooks(model, hooks)
     if split not in loaded.streams:
@@ -160,8 +155,20 @@ def harvest(
     categories = loaded.streams[split].context_categories(n_ctx)
     n_windows = n_tokens // n_ctx
     bos = {} if loaded.bos_token_id is None else {"bos": loaded.bos_token_id}  # embedded keys unchanged
+    # the forward's resolved precision; float32 adds nothing, so float32 harvests keep their keys
+    dtype = loaded.compute_dtype
+    prec = {} if dtype == torch.float32 else {"precision": str(dtype).removeprefix("torch.")}
     params = [
-        {"lm": loaded.key, "tokens": loaded.tokens_key, "hook": h, "split": split, "n_tokens": n_tokens, "n_ctx": n_ctx, **bos}
+        {
+            "lm": loaded.key,
+            "tokens": loaded.tokens_key,
+            "hook": h,
+            "split": split,
+            "n_tokens": n_tokens,
+            "n_ctx": n_ctx,
+            **bos,
+            **prec,
+        }
         for h in hooks
     ]
 
@@ -181,7 +188,7 @@ def harvest(
             act = act[:, skip:] if skip else act  # the BOS position is not a stream token
             outs[hook.name].append(act.detach().reshape(-1, act.shape[-1]).float().cpu().numpy())
 
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast(dtype, model.cfg.device):
             for i in tqdm(range(0, n_windows, batch_size), desc=f"harvesting {len(missing)} hook(s)"):
                 batch = torch.as_tensor(contexts[i : min(i + batch_size, n_windows)], dtype=torch.long, device=model.cfg.device)
                 model.run_with_hooks(batch, fwd_hooks=[(h, writer) for h in missing], stop_at_layer=stop)
@@ -197,7 +204,7 @@ def harvest(
         outs.clear()
         return summaries
 
-    arts = store.get_or_build_many("activations", params, build)
+    arts = store.get_or_build_many("activations", params, build, code=BUILDER_CODE)
     return {h: ActivationSet(h, art) for h, art in zip(hooks, arts)}
 
 

@@ -20,13 +20,12 @@ four doublings at 0.2) instead of Σ S_i ≈ 2 S_n for separate runs; `LadderPla
 Every checkpoint and every rung SAE is an artifact of the store keyed by its parameters (the
 trunk's key leaves out the ladder's top rung, so adding a rung reuses the trunk). A ladder
 killed mid-way resumes from its last published checkpoint: the trainer reloads its state and
-the data stream restarts at the batch the checkpoint had reached (`ActivationSet.batches(start=)`),
+the data stream restarts at the batch the checkpoint had reached (`feed.data_feed(start=)`),
 so the resumed ladder produces the same SAEs as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -47,18 +46,31 @@ from sae_lens.training.sae_trainer import SAETrainer
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from . import feed
 from .activations import ActivationSet
 from .config import SAEConfig
+from .devices import check_device
+from .precision import resolve as resolve_precision
 from .saes import registry
 from .saes.registry import SAESpec
 from .store import Artifact, Store
-from .train import build_training_sae, debias_topk_threshold, load_sae, normalised_mean, training_class_name
+from .train import (
+    BUILDER_CODE,
+    artifact_params,
+    build_training_sae,
+    debias_topk_threshold,
+    load_sae,
+    normalised_mean,
+    training_class_name,
+)
 
 __all__ = ["LadderPlan", "Ladder", "plan", "train_ladder", "rung_schedule"]
 
 CHECKPOINT_KIND = "ladder_checkpoint"
 POSITION_FILE = "ladder_position.json"
 LR_FILE = "lr.npy"
+CODE = (*BUILDER_CODE, "sae_studies.ladder")
+"""The modules whose source builds a ladder's artifacts (their version is part of every key)."""
 NORM_BATCHES = 20
 """Batches the trainer reads to estimate the activation scale before its first step (as `train_sae`)."""
 
@@ -167,18 +179,12 @@ class _Counted:
 
 
 def _training_key(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, p: LadderPlan) -> dict[str, Any]:
-    cfg = dataclasses.asdict(sae_cfg)
-    for name in ("expansion_factor", "k", "train_tokens", "lr_warm_up_fraction", "lr_decay_fraction"):
-        cfg.pop(name)  # in the spec, or replaced by the ladder's own schedule
-    if not registry.get(spec.architecture).batch_threshold:
-        cfg.pop("debias_batchtopk_threshold")
-    return {
-        "spec": dataclasses.asdict(spec),
-        "activations": acts.key,
-        "training": cfg,
-        "batch_size": p.batch_size,
-        "schedule": {"kind": "warmup-stable", "warmup_steps": p.warmup_steps, "norm_batches": p.norm_batches},
-    }
+    """`train_sae`'s key (precision and feed included) with its schedule replaced by the ladder's."""
+    key = artifact_params(spec, acts, sae_cfg, p.batch_size)
+    for name in ("train_tokens", "lr_warm_up_fraction", "lr_decay_fraction"):
+        key["training"].pop(name)
+    key["schedule"] = {"kind": "warmup-stable", "warmup_steps": p.warmup_steps, "norm_batches": p.norm_batches}
+    return key
 
 
 def checkpoint_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, p: LadderPlan, step: int) -> dict[str, Any]:
@@ -212,6 +218,7 @@ def _trainer_config(sae_cfg: SAEConfig, p: LadderPlan, total_steps: int, decay_s
         feature_sampling_window=max(1, p.rung_steps[-1]),
         n_batches_for_norm_estimate=p.norm_batches,
         checkpoint_path=checkpoint_path,
+        autocast=resolve_precision(sae_cfg.dtype, sae_cfg.device) == torch.bfloat16,  # as train_sae
     )
 
 
@@ -223,7 +230,18 @@ def _trainer(acts, spec, sae_cfg, p, total_steps, decay_steps, checkpoint: Path 
     if checkpoint is not None:
         sae.load_state_dict(load_file(checkpoint / SAE_WEIGHTS_FILENAME))
         start = json.loads((checkpoint / POSITION_FILE).read_text())["batches_consumed"]
-    data = _Counted(acts.batches(p.batch_size, seed=spec.seed, start=start), start)
+    source = feed.data_feed(
+        acts,
+        p.batch_size,
+        spec.seed,
+        device=sae_cfg.device,
+        prefetch=sae_cfg.prefetch,
+        block_rows=sae_cfg.shuffle_block_rows,
+        window_blocks=sae_cfg.shuffle_window_blocks,
+        dtype=sae_cfg.feed_dtype,
+        start=start,
+    )
+    data = _Counted(source, start)
     trainer = SAETrainer(_trainer_config(sae_cfg, p, total_steps, decay_steps, checkpoint_path), sae, data_provider=data)
     if checkpoint is not None:
         trainer.load_trainer_state(checkpoint)
@@ -235,6 +253,14 @@ def _trainer(acts, spec, sae_cfg, p, total_steps, decay_steps, checkpoint: Path 
     return trainer, data
 
 
+def _fit(trainer: SAETrainer, data: _Counted) -> None:
+    try:
+        trainer.fit()
+    finally:
+        if isinstance(data.it, feed.Prefetcher):
+            data.it.close()  # stop the reader thread now, not at garbage collection
+
+
 def _copy_into(source: Path, out: Path) -> None:
     shutil.copytree(source, out, dirs_exist_ok=True)
 
@@ -242,13 +268,13 @@ def _copy_into(source: Path, out: Path) -> None:
 def _ensure_trunk(acts, spec, sae_cfg, p: LadderPlan, store: Store, needed: list[int]) -> int:
     """Publish the trunk checkpoints at branch steps `needed` (those not yet in the store), resuming
     from the latest published one before them; return the optimiser steps run."""
-    missing = [b for b in needed if store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b)) is None]
+    missing = [b for b in needed if store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b), CODE) is None]
     if not missing:
         return 0
     target = max(missing)
     resume, resume_art = 0, None
     for b in p.branch_steps:
-        art = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b)) if b < target else None
+        art = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b), CODE) if b < target else None
         if art is not None:
             resume, resume_art = b, art
     with tempfile.TemporaryDirectory(prefix="ladder-") as tmp_root:
@@ -265,6 +291,7 @@ def _ensure_trunk(acts, spec, sae_cfg, p: LadderPlan, store: Store, needed: list
                 CHECKPOINT_KIND,
                 checkpoint_params(spec, acts, sae_cfg, p, step),
                 lambda out: _copy_into(checkpoint_path, out),
+                code=CODE,
             )
             shutil.rmtree(checkpoint_path, ignore_errors=True)
 
@@ -272,7 +299,7 @@ def _ensure_trunk(acts, spec, sae_cfg, p: LadderPlan, store: Store, needed: list
         trainer.save_checkpoint_fn = publish
         # checkpoints at the branch points (SAELens saves once n_training_samples passes a threshold)
         trainer.checkpoint_thresholds = [b * p.batch_size - 1 for b in p.branch_steps if resume < b <= target]
-        trainer.fit()
+        _fit(trainer, data)
     return len(trainer.lrs)
 
 
@@ -281,10 +308,10 @@ def _train_rung(acts, spec, sae_cfg, p: LadderPlan, store: Store, i: int) -> tup
     ran = {"steps": 0}
 
     def build(tmp: Path) -> dict:
-        ckpt = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, p.branch_steps[i]))
+        ckpt = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, p.branch_steps[i]), CODE)
         if ckpt is None:
             raise RuntimeError(f"rung {i}: its trunk checkpoint (step {p.branch_steps[i]}) is not in the store")
-        trainer, _ = _trainer(acts, spec, sae_cfg, p, p.rung_steps[i], p.decay_steps[i], ckpt.path)
+        trainer, data = _trainer(acts, spec, sae_cfg, p, p.rung_steps[i], p.decay_steps[i], ckpt.path)
         # the branch's schedule: warm-up, constant to the branch point, then linear decay to 0; the
         # trunk's scheduler state ends at the branch point, so rebuild it and step it there
         trainer.lr_scheduler = get_lr_scheduler(
@@ -302,7 +329,7 @@ def _train_rung(acts, spec, sae_cfg, p: LadderPlan, store: Store, i: int) -> tup
             for _ in range(p.branch_steps[i]):
                 trainer.lr_scheduler.step()
         start = time.time()
-        trainer.fit()
+        _fit(trainer, data)
         seconds = time.time() - start
         if sae_cfg.debias_batchtopk_threshold and registry.get(spec.architecture).batch_threshold:
             debias_topk_threshold(trainer.sae, p.rung_steps[i])  # one threshold update per step, trunk included
@@ -319,7 +346,7 @@ def _train_rung(acts, spec, sae_cfg, p: LadderPlan, store: Store, i: int) -> tup
         (tmp / "training.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-    return store.get_or_build("sae", params, build), ran["steps"]
+    return store.get_or_build("sae", params, build, code=CODE), ran["steps"]
 
 
 def train_ladder(
@@ -342,7 +369,8 @@ def train_ladder(
     """
     p = plan(rungs, batch_size, decay_fraction, sae_cfg.lr_warm_up_fraction, warmup_tokens)
     acts.batches(batch_size, spec.seed)  # fails early if batch_size does not divide the rows
-    missing = [i for i in range(len(p.rungs)) if store.get("sae", rung_params(spec, acts, sae_cfg, p, i)) is None]
+    check_device("sae.device", sae_cfg.device)
+    missing = [i for i in range(len(p.rungs)) if store.get("sae", rung_params(spec, acts, sae_cfg, p, i), CODE) is None]
     steps = _ensure_trunk(acts, spec, sae_cfg, p, store, [p.branch_steps[i] for i in missing])
     artifacts = []
     for i in tqdm(range(len(p.rungs)), desc=f"ladder {spec.architecture} seed {spec.seed}", disable=not progress, leave=False):
@@ -358,11 +386,11 @@ def rung_schedule(acts: ActivationSet, spec: SAESpec, sae_cfg: SAEConfig, store:
     tests read."""
     parts = []
     for b in p.branch_steps[: i + 1]:
-        art = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b))
+        art = store.get(CHECKPOINT_KIND, checkpoint_params(spec, acts, sae_cfg, p, b), CODE)
         if art is None:
             raise ValueError(f"trunk checkpoint at step {b} is not in the store; train the ladder first")
         parts.append(np.load(art.path / LR_FILE))
-    art = store.get("sae", rung_params(spec, acts, sae_cfg, p, i))
+    art = store.get("sae", rung_params(spec, acts, sae_cfg, p, i), CODE)
     if art is None:
         raise ValueError(f"rung {i} is not in the store; train the ladder first")
     return np.concatenate([*parts, np.load(art.path / LR_FILE)])

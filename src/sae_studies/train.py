@@ -5,7 +5,8 @@ the profile (`SAEConfig`) and the activations it reads; that set is its artifact
 sets the initialisation and the data order only; the activations are shared.
 
 TopK-family SAEs train on the repository's sparse path (`sae_studies.saes`) unless
-`sae.fast` is False; either way they are saved with `save_inference_model` in SAELens format and
+`sae.fast` is False, in the precision `sae.dtype` resolves to (`sae_studies.precision`: SAETrainer's
+bfloat16 autocast around the step, float32 master weights and Adam state); either way they are saved with `save_inference_model` in SAELens format and
 loaded back with `SAE.load_from_disk`.
 """
 
@@ -24,11 +25,18 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.registry import get_sae_training_class
 from sae_lens.training.sae_trainer import SAETrainer
 
+from . import feed
 from .activations import ActivationSet
 from .config import SAEConfig
+from .devices import check_device
+from .precision import resolve as resolve_precision
+from .precision import resolved_name as precision_name
 from .saes import registry
 from .saes.registry import SAESpec
 from .store import Artifact, Store
+
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.train", "sae_studies.saes", "sae_studies.activations", "sae_studies.feed", "sae_studies.precision")
 
 __all__ = ["SAESpec", "architectures", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
 
@@ -115,9 +123,24 @@ def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batc
     cfg = dataclasses.asdict(sae_cfg)
     cfg.pop("expansion_factor")  # d_sae is in the spec
     cfg.pop("k")
+    # the precision this machine resolves `dtype` to, not the name: `auto` on a bfloat16 machine
+    # and on one without must not share an SAE. Float32 adds nothing, so float32 SAEs cached
+    # before the setting existed keep their keys.
+    precision = precision_name(cfg.pop("dtype"), sae_cfg.device)
+    if precision != "float32":
+        cfg["precision"] = precision
     if not registry.get(spec.architecture).batch_threshold:
         cfg.pop("debias_batchtopk_threshold")  # no effect on them: their cached artifacts stay valid
-    return {"spec": dataclasses.asdict(spec), "activations": acts.key, "training": cfg, "batch_size": batch_size}
+    for name in ("prefetch", "shuffle_block_rows", "shuffle_window_blocks", "feed_dtype"):
+        cfg.pop(name)  # the feed enters only through feed_key, and only when it changes the batches
+    fed = feed.feed_key(sae_cfg.shuffle_block_rows, sae_cfg.shuffle_window_blocks, sae_cfg.feed_dtype)
+    return {
+        "spec": dataclasses.asdict(spec),
+        "activations": acts.key,
+        "training": cfg,
+        "batch_size": batch_size,
+        **({"feed": fed} if fed else {}),
+    }
 
 
 def train_sae(
@@ -142,7 +165,8 @@ def train_sae(
     steps = sae_cfg.train_tokens // batch_size
     if steps < 1:
         raise ValueError(f"sae.train_tokens ({sae_cfg.train_tokens}) is smaller than one batch ({batch_size})")
-    data = acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
+    check_device("sae.device", sae_cfg.device)
+    acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
     params = artifact_params(spec, acts, sae_cfg, batch_size)
     overlap = set(params) & set(key_extra or {})
     if overlap:
@@ -172,10 +196,27 @@ def train_sae(
             dead_feature_window=sae_cfg.dead_feature_window,
             feature_sampling_window=max(1, steps),
             n_batches_for_norm_estimate=min(20, steps),
+            # SAETrainer wraps each step in torch.autocast(device type, bfloat16): SAELens' dense
+            # architectures autocast as they do on a GPU; the sparse path reads the same context
+            autocast=resolve_precision(sae_cfg.dtype, sae_cfg.device) == torch.bfloat16,
+        )
+        data = feed.data_feed(
+            acts,
+            batch_size,
+            spec.seed,
+            device=sae_cfg.device,
+            prefetch=sae_cfg.prefetch,
+            block_rows=sae_cfg.shuffle_block_rows,
+            window_blocks=sae_cfg.shuffle_window_blocks,
+            dtype=sae_cfg.feed_dtype,
         )
         trainer = SAETrainer(trainer_cfg, sae, data_provider=data)
         start = time.time()
-        trainer.fit()
+        try:
+            trainer.fit()
+        finally:
+            if isinstance(data, feed.Prefetcher):
+                data.close()  # stop the reader thread now, not at garbage collection
         seconds = time.time() - start
         # SAETrainer may rescale parameters in place (it folds the input normalisation into the
         # decoder at the end), so a frozen parameter keeps its direction, not its scale
@@ -194,22 +235,26 @@ def train_sae(
         sae.cfg.metadata.hook_name = acts.hook
         sae.save_inference_model(tmp)
         summary = {
+            "precision": precision_name(sae_cfg.dtype, sae_cfg.device),
             "train_seconds": round(seconds, 2),
             "tokens_per_second": round(steps * batch_size / seconds),
             "training_class": training_class_name(spec, sae_cfg),
             "train_l0": sae.cfg.metadata.l0,
             "dead_at_end": sae.cfg.metadata.num_dead_features,
+            **({"feed_wait_seconds": round(data.wait_seconds, 2)} if isinstance(data, feed.Prefetcher) else {}),
             **({"frozen_min_row_cosine": frozen_cos} if frozen else {}),
         }
         (tmp / "training.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-    art = store.get_or_build("sae", params, build)
+    art = store.get_or_build("sae", params, build, code=BUILDER_CODE)
     return load_sae(art.path, sae_cfg.device), art
 
 
 def load_sae(path: Path, device: str = "cpu") -> SAE:
-    sae = SAE.load_from_disk(str(path), device=device)
+    """An inference SAE saved by `train_sae`, on `device` (checked: a ValueError names it when
+    this machine lacks it). Analyses move their inputs to wherever it is (see `devices`)."""
+    sae = SAE.load_from_disk(str(path), device=str(check_device("device", device)))
     sae.eval()
     return sae
 
