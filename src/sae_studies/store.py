@@ -13,11 +13,13 @@ changed parameter recomputes exactly what depends on it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import warnings
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+#: Temporary folders are named per host too: on a store shared by several nodes a pid is local.
+_HOST = socket.gethostname().replace("/", "_")
 _PACKAGES = ("sae-studies", "torch", "sae-lens", "transformer-lens", "tokenizers", "numpy")
 
 
@@ -95,7 +99,7 @@ class Store:
         if not missing:
             return found  # type: ignore[return-value]
         keys = [params_key(kind, params_list[i]) for i in missing]
-        tmps = [self.root / kind / f".tmp-{key}-{os.getpid()}" for key in keys]
+        tmps = [self.root / kind / f".tmp-{key}-{_HOST}-{os.getpid()}" for key in keys]
         for key in keys:
             _remove_dead_temporaries(self.root / kind, key)
         try:
@@ -106,13 +110,28 @@ class Store:
             for i, key, tmp, summary in zip(missing, keys, tmps, summaries):
                 _write_manifest(tmp, kind, key, params_list[i], summary or {})
             for i, key, tmp in zip(missing, keys, tmps):
-                tmp.rename(self.root / kind / key)
-                found[i] = Artifact(kind, key, self.root / kind / key)
+                found[i] = self._publish(kind, key, tmp, params_list[i])
         except BaseException:  # KeyboardInterrupt too: never leave a half-written folder
             for tmp in tmps:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         return found  # type: ignore[return-value]
+
+    def _publish(self, kind: str, key: str, tmp: Path, params: dict[str, Any]) -> Artifact:
+        """Rename `tmp` into place. Renaming a folder onto an existing non-empty one fails, so of
+        two workers that built the same key at once (a sweep on a shared store) exactly one
+        publishes; the other discards its copy and returns the winner's artifact."""
+        try:
+            tmp.rename(self.root / kind / key)
+        except OSError as err:
+            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            winner = self.get(kind, params)
+            if winner is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return winner
+        return Artifact(kind, key, self.root / kind / key)
 
     def stale_temporaries(self) -> list[Path]:
         """Folders left by builds that were killed hard (never trusted; safe to delete)."""
@@ -120,10 +139,14 @@ class Store:
 
 
 def _remove_dead_temporaries(folder: Path, key: str) -> None:
-    """Delete `.tmp-<key>-<pid>` folders of builds whose process is gone (killed hard)."""
+    """Delete `.tmp-<key>-<host>-<pid>` folders of builds on this host whose process is gone
+    (killed hard). Another host's temporaries are left alone: its pids mean nothing here."""
     for tmp in folder.glob(f".tmp-{key}-*"):
+        host, _, pid = tmp.name[len(f".tmp-{key}-") :].rpartition("-")
+        if host not in ("", _HOST):
+            continue
         try:
-            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+            os.kill(int(pid), 0)
         except (ProcessLookupError, ValueError):
             shutil.rmtree(tmp, ignore_errors=True)
         except PermissionError:

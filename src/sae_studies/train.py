@@ -109,6 +109,19 @@ def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batc
     return {"spec": dataclasses.asdict(spec), "activations": acts.key, "training": cfg, "batch_size": batch_size}
 
 
+def sae_params(
+    acts: ActivationSet, spec: SAESpec, sae_cfg: SAEConfig, batch_size: int, key_extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The artifact parameters (hence the store key) of the SAE `train_sae` makes from these
+    arguments: what a sweep looks up to skip a job whose SAE exists, without training."""
+    params = artifact_params(spec, acts, sae_cfg, batch_size)
+    overlap = set(params) & set(key_extra or {})
+    if overlap:
+        raise ValueError(f"key_extra must not replace the SAE's own key entries {sorted(overlap)}")
+    params.update(key_extra or {})
+    return params
+
+
 def train_sae(
     acts: ActivationSet,
     spec: SAESpec,
@@ -132,11 +145,7 @@ def train_sae(
     if steps < 1:
         raise ValueError(f"sae.train_tokens ({sae_cfg.train_tokens}) is smaller than one batch ({batch_size})")
     data = acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
-    params = artifact_params(spec, acts, sae_cfg, batch_size)
-    overlap = set(params) & set(key_extra or {})
-    if overlap:
-        raise ValueError(f"key_extra must not replace the SAE's own key entries {sorted(overlap)}")
-    params.update(key_extra or {})
+    params = sae_params(acts, spec, sae_cfg, batch_size, key_extra)
 
     def build(tmp: Path) -> dict:
         sae = build_training_sae(spec, acts.d, sae_cfg, steps, data_mean=normalised_mean(acts))
