@@ -24,13 +24,15 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.registry import get_sae_training_class
 from sae_lens.training.sae_trainer import SAETrainer
 
+from . import sweep
 from .activations import ActivationSet
 from .config import SAEConfig
 from .saes import registry
 from .saes.registry import SAESpec
 from .store import Artifact, Store
+from .sweep import SAEJob  # a grid's unit of work: notebooks build `train.SAEJob`s for `run.train`
 
-__all__ = ["SAESpec", "architectures", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
+__all__ = ["SAESpec", "SAEJob", "architectures", "sae_params", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
 
 
 def architectures() -> list[str]:
@@ -213,9 +215,17 @@ def load_sae(path: Path, device: str = "cpu") -> SAE:
 
 
 def train_seeds(
-    acts: ActivationSet, spec: SAESpec, seeds: Sequence[int], sae_cfg: SAEConfig, store: Store, batch_size: int = 4096
+    acts: ActivationSet,
+    spec: SAESpec,
+    seeds: Sequence[int],
+    sae_cfg: SAEConfig,
+    store: Store,
+    batch_size: int = 4096,
+    runner: sweep.Runner | None = None,
 ) -> list[SAE]:
-    """One SAE per seed, identical but for the seed."""
+    """One SAE per seed, identical but for the seed, through the sweep `runner` (in process by
+    default)."""
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
-    return [train_sae(acts, spec.with_seed(s), sae_cfg, store, batch_size)[0] for s in seeds]
+    jobs = [sweep.SAEJob(acts, spec.with_seed(s), sae_cfg, batch_size) for s in seeds]
+    return [sae for sae, _ in sweep.train_all(jobs, store, runner, desc=f"{spec.architecture} seeds")]

@@ -325,7 +325,7 @@ def convergence_sweep(run, cfg: Study01Config, progress: bool = True) -> pd.Data
     at it, and the row reports EV, dead share, live fraction stable (mean ± sd over seeds) and the
     Hungarian share ≥ τ — against tokens. ``chosen_lr`` marks the kept rate."""
     from ..activations import hook_name
-    from ..train import train_sae
+    from ..sweep import SAEJob
 
     hook = hook_name(cfg.layers[0])
     acts = run.activations([hook])[hook]
@@ -338,28 +338,35 @@ def convergence_sweep(run, cfg: Study01Config, progress: bool = True) -> pd.Data
         "covariance", len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0)
     )
     null = {n_features: seed_stability.null_stability(decs, cfg.tau)}
-    rows = []
     combos = [(a, t) for a in cfg.convergence_architectures for t in cfg.convergence_tokens]
-    for arch, tokens in tqdm(combos, desc="convergence sweep", disable=not progress):
+    first = cfg.convergence_seeds[0]
+
+    def job(arch: str, tokens: int, lr: float, seed: int) -> SAEJob:
         cell = GridCell(cfg.layers[0], arch, cfg.analysis_expansion_factor)
-        first = cfg.convergence_seeds[0]
-        evs = {}
-        for lr in cfg.convergence_lrs:
-            sae, _ = train_sae(
-                acts, cell_spec(cell, d_in, k, cfg, first), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size
-            )
-            evs[lr] = quality.sae_reconstruction_metrics(sae, eval_x).explained_variance
-        lr = max(evs, key=evs.get)
-        models = [
-            train_sae(acts, cell_spec(cell, d_in, k, cfg, s), sae_config(run.profile, tokens, lr), run.store, cfg.batch_size)[0]
-            for s in cfg.convergence_seeds
-        ]
+        return SAEJob(acts, cell_spec(cell, d_in, k, cfg, seed), sae_config(run.profile, tokens, lr), cfg.batch_size)
+
+    # two grids through the run's runner: every (architecture, length, rate) at the first seed, then
+    # the other seeds at each length's best rate
+    lr_grid = [(a, t, lr) for a, t in combos for lr in cfg.convergence_lrs]
+    firsts = run.train([job(a, t, lr, first) for a, t, lr in lr_grid], desc="convergence sweep: learning rates")
+    evs: dict[tuple, dict[float, float]] = {}
+    for (a, t, lr), (sae, _) in zip(lr_grid, firsts):
+        evs.setdefault((a, t), {})[lr] = quality.sae_reconstruction_metrics(sae, eval_x).explained_variance
+    chosen = {c: max(evs[c], key=evs[c].get) for c in combos}
+    seed_grid = [(a, t, s) for a, t in combos for s in cfg.convergence_seeds]
+    trained = run.train([job(a, t, chosen[(a, t)], s) for a, t, s in seed_grid], desc="convergence sweep: seeds")
+    by_combo: dict[tuple, list] = {}
+    for (a, t, _), (sae, _) in zip(seed_grid, trained):
+        by_combo.setdefault((a, t), []).append(sae)
+    rows = []
+    for arch, tokens in tqdm(combos, desc="convergence sweep: evaluation", disable=not progress):
+        lr, models = chosen[(arch, tokens)], by_combo[(arch, tokens)]
         rows.append(
             {
                 "architecture": arch,
                 "tokens": tokens,
                 "chosen_lr": lr,
-                **{f"ev_at_lr_{r:g}": v for r, v in evs.items()},
+                **{f"ev_at_lr_{r:g}": v for r, v in evs[(arch, tokens)].items()},
                 **convergence_row(models, eval_x, cfg.tau, cfg.min_firings),
                 **{f"null_{key}": v for key, v in null[models[0].W_dec.shape[0]].items()},
             }
