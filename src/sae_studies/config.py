@@ -43,7 +43,9 @@ def repo_root() -> Path:
 @dataclass(frozen=True)
 class CorpusConfig:
     source: str = "fortunes"
-    """`fortunes` (the embedded corpus) or `hf:<dataset name>` for a HF dataset (hub profiles)."""
+    """`fortunes` (the embedded corpus), `hf:<dataset name>` for a HF dataset on the hub (hub
+    profiles), or `hf:<local path>` for a local one: a `Dataset.save_to_disk` folder, a
+    .json/.jsonl/.parquet/.csv/.txt file (its rows are the split `train`) or a folder of such files."""
     hf_split: str = "train"
     hf_text_column: str = "text"
     hf_n_texts: int = 200_000
