@@ -132,6 +132,8 @@ def test_runner_from_profile_and_environment(monkeypatch):
         sweep.make_runner(RunnerConfig(address="auto"))
     with pytest.raises(ValueError, match="runner.max_retries"):
         sweep.InProcessRunner(max_retries=-1)
+    with pytest.raises(ValueError, match="runner.gpus_per_task"):
+        sweep.make_runner(RunnerConfig(address="auto"), device="cuda")
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ class Run:
     def runner(self) -> sweep.Runner:
         """Where this run's SAE grids train: the profile's `runner` section (in process, or a Ray
         cluster when `runner.address` or `RAY_ADDRESS` names one)."""
-        return sweep.make_runner(self.profile.runner)
+        return sweep.make_runner(self.profile.runner, self.profile.sae.device)
 
     def train(self, jobs: list[sweep.SAEJob], desc: str = "SAEs") -> list[tuple]:
         """`(SAE, artifact)` per job, in order, through the run's runner (see `sweep.train_all`)."""

@@ -254,12 +254,18 @@ class RayRunner(Runner):
         return f"RayRunner(address={self.address!r}, max_retries={self.max_retries})"
 
 
-def make_runner(cfg: RunnerConfig) -> Runner:
+def make_runner(cfg: RunnerConfig, device: str = "cpu") -> Runner:
     """The profile's runner: Ray when `runner.address` or else the `RAY_ADDRESS` environment
-    variable names a cluster, in process otherwise."""
+    variable names a cluster, in process otherwise. `device` is where the SAEs train
+    (`sae.device`): a Ray task sees no GPU unless it asks for one."""
     address = cfg.address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         return InProcessRunner(cfg.max_retries)
+    if device.startswith("cuda") and not cfg.gpus_per_task:
+        raise ValueError(
+            f"sae.device is {device!r} but runner.gpus_per_task is {cfg.gpus_per_task}: Ray tasks see no GPU; "
+            "set runner.gpus_per_task (1, or a fraction to share a GPU)"
+        )
     return RayRunner(address, cfg.cpus_per_task, cfg.gpus_per_task, cfg.max_retries)
 
 
