@@ -13,7 +13,7 @@ overhead per task.
 The machine's load average (``os.getloadavg``) is printed before and after: on a shared machine
 read the ratio, not the seconds.
 
-Usage:  python bench/bench_sweep.py [--n-jobs 8] [--d 64] [--tokens 131072] [--n-trivial 200]
+Usage:  python bench/bench_sweep.py [--n-jobs 8] [--d 128] [--tokens 262144] [--n-trivial 200]
         python bench/bench_sweep.py --quick
 """
 
@@ -50,9 +50,16 @@ def trivial(*_args) -> int:
     return 0
 
 
-def per_task(runner: sweep.Runner, n: int) -> float:
+def warm_up(*_args) -> int:
+    """Load what a training job imports (torch, SAELens, the package) into a worker."""
+    import sae_studies.train  # noqa: F401
+
+    return 0
+
+
+def per_task(runner: sweep.Runner, n: int, fn=trivial) -> float:
     start = time.perf_counter()
-    futures = [runner.submit(trivial, i) for i in range(n)]
+    futures = [runner.submit(fn, i) for i in range(n)]
     for f in futures:
         f.result()
     return (time.perf_counter() - start) / n
@@ -61,13 +68,13 @@ def per_task(runner: sweep.Runner, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-jobs", type=int, default=8)
-    ap.add_argument("--d", type=int, default=64)
-    ap.add_argument("--tokens", type=int, default=131072)
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--tokens", type=int, default=262144)
     ap.add_argument("--n-trivial", type=int, default=200)
-    ap.add_argument("--quick", action="store_true", help="4 jobs of 32k tokens, 50 trivial tasks")
+    ap.add_argument("--quick", action="store_true", help="4 jobs of d = 64, 32k tokens; 50 trivial tasks")
     args = ap.parse_args()
     if args.quick:
-        args.n_jobs, args.tokens, args.n_trivial = 4, 32768, 50
+        args.n_jobs, args.d, args.tokens, args.n_trivial = 4, 64, 32768, 50
     try:
         import ray
     except ImportError:
@@ -85,9 +92,9 @@ def main() -> None:
         t_local = time.perf_counter() - start
 
         start = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+        sweep.start_ray(num_cpus=2, _node_ip_address="127.0.0.1")
         runner = sweep.RayRunner("auto", cpus_per_task=1, max_retries=0)
-        per_task(runner, 2)  # start both workers
+        per_task(runner, 4, warm_up)  # start both workers and import the package in them
         t_start = time.perf_counter() - start
         ray_jobs = grid(Path(tmp) / "ray", args.n_jobs, args.d, args.tokens)
         start = time.perf_counter()
@@ -100,7 +107,7 @@ def main() -> None:
         overhead_local = per_task(sweep.InProcessRunner(), args.n_trivial)
         ray.shutdown()
     print(f"in process:       {t_local:7.1f} s  ({t_local / args.n_jobs:.2f} s per SAE)")
-    print(f"ray, 2 workers:   {t_ray:7.1f} s  (cluster start and worker warm-up {t_start:.1f} s, not included)")
+    print(f"ray, 2 workers:   {t_ray:7.1f} s  (cluster start and worker warm-up, imports included: {t_start:.1f} s, not counted)")
     print(f"speed-up (in process / ray): {t_local / t_ray:.2f}x   (2 workers: at most 2x)")
     print(f"per-task overhead on a trivial job: ray {overhead_ray * 1e3:.2f} ms, in process {overhead_local * 1e6:.1f} us")
     print(f"load average after: {os.getloadavg()}")

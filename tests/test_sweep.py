@@ -178,7 +178,7 @@ def ray_cluster():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+    sweep.start_ray(num_cpus=2, _node_ip_address="127.0.0.1")  # a head node on loopback, dashboard off
     yield ray
     ray.shutdown()
 

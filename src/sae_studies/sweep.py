@@ -44,6 +44,7 @@ __all__ = [
     "InProcessRunner",
     "RayRunner",
     "make_runner",
+    "start_ray",
     "run_jobs",
     "train_all",
 ]
@@ -193,6 +194,23 @@ def _import_ray():
     return ray
 
 
+def start_ray(address: str | None = None, attempts: int = 3, **kwargs: Any) -> None:
+    """`ray.init(address, **kwargs)` (no dashboard, quiet), tried again when the node timed out
+    at startup: Ray waits a fixed 30 s for its raylet, which a loaded machine can miss."""
+    ray = _import_ray()
+    options = {"log_to_driver": False, "configure_logging": False, **kwargs}
+    if address is None:
+        options.setdefault("include_dashboard", False)
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **options)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(err) or attempt == attempts:
+                raise
+            ray.shutdown()
+
+
 def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     return fn(*args, **kwargs)
 
@@ -218,13 +236,7 @@ class RayRunner(Runner):
         self.threads = max(1, int(cpus_per_task)) if cpus_per_task else None
         self._owns = not ray.is_initialized()
         if self._owns:
-            local = address == "local"
-            ray.init(
-                address=None if local else address,
-                include_dashboard=False if local else None,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            start_ray(None if address == "local" else address)
         self._remote = ray.remote(_call).options(
             num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=True
         )
