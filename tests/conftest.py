@@ -12,6 +12,10 @@ MICRO = {
     "activations.n_eval_tokens": 4096,
     "activations.batch_size": 512,
     "sae.train_tokens": 16384,
+    # float32 whatever the CPU: these tests compare against float32 references to 1e-5;
+    # the bfloat16 paths are tested in test_precision.py
+    "lm.compute_dtype": "float32",
+    "sae.dtype": "float32",
 }
 
 

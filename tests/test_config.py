@@ -26,6 +26,17 @@ def test_overrides_apply_and_lists_become_tuples():
     assert p.lm.d_model == 48 and p.study00.ks == (2, 4)
 
 
-def test_only_the_default_profile_writes_committed_figures():
-    assert config.load_profile("default").figures_dir == config.repo_root() / "figures"
-    assert "build" in config.load_profile("smoke").figures_dir.parts
+def test_only_a_publishing_run_of_a_committed_profile_stages_for_figures(monkeypatch):
+    root = config.repo_root()
+    monkeypatch.delenv(config.PUBLISH_ENV, raising=False)
+    assert config.load_profile("default").figures_dir == root / "build" / "figures" / "default"  # interactive
+    monkeypatch.setenv(config.PUBLISH_ENV, "1")
+    default = config.load_profile("default")
+    assert default.publishing and default.figures_dir == root / "build" / "publish" / "default"
+    assert default.committed_figures_dir == root / "figures"
+    assert config.load_profile("smollm2").committed_figures_dir == root / "figures" / "smollm2"
+    overridden = config.load_profile("default", {"sae.k": 16})
+    assert not overridden.publishing
+    assert overridden.figures_dir == root / "build" / "figures" / f"default-{overridden.overrides_hash}"
+    smoke = config.load_profile("smoke")
+    assert not smoke.publishing and smoke.figures_dir == root / "build" / "figures" / "smoke"

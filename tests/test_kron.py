@@ -250,6 +250,7 @@ def test_fold_keeps_output():
     sae.fold_W_dec_norm()  # nothing left to fold
     sae.fold_activation_norm_scaling_factor(2.5)
     assert torch.allclose(sae.decode(sae.encode(x / 2.5)), before / 2.5, atol=1e-5)
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1), atol=1e-5)
     raw = _kron(rescale=False)
     with pytest.raises(NotImplementedError, match="factorised encoder"):
         raw.fold_W_dec_norm()
@@ -298,3 +299,31 @@ def test_bad_input_names_the_values():
     with pytest.raises(ValueError, match="d_sae=100 does not factor"):
         KronTrainingSAEConfig(d_in=8, d_sae=100, k=4)
     assert recipe.spec(64, 4, m=2, n=4).extra == (("heads", 8), ("m", 2), ("n", 4), ("composition", "mand"))
+
+
+@pytest.mark.parametrize("composition", COMPOSITIONS)
+def test_activation_norm_fold_scales_like_saelens_topk(composition):
+    """After folding an input scale s, SAELens' TopK (exported) gives activations / s from unit
+    decoder rows; KronSAE does the same, on the same raw inputs."""
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    s = 2.5
+    x = torch.randn(40, 12)
+    torch.manual_seed(1)
+    topk = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=12, d_sae=64, k=6))
+    kron = _kron(composition=composition)
+    for sae in (topk, kron):
+        with torch.no_grad():
+            sae.W_dec.mul_(torch.rand(sae.W_dec.shape[0], 1) + 0.5)  # non-unit rows
+            sae.b_dec.normal_(0, 0.1)
+        acts = sae.encode(x * s)
+        out = sae.decode(acts) / s
+        sae.fold_activation_norm_scaling_factor(s)
+        state = {k: v.clone() for k, v in sae.state_dict().items()}
+        sae.process_state_dict_for_saving_inference(state)  # what save_inference_model exports
+        sae.load_state_dict(state)
+        if sae is topk:
+            sae.cfg.rescale_acts_by_decoder_norm = False  # the export folded the norms
+        assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1), atol=1e-5), type(sae).__name__
+        assert torch.allclose(sae.encode(x), acts / s, atol=1e-5), type(sae).__name__
+        assert torch.allclose(sae.decode(sae.encode(x)), out, atol=1e-5), type(sae).__name__

@@ -3,6 +3,7 @@ notebook is covered the day it is added, and writes the figures it names."""
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import papermill
@@ -22,10 +23,43 @@ def test_there_are_notebooks():
     assert NOTEBOOKS
 
 
+def stored_text(notebook: Path) -> str:
+    """The notebook as git stores it (the index: what a commit takes, after the nbstripout filter
+    that `make setup` installs); the file itself outside a git checkout."""
+    rel = notebook.relative_to(repo_root()).as_posix()
+    out = subprocess.run(["git", "show", f":{rel}"], cwd=repo_root(), capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else notebook.read_text()
+
+
 def test_notebooks_are_committed_without_outputs():
     for nb in NOTEBOOKS:
-        cells = json.loads(nb.read_text())["cells"]
+        cells = json.loads(stored_text(nb))["cells"]
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), nb.name
+
+
+def test_notebooks_name_the_projects_kernel():
+    for nb in NOTEBOOKS:
+        assert json.loads(nb.read_text())["metadata"]["kernelspec"]["name"] == "sae-studies", nb.name
+
+
+def test_outputs_are_stripped_by_the_git_filter():
+    """`make setup` installs nbstripout as the clean filter of notebooks/*.ipynb (.gitattributes)."""
+    attrs = subprocess.run(
+        ["git", "check-attr", "filter", "notebooks/00_language_model.ipynb"], cwd=repo_root(), capture_output=True, text=True
+    )
+    if attrs.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert attrs.stdout.strip().endswith("filter: nbstripout")
+    clean = subprocess.run(["git", "config", "filter.nbstripout.clean"], cwd=repo_root(), capture_output=True, text=True)
+    if not clean.stdout.strip():
+        pytest.skip("the nbstripout filter is not configured here (make setup configures it)")
+    nb = json.loads(NOTEBOOKS[0].read_text())
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["noise\n"]}]
+    code["execution_count"] = 3
+    out = subprocess.run(clean.stdout.strip(), shell=True, input=json.dumps(nb), capture_output=True, text=True, check=True)
+    stripped = json.loads(out.stdout)
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in stripped["cells"] if c["cell_type"] == "code")
 
 
 @pytest.mark.notebooks

@@ -285,3 +285,46 @@ def test_register_is_idempotent_and_recipes_name_the_fast_path():
         registry.register(
             training={"sparse_topk": (sparse_topk.SparseBatchTopKTrainingSAE, sparse_topk.SparseBatchTopKTrainingSAEConfig)}
         )
+
+
+@pytest.mark.parametrize("slow,fast", [("topk", "sparse_topk"), ("batchtopk", "sparse_batchtopk")])
+@pytest.mark.parametrize("layout", ["coo", "dense"])
+def test_fast_accepts_leading_dimensions_like_saelens(slow, fast, layout):
+    """[batch, pos, d_in] input: same loss, output, activations and gradients as SAELens' class
+    on the same weights, output shapes [batch, pos, ...]."""
+    d, F, k = 16, 96, 4
+    ref = _make(slow, d_in=d, d_sae=F, k=k)
+    fast_sae = _make(fast, d_in=d, d_sae=F, k=k)
+    fast_sae.load_state_dict(ref.state_dict())
+    fast_sae.feature_acts_layout = layout
+    x = torch.randn(4, 8, d)
+    dead = torch.arange(F) % 3 == 0
+    o_ref, g_ref, fa_ref = _step_grads(ref, x, dead)
+    o_fast, g_fast, fa_fast = _step_grads(fast_sae, x, dead)
+    assert o_fast.sae_out.shape == x.shape and fa_fast.shape == (4, 8, F) and o_fast.hidden_pre.shape == (4, 8, F)
+    assert float(o_fast.loss) == pytest.approx(float(o_ref.loss), rel=1e-5)
+    assert rel_err(o_fast.sae_out, o_ref.sae_out) < 1e-5
+    assert rel_err(fa_fast, fa_ref) < 1e-5
+    for name in g_ref:
+        assert rel_err(g_fast[name], g_ref[name]) < 1e-4, name
+
+
+@pytest.mark.parametrize("slow,fast", [("topk", "sparse_topk"), ("topk", "hierarchical_topk")])
+def test_activation_hooks_fire_during_a_training_step(slow, fast):
+    """hook_sae_acts_pre sees the encoder pre-activations and hook_sae_acts_post the activations,
+    as in SAELens' training step."""
+    d, F, k = 16, 96, 4
+    seen: dict[str, list] = {}
+    x = torch.randn(32, d)
+    ref_state = _make(slow, d_in=d, d_sae=F, k=k).state_dict()
+    for name in (slow, fast):
+        sae = _make(name, d_in=d, d_sae=F, k=k)
+        sae.load_state_dict(ref_state)
+        got = seen.setdefault(name, [])
+        sae.hook_sae_acts_pre.add_hook(lambda t, hook, got=got: got.append(("pre", t.detach().clone())))
+        sae.hook_sae_acts_post.add_hook(lambda t, hook, got=got: got.append(("post", t.detach().clone())))
+        _step_grads(sae, x, None)
+    assert [n for n, _ in seen[slow]] == [n for n, _ in seen[fast]] == ["pre", "post"]
+    assert rel_err(seen[fast][0][1], seen[slow][0][1]) < 1e-5
+    post = seen[fast][1][1]
+    assert rel_err(post.to_dense() if post.is_sparse else post, seen[slow][1][1]) < 1e-5

@@ -24,8 +24,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import precision
 from .lm import LoadedModel
 from .store import Artifact, Store
+
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.activations", "sae_studies.lm")
 
 HOOK_KINDS = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 
@@ -134,7 +138,9 @@ def harvest(
 
     Contexts are `loaded.contexts(split)`: windows of `loaded.n_ctx` stream tokens, with the BOS
     token in front for models that need one (SmolLM2); the BOS position is run but not stored, so
-    every stored row is a stream token with its token id and category."""
+    every stored row is a stream token with its token id and category. The forward runs in
+    `loaded.compute_dtype` (bfloat16 autocast or float32); rows are stored as float32 either way,
+    and the precision is part of the artifact key."""
     model = loaded.model
     check_hooks(model, hooks)
     if split not in loaded.streams:
@@ -151,8 +157,20 @@ def harvest(
     categories = loaded.streams[split].context_categories(n_ctx)
     n_windows = n_tokens // n_ctx
     bos = {} if loaded.bos_token_id is None else {"bos": loaded.bos_token_id}  # embedded keys unchanged
+    # the forward's resolved precision; float32 adds nothing, so float32 harvests keep their keys
+    dtype = loaded.compute_dtype
+    prec = {} if dtype == torch.float32 else {"precision": str(dtype).removeprefix("torch.")}
     params = [
-        {"lm": loaded.key, "tokens": loaded.tokens_key, "hook": h, "split": split, "n_tokens": n_tokens, "n_ctx": n_ctx, **bos}
+        {
+            "lm": loaded.key,
+            "tokens": loaded.tokens_key,
+            "hook": h,
+            "split": split,
+            "n_tokens": n_tokens,
+            "n_ctx": n_ctx,
+            **bos,
+            **prec,
+        }
         for h in hooks
     ]
 
@@ -173,7 +191,7 @@ def harvest(
             act = act[:, skip:] if skip else act  # the BOS position is not a stream token
             outs[hook.name].append(act.detach().reshape(-1, act.shape[-1]).float().cpu().numpy())
 
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast(dtype, model.cfg.device):
             for i in tqdm(range(0, n_windows, batch_size), desc=f"harvesting {len(missing)} hook(s)"):
                 batch = torch.as_tensor(contexts[i : min(i + batch_size, n_windows)], dtype=torch.long, device=model.cfg.device)
                 model.run_with_hooks(batch, fwd_hooks=[(h, writer) for h in missing], stop_at_layer=stop)
@@ -189,7 +207,7 @@ def harvest(
         outs.clear()
         return summaries
 
-    arts = store.get_or_build_many("activations", params, build)
+    arts = store.get_or_build_many("activations", params, build, code=BUILDER_CODE)
     return {h: ActivationSet(h, art) for h, art in zip(hooks, arts)}
 
 

@@ -1,20 +1,33 @@
 """Profiles: every parameter a study uses, typed and documented, loaded from `configs/*.yaml`.
 
 A profile file holds only the values that differ from the defaults declared here. A notebook
-calls `load_profile(profile, overrides)`; overrides use dotted names (`{"lm.d_model": 256}`).
-Unknown profile names, section names and field names fail with the list of valid ones.
+calls `load_profile(profile, overrides)`; overrides use dotted names (`{"lm.d_model": 256}`),
+nested sections (`{"lm": {"d_model": 256}}`) or the same as a JSON / YAML string (what
+`papermill -p overrides '...'` and `make figures OVERRIDES='...'` pass). Unknown profile, section
+and field names fail with the list of valid ones; every value is checked against its field's type
+and range at load (`profile_checks`), before any work.
+
+Where results go: only a publishing run (`make figures` and its siblings set
+SAE_STUDIES_PUBLISH=1) of a committed profile without overrides writes the committed figures, and
+only after its notebook has finished (`publish.py` moves them from a staging folder); every other
+run (interactive, with overrides, or failed) writes `build/figures/<profile>[-<overrides hash>]/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import profile_checks
 from .study_config import (
     Study00Config,
     Study01Config,
@@ -27,6 +40,8 @@ from .study_config import (
 EMBEDDED_MODEL = "embedded"
 #: Profiles besides `default` whose figures are committed, under figures/<profile>/.
 COMMITTED_PROFILES = ("smollm2", "convergence")
+#: Set to 1 by `make figures` (and its siblings): this run may publish into the committed figures.
+PUBLISH_ENV = "SAE_STUDIES_PUBLISH"
 
 
 def repo_root() -> Path:
@@ -77,6 +92,13 @@ class LMConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    """The LM's *weight* dtype (TransformerLens `dtype`); keep float32: the bfloat16 speed-up is
+    `compute_dtype`, which leaves the weights float32."""
+    compute_dtype: str = "auto"
+    """Precision of the LM forward in harvest and spliced CE (`sae_studies.precision`): `float32`,
+    `bfloat16` (autocast; float32 with a warning on a CPU without bfloat16 instructions) or
+    `auto` (bfloat16 on CUDA and AMX-BF16 / AVX512-BF16 CPUs). Activations are stored float32;
+    the resolved precision is part of the activation artifact key."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,11 @@ class SAEConfig:
     per token on short runs. True divides it by that factor at the end of training (Adam's bias
     correction); False keeps SAELens' value. Only BatchTopK-family SAEs depend on it."""
     device: str = "cpu"
+    dtype: str = "auto"
+    """Compute precision of SAE training (`sae_studies.precision`): `float32`, `bfloat16` or `auto`
+    (bfloat16 on CUDA and AMX-BF16 / AVX512-BF16 CPUs, else float32). Master weights and Adam state
+    stay float32; only the encoder matmul runs in bfloat16 (the selected pre-activations are
+    recomputed in float32). The resolved precision is part of the SAE artifact key."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +166,9 @@ class RunnerConfig:
 @dataclass(frozen=True)
 class Profile:
     name: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """The overrides applied on top of the profile file (dotted names, sorted): part of where the
+    results go and of what the findings record."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     activations: ActivationConfig = field(default_factory=ActivationConfig)
@@ -161,47 +191,111 @@ class Profile:
         return Path(os.environ.get("SAE_STUDIES_DATA", self.root / "data"))
 
     @property
-    def figures_dir(self) -> Path:
-        """Committed figures: the default profile writes `figures/`, the profiles in
-        COMMITTED_PROFILES write `figures/<profile>/`; every other profile writes to build/."""
+    def committed_figures_dir(self) -> Path | None:
+        """Where this profile's committed figures live: `figures/` for the default profile,
+        `figures/<profile>/` for COMMITTED_PROFILES; None for every other profile."""
         if self.name == "default":
             return self.root / "figures"
         if self.name in COMMITTED_PROFILES:
             return self.root / "figures" / self.name
-        return self.root / "build" / "figures" / self.name
+        return None
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Profile:
-        return _apply(self, overrides, self.name)
+    @property
+    def publishing(self) -> bool:
+        """A `make figures` run of a committed profile without overrides: its figures are staged
+        and moved into `committed_figures_dir` once its notebook has finished."""
+        return os.environ.get(PUBLISH_ENV) == "1" and self.committed_figures_dir is not None and not self.overrides
+
+    @property
+    def overrides_hash(self) -> str:
+        """8 hex digits naming the overrides (empty without overrides)."""
+        if not self.overrides:
+            return ""
+        return hashlib.sha256(json.dumps(self.overrides, default=str).encode()).hexdigest()[:8]
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where a publishing run writes, until `publish.py` moves it into the committed figures."""
+        return self.root / "build" / "publish" / self.name
+
+    @property
+    def figures_dir(self) -> Path:
+        """Where this run writes its figures and tables: the staging folder of a publishing run
+        (`build/publish/<profile>/`), else `build/figures/<profile>[-<overrides hash>]/`. The
+        committed `figures/` is written only by `publish.py` after a publishing run succeeded."""
+        if self.publishing:
+            return self.staging_dir
+        suffix = f"-{self.overrides_hash}" if self.overrides else ""
+        return self.root / "build" / "figures" / f"{self.name}{suffix}"
+
+    def with_overrides(self, overrides: Mapping[str, Any] | str) -> Profile:
+        flat = parse_overrides(overrides)
+        return _apply(self, flat, self.name, explicit=set(flat), record={**dict(self.overrides), **flat})
 
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in (repo_root() / "configs").glob("*.yaml"))
 
 
-def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
-    """Load `configs/<name>.yaml` on top of the defaults, then apply dotted overrides."""
+def parse_overrides(overrides: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Overrides as flat dotted names: accepts a mapping (dotted or nested by section), or the same
+    written as a JSON / YAML string (papermill's `-p` passes strings); None or "" is no override."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, str):
+        try:
+            parsed = yaml.safe_load(overrides) if overrides.strip() else {}
+        except yaml.YAMLError as err:
+            raise ValueError(
+                f"overrides must be a JSON / YAML mapping like '{{\"sae.k\": 16}}'; could not parse {overrides!r}: {err}"
+            ) from None
+        overrides = parsed if parsed is not None else {}
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"overrides must be a mapping of dotted names to values, e.g. {{'sae.k': 16}}; got {overrides!r}")
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if "." not in str(key) and isinstance(value, Mapping):  # {"sae": {"k": 16}}
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def load_profile(name: str, overrides: Mapping[str, Any] | str | None = None) -> Profile:
+    """Load `configs/<name>.yaml` on top of the defaults, then apply the overrides; every value is
+    checked (type, range, cross-field rules) before this returns."""
     path = repo_root() / "configs" / f"{name}.yaml"
     if not path.exists():
         raise ValueError(f"unknown profile {name!r}; available: {available_profiles()}")
     values = yaml.safe_load(path.read_text()) or {}
     flat = {f"{section}.{key}": v for section, body in values.items() for key, v in body.items()}
-    return _apply(Profile(name=name), {**flat, **(overrides or {})}, name)
+    user = parse_overrides(overrides)
+    return _apply(Profile(name=name), {**flat, **user}, name, explicit=set(user), record=user)
 
 
-def _apply(profile: Profile, overrides: dict[str, Any], where: str) -> Profile:
-    sections = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile) if f.name != "name"}
+def _apply(profile: Profile, overrides: dict[str, Any], where: str, explicit: set[str], record: dict[str, Any]) -> Profile:
+    sections = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile) if f.name not in ("name", "overrides")}
     changes: dict[str, dict[str, Any]] = {}
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
         if section not in sections:
             raise ValueError(f"{where}: unknown section {section!r} in {dotted!r}; valid: {sorted(sections)}")
-        valid = {f.name: f for f in dataclasses.fields(sections[section])}
-        if key not in valid:
-            raise ValueError(f"{where}: unknown parameter {dotted!r}; valid in {section}: {sorted(valid)}")
-        if isinstance(getattr(sections[section], key), tuple) and isinstance(value, list):
-            value = tuple(value)
-        changes.setdefault(section, {})[key] = value
-    return dataclasses.replace(profile, **{s: dataclasses.replace(sections[s], **kv) for s, kv in changes.items()})
+        hints = profile_checks.field_types(sections[section])
+        if key not in hints:
+            raise ValueError(f"{where}: unknown parameter {dotted!r}; valid in {section}: {sorted(hints)}")
+        changes.setdefault(section, {})[key] = profile_checks.coerce(value, hints[key])
+    try:
+        out = dataclasses.replace(
+            profile,
+            overrides=tuple(sorted(record.items())),
+            **{s: dataclasses.replace(sections[s], **kv) for s, kv in changes.items()},
+        )
+        profile_checks.check_profile(out)
+    except ValueError as err:
+        raise ValueError(f"profile {where!r}: {err}") from None
+    for message in profile_checks.shadowed_settings(out, explicit):
+        warnings.warn(message, stacklevel=3)
+    return out
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

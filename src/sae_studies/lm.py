@@ -22,9 +22,12 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerBase
 
-from . import smollm2, tokens
+from . import precision, smollm2, tokens
 from .config import EMBEDDED_MODEL, CorpusConfig, LMConfig, as_dict
 from .store import Store
+
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.lm",)
 
 
 @dataclass
@@ -39,6 +42,9 @@ class LoadedModel:
     """Identifies the token streams (corpus and tokenizer)."""
     curve: pd.DataFrame | None = None
     """Training curve of the embedded model (None for hub models)."""
+    compute_dtype: torch.dtype = torch.float32
+    """What the forward passes of harvest and spliced CE compute in (`lm.compute_dtype` resolved
+    on this machine, `sae_studies.precision`); the weights stay in `lm.dtype`."""
     bos_token_id: int | None = None
     """Token to put at the start of each context window (None: none). SmolLM2: 0, `<|endoftext|>`
     (its tokenizer's own BOS `<|im_start|>` is a chat token; see smollm2.py)."""
@@ -98,6 +104,13 @@ def check_model_name(name: str) -> None:
 
 
 def load_model(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
+    """The profile's LM with its token streams, and the compute precision its forwards run in."""
+    loaded = _load_model(lm_cfg, corpus_cfg, store)
+    loaded.compute_dtype = precision.resolve(lm_cfg.compute_dtype, lm_cfg.device)
+    return loaded
+
+
+def _load_model(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
     check_model_name(lm_cfg.name)
     if lm_cfg.name == EMBEDDED_MODEL:
         return _load_embedded(lm_cfg, corpus_cfg, store)
@@ -141,11 +154,18 @@ def model_config(lm_cfg: LMConfig, d_vocab: int) -> HookedTransformerConfig:
     )
 
 
+def lm_artifact_params(lm_cfg: LMConfig, tokens_key: str) -> dict:
+    """The embedded LM's cache key. `compute_dtype` is left out: the weights do not depend on the
+    precision of later forwards (training runs in `lm.dtype`), so the trained LM is shared and the
+    keys cached before the setting existed stay valid."""
+    return {"lm": {k: v for k, v in as_dict(lm_cfg).items() if k != "compute_dtype"}, "tokens": tokens_key}
+
+
 def _load_embedded(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> LoadedModel:
     tokenizer, tok_art = tokens.embedded_tokenizer(corpus_cfg, store)
     streams, tokens_art = tokens.token_streams(corpus_cfg, tokenizer, tok_art.key, store)
     cfg = model_config(lm_cfg, d_vocab=len(tokenizer))
-    params = {"lm": as_dict(lm_cfg), "tokens": tokens_art.key}
+    params = lm_artifact_params(lm_cfg, tokens_art.key)
 
     def build(tmp: Path) -> dict:
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
@@ -156,7 +176,7 @@ def _load_embedded(lm_cfg: LMConfig, corpus_cfg: CorpusConfig, store: Store) -> 
         return summary
 
     # The weights' artifact names its tokenizer and token stream by key (in the manifest params).
-    art = store.get_or_build("lm", params, build)
+    art = store.get_or_build("lm", params, build, code=BUILDER_CODE)
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
     model.load_state_dict(torch.load(art.path / "model.pt", map_location=lm_cfg.device))
     model.eval()

@@ -6,18 +6,20 @@ model, token streams and activations it needs; everything comes from (or goes to
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import activations, lm, plotting, sweep
+from . import activations, lm, plotting, profile_checks, smollm2, sweep
 from .analyses import quality
 from .config import EMBEDDED_MODEL, Profile, load_profile
-from .store import Store
+from .store import Store, git_commit, git_dirty
 from .studies import verdicts
 
 
@@ -65,11 +67,26 @@ class Run:
         The BOS position (if any) is never replaced: SAEs are not trained on it."""
         key = (hook, n_tokens)
         if key not in self._splicers:
-            self._splicers[key] = quality.Splicer(self.model, hook, self.eval_contexts(n_tokens), keep_first=self.loaded.n_prefix)
+            self._splicers[key] = quality.Splicer(
+                self.model,
+                hook,
+                self.eval_contexts(n_tokens),
+                keep_first=self.loaded.n_prefix,
+                compute_dtype=self.loaded.compute_dtype,
+            )
         return self._splicers[key]
 
     def save_figure(self, fig, name: str):
         return plotting.save_figure(fig, name, self.profile.figures_dir)
+
+    def result_path(self, name: str) -> Path:
+        """A table another notebook of this profile wrote (e.g. study 1's findings, read by study
+        2): this run's own folder if it holds it, else the committed figures of the profile."""
+        own = self.profile.figures_dir / name
+        committed = self.profile.committed_figures_dir
+        if not own.exists() and committed is not None and (committed / name).exists():
+            return committed / name
+        return own
 
     def sweep_table(self, name: str, compute: Callable[[], pd.DataFrame] | None) -> pd.DataFrame:
         """A training-length sweep's table, `<figures_dir>/<name>.csv`. With `compute` (the profile
@@ -96,14 +113,64 @@ class Run:
         """`figures_dir/findings_<study>.md`: the study's verdict table for this profile (`model`
         names what the numbers come from when it is not the profile's LM, e.g. synthetic data)."""
         return verdicts.write_findings(
-            found, study, self.profile.figures_dir, title=title, model=model or self.model_label, profile=self.profile.name
+            found,
+            study,
+            self.profile.figures_dir,
+            title=title,
+            model=model or self.model_label,
+            profile=self.profile.name,
+            provenance=self.provenance,
         )
 
+    @property
+    def provenance(self) -> str:
+        """What the findings record about where they came from: profile, overrides and commit."""
+        P = self.profile
+        overrides = ", ".join(f"{k}={v!r}" for k, v in P.overrides) or "none"
+        commit = git_commit() or "unknown commit"
+        dirty = " with uncommitted changes" if git_dirty() else ""
+        return f"overrides: {overrides}; code at commit {commit[:10]}{dirty}"
 
-def start(profile: str, overrides: dict[str, Any] | None = None) -> Run:
-    """Load the profile, set the plot style and create the profile's figures folder (tables are
-    written there too, before any figure)."""
+
+def model_shape(profile: Profile) -> tuple[int, int] | None:
+    """(n_layers, d_model) of the profile's model without loading it: the embedded model's from
+    the profile, SmolLM2's from its known shape; None for a hub model (its own notebook checks
+    layers once the model is loaded)."""
+    if profile.lm.name == EMBEDDED_MODEL:
+        return profile.lm.n_layers, profile.lm.d_model
+    if profile.lm.name == smollm2.NAME:
+        return smollm2.N_LAYERS, smollm2.D_MODEL
+    return None
+
+
+def check_studies(profile: Profile) -> None:
+    """Every study's own rules that need the model's shape, at start, before anything is built:
+    the layer fields against the layer count and each study's `check`."""
+    from .studies import flow, hierarchical, kron, stability, synthetic
+
+    synthetic.check(profile.study02)
+    shape = model_shape(profile)
+    if shape is None:
+        return
+    n_layers, d_model = shape
+    try:
+        profile_checks.check_layers(profile, n_layers)
+        stability.check(profile.study01, n_layers)
+        hierarchical.check(profile.study03, profile.study03.expansion_factor * d_model, n_layers)
+        kron.check_config(profile.study04, d_model, profile.activations.n_tokens)
+        flow.check_study05(profile.study05, n_layers, profile.sae.k, d_model, profile.corpus.source)
+    except ValueError as err:
+        raise ValueError(f"profile {profile.name!r}: {err}") from None
+
+
+def start(profile: str, overrides: Mapping[str, Any] | str | None = None) -> Run:
+    """Load and check the profile (every field, and every study's rules, before any work), set the
+    plot style and create the run's figures folder. A publishing run starts from an empty staging
+    folder, so a failed earlier run cannot leak into the committed figures."""
     plotting.use_style()
     run = Run(load_profile(profile, overrides))
+    check_studies(run.profile)
+    if run.profile.publishing:
+        shutil.rmtree(run.profile.figures_dir, ignore_errors=True)
     run.profile.figures_dir.mkdir(parents=True, exist_ok=True)
     return run

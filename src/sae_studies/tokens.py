@@ -19,6 +19,9 @@ from . import corpus
 from .config import CorpusConfig, as_dict
 from .store import Artifact, Store
 
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.tokens", "sae_studies.corpus")
+
 EOT = "<|endoftext|>"
 
 
@@ -74,7 +77,7 @@ def embedded_tokenizer(cfg: CorpusConfig, store: Store) -> tuple[PreTrainedToken
         as_hf_tokenizer(tmp / "tokenizer.json", tmp / "hf")
         return {"vocab_size": tok.get_vocab_size(), "n_train_entries": len(train)}
 
-    art = store.get_or_build("tokenizer", params, build)
+    art = store.get_or_build("tokenizer", params, build, code=BUILDER_CODE)
     return PreTrainedTokenizerFast.from_pretrained(art.path / "hf"), art
 
 
@@ -115,7 +118,7 @@ def token_streams(
             summary[f"{split}_entries"] = len(items)
         return summary
 
-    art = store.get_or_build("tokens", params, build)
+    art = store.get_or_build("tokens", params, build, code=BUILDER_CODE)
     streams = {
         split: TokenStream(np.load(art.path / f"{split}_tokens.npy"), np.load(art.path / f"{split}_categories.npy"))
         for split in ("train", "val")

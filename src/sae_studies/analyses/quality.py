@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import precision
 from ..activations import check_hooks, parse_hook
 
 
@@ -154,9 +155,22 @@ class Splicer:
     `keep_first` positions of every context (the BOS token of models that need one) are never
     replaced: replacements see and return only the other positions. CE is over every predicted
     token either way.
+
+    `compute_dtype` (a resolved `sae_studies.precision` dtype, e.g. `LoadedModel.compute_dtype`):
+    the LM forwards run under its autocast (bfloat16 matmuls, float32 weights); the activations
+    handed to replacements are float32 and CE is summed in float64 either way.
     """
 
-    def __init__(self, model, hook: str, contexts: np.ndarray, batch_size: int = 32, cache_mib: float = 512, keep_first: int = 0):
+    def __init__(
+        self,
+        model,
+        hook: str,
+        contexts: np.ndarray,
+        batch_size: int = 32,
+        cache_mib: float = 512,
+        keep_first: int = 0,
+        compute_dtype: torch.dtype = torch.float32,
+    ):
         check_hooks(model, [hook])
         if contexts.ndim != 2 or contexts.shape[0] < 1 or contexts.shape[1] < 2:
             raise ValueError(f"contexts must be [n ≥ 1, n_ctx ≥ 2] token windows; got shape {list(contexts.shape)}")
@@ -164,6 +178,7 @@ class Splicer:
             raise ValueError(f"keep_first must be in [0, {contexts.shape[1] - 1}]; got {keep_first}")
         self.model, self.hook, self.contexts, self.batch_size = model, hook, contexts, batch_size
         self.keep_first = keep_first
+        self.compute_dtype = compute_dtype
         self.n_predicted = contexts.shape[0] * (contexts.shape[1] - 1)
         layer, kind = parse_hook(hook)
         self._layer = layer if kind == "resid" else None
@@ -180,7 +195,8 @@ class Splicer:
         if self._layer is not None:
             if self._resid is not None and i in self._resid:
                 return self._resid[i], None
-            resid = self.model(tokens, stop_at_layer=self._layer + 1)
+            with self._autocast():
+                resid = self.model(tokens, stop_at_layer=self._layer + 1).float()
             if self._resid is not None:
                 self._resid[i] = resid
             return resid, None
@@ -190,15 +206,22 @@ class Splicer:
             cache["a"] = a
             return a
 
-        logits = self.model.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(self.hook, grab)])
-        return cache["a"], logits
+        with self._autocast():
+            logits = self.model.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(self.hook, grab)])
+        return cache["a"].float(), logits
 
     def _logits(self, tokens: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
-        if self._layer is not None:
-            return self.model(activation, start_at_layer=self._layer + 1)
-        return self.model.run_with_hooks(
-            tokens, return_type="logits", fwd_hooks=[(self.hook, lambda a, hook: activation.reshape(a.shape))]
-        )
+        with self._autocast():
+            if self._layer is not None:
+                return self.model(activation, start_at_layer=self._layer + 1)
+            return self.model.run_with_hooks(
+                tokens, return_type="logits", fwd_hooks=[(self.hook, lambda a, hook: activation.reshape(a.shape).to(a.dtype))]
+            )
+
+    def _autocast(self):
+        """The LM forward's precision (`compute_dtype`); replacements (SAEs) run outside it, in
+        float32, and the CE sums in float64."""
+        return precision.autocast(self.compute_dtype, self.model.cfg.device)
 
     @torch.no_grad()
     def ce(

@@ -46,6 +46,9 @@ from ..checks import check_choice, check_int, check_probability, check_unit_inte
 from ..store import Store
 from . import cosine, subspaces
 
+#: The modules whose code builds this file's artifacts: their version is part of every key.
+BUILDER_CODE = ("sae_studies.analyses.synthetic",)
+
 #: Ground-truth layouts: all directions mutually orthogonal, or independently random.
 LAYOUTS = ("orthogonal", "random")
 #: Rows generated per chunk; part of the artifact key (the random draws depend on it).
@@ -301,7 +304,7 @@ def materialise(spec: LowRankSpec, n_rows: int, store: Store, stream: str = "tra
         np.savez(tmp / "ground_truth.npz", **model.truth.to_numpy())
         return {"d": spec.d, "mean_norm": sq / n_rows}
 
-    art = store.get_or_build("synthetic", params, build)
+    art = store.get_or_build("synthetic", params, build, code=BUILDER_CODE)
     return SyntheticActivations(f"synthetic/{stream}", art, spec)
 
 

@@ -26,7 +26,7 @@ from typing_extensions import override
 
 from sae_studies.checks import check_int
 from sae_studies.saes.registry import Recipe, register
-from sae_studies.saes.sparse_decode import SparsePattern, prefix_level_weights, prefix_mse_loss
+from sae_studies.saes.sparse_decode import SparsePattern, prefix_level_weights, prefix_mse_loss, sort_small
 from sae_studies.saes.sparse_topk import FastTopKMixin
 
 __all__ = [
@@ -118,6 +118,18 @@ class _PrefixTrainingMixin(FastTopKMixin):
         vals, idx = hidden_pre.topk(self.cfg.k_max, dim=-1, sorted=True)
         return vals.reshape(-1), SparsePattern.from_topk(idx, self.cfg.d_sae)
 
+    def _rank_exact(
+        self, selected: torch.Tensor, pattern: SparsePattern, sae_in: torch.Tensor
+    ) -> tuple[torch.Tensor, SparsePattern]:
+        """After a bfloat16 selection: the selected values recomputed in float32 and each row's
+        K latents re-sorted by them, so the prefix levels follow the exact ranking."""
+        K = self.cfg.k_max
+        vals = self._exact_selected(selected, pattern, sae_in).view(-1, K)
+        order = sort_small(-vals, dim=-1)[1]
+        vals = vals.gather(1, order)
+        cols = pattern.cols.view(-1, K).gather(1, order)
+        return vals.reshape(-1), SparsePattern.from_topk(cols, self.cfg.d_sae)
+
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
         if self.cfg.normalize_activations in ("constant_norm_rescale", "layer_norm"):
             raise ValueError(
@@ -130,8 +142,10 @@ class _PrefixTrainingMixin(FastTopKMixin):
         sae_in, hidden_pre = self._fast_hidden_pre(sae_in_nob)
         with torch.no_grad():
             selected, pattern = self._select(hidden_pre)
+            if selected.dtype != self.W_enc.dtype:
+                selected, pattern = self._rank_exact(selected, pattern, sae_in)
         acts, dec_w = self._fast_values(selected, pattern, sae_in, relu=True)
-        B, K = x.shape[0], self.cfg.k_max
+        B, K = sae_in_nob.shape[0], self.cfg.k_max
         weights = self._level_weights().to(x.device)
         loss = prefix_mse_loss(dec_w.view(B, K), pattern, self.W_dec, self.b_dec, sae_in_nob, weights)
         kr = self._report_k()
@@ -143,15 +157,10 @@ class _PrefixTrainingMixin(FastTopKMixin):
                 rep_pat = SparsePattern.from_topk(idx, self.cfg.d_sae)
                 rep_w = dec_w.view(B, K)[:, :kr].reshape(-1)
                 rep_acts = acts.view(B, K)[:, :kr].reshape(-1)
-            sae_out = self._fast_out(rep_pat.decode(rep_w.detach(), self.W_dec) + self.b_dec)
+            sae_out = self._fast_out(rep_pat.decode(rep_w.detach(), self.W_dec) + self.b_dec, like=x)
         aux = self._fast_aux_loss(x, sae_out, hidden_pre, sae_in, step_input.dead_neuron_mask)
-        out = TrainStepOutput(
-            sae_in=x,
-            sae_out=sae_out,
-            feature_acts=self._feature_acts(rep_pat, rep_acts),
-            hidden_pre=hidden_pre,
-            loss=loss + aux,
-            losses={"mse_loss": loss, "auxiliary_reconstruction_loss": aux},
+        out = self._step_output(
+            x, sae_out, rep_pat, rep_acts, hidden_pre, {"mse_loss": loss, "auxiliary_reconstruction_loss": aux}
         )
         out.metrics["mse_loss_at_k"] = (sae_out - x).pow(2).sum(-1).mean().detach()
         return out

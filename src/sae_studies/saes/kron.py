@@ -50,6 +50,7 @@ from torch import nn
 from typing_extensions import override
 
 from sae_studies.checks import check_choice, check_int
+from sae_studies.saes.dense_encoder import encoder_preacts, exact_preacts
 from sae_studies.saes.registry import Recipe, register
 from sae_studies.saes.sparse_decode import (
     SparsePattern,
@@ -294,8 +295,19 @@ class _KronWeightsMixin:
 
     @torch.no_grad()
     def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
+        """Fold the input scale ``s`` (the SAE was trained on ``x·s``) as SAELens' TopK does:
+        the folded SAE takes raw ``x``, its activations are the trained ones divided by ``s``,
+        and its decoder rows have unit norm (so activation magnitudes compare across
+        architectures). The composition is homogeneous in its parents — degree 1 for ``mand``,
+        2 for the products — so the parents are scaled by ``1/s`` (``1/sqrt(s)``):
+        ``W_enc ← c·s·W_enc``, ``b_enc ← c·b_enc``, ``b_dec ← b_dec / s``."""
         self._normalise_decoder_rows()
-        super().fold_activation_norm_scaling_factor(scaling_factor)  # type: ignore[misc]
+        s = float(scaling_factor)
+        c = 1.0 / s if self.cfg.composition == "mand" else s**-0.5
+        self.W_enc.data.mul_(c * s)
+        self.b_enc.data.mul_(c)
+        self.b_dec.data.div_(s)
+        self.cfg.normalize_activations = "none"
 
     @torch.no_grad()
     def fold_activation_whitening(self, mean, whitening_matrix, unwhitening_matrix) -> None:
@@ -398,14 +410,11 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
     # ---- sparse training path -------------------------------------------------------------
     @torch.no_grad()
     def _sparse_pre(self, sae_in_nob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sae_in, pre)``: dense no-grad encoder forward into a buffer kept across steps."""
+        """``(sae_in, pre)``: dense no-grad encoder forward into a buffer kept across steps, in
+        the compute dtype of the autocast context (:func:`encoder_preacts`)."""
         sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
-        shape = (sae_in.shape[0], self.W_enc.shape[1])
-        buf = self.__dict__.get("_pre_buffer")
-        if buf is None or buf.shape != shape or buf.dtype != sae_in.dtype or buf.device != sae_in.device:
-            buf = torch.empty(shape, dtype=sae_in.dtype, device=sae_in.device)
-            self.__dict__["_pre_buffer"] = buf  # not a parameter or buffer: not in state_dict
-        return sae_in, torch.addmm(self.b_enc, sae_in, self.W_enc, out=buf)
+        pre = encoder_preacts(self, "_pre_buffer", sae_in, self.W_enc, self.b_enc)
+        return sae_in, self.hook_sae_acts_pre(pre)  # fires as in kron_pre (inference encode)
 
     def _pair_acts(self, pre: torch.Tensor, sae_in: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Differentiable activations ``[B·k]`` of the latents ``cols [B, k]``: the encoder
@@ -414,7 +423,10 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         u_col, v_col = self.factors.parents(cols)
         with torch.no_grad():
             parent_pattern, inv = _row_unique(torch.cat([u_col, v_col], 1), H)
-            parent_vals = pre[parent_pattern.rows, parent_pattern.cols]
+            if pre.dtype == self.W_enc.dtype:
+                parent_vals = pre[parent_pattern.rows, parent_pattern.cols]
+            else:  # a bfloat16 encoder forward chose the pairs; their parents' values in float32
+                parent_vals = exact_preacts(parent_pattern, sae_in, self.W_enc, self.b_enc)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         parents = selected_preacts(parent_vals, parent_pattern, sae_in, self.W_enc, self.b_enc, b_dec)
         k = cols.shape[1]
@@ -446,7 +458,7 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         pattern = SparsePattern.from_topk(cols, self.cfg.d_sae)
         acts = self._pair_acts(pre, sae_in, cols)
         recons = sparse_decode(self._decoder_weights(acts, pattern), pattern, self.W_dec, None)
-        recons = self.reshape_fn_out(recons, self.d_head)
+        recons = self.reshape_fn_out(recons, self.d_head).reshape(residual.shape)
         return self.cfg.aux_loss_coefficient * scale * (recons - residual).pow(2).sum(dim=-1).mean()
 
     @override
@@ -457,17 +469,10 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
         pattern = SparsePattern.from_topk(cols, self.cfg.d_sae)
         acts = self._pair_acts(pre, sae_in, cols)
         x_hat = sparse_decode(self._decoder_weights(acts, pattern), pattern, self.W_dec, self.b_dec)
-        sae_out = self._fast_out(x_hat)
+        sae_out = self._fast_out(x_hat, like=x)
         mse_loss = (sae_out - x).pow(2).sum(dim=-1).mean()
         aux = self._kron_aux_loss(x, sae_out, pre, sae_in, step_input.dead_neuron_mask)
-        return TrainStepOutput(
-            sae_in=x,
-            sae_out=sae_out,
-            feature_acts=self._feature_acts(pattern, acts),
-            hidden_pre=pre,
-            loss=mse_loss + aux,
-            losses={"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux},
-        )
+        return self._step_output(x, sae_out, pattern, acts, pre, {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux})
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ value belongs to. The pieces here then do the rest without ever touching the den
 * :func:`row_norms` — the decoder-row norms ``||W_dec_f||`` that rescale TopK activations,
   with a one-pass backward.
 
-All four are ``torch.autograd.Function``s tested against plain autograd.
+All four are ``torch.autograd.Function``s tested against plain autograd. Each is declared
+float32 for autocast (:func:`sae_studies.precision.float32_forward`): inside a bfloat16 autocast
+region its inputs are cast to float32 and it runs as outside one — they are ``O(B k d)`` work,
+and their sums (decodes, decoder gradients, the prefix loss) stay float32.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from sae_studies.precision import autocast_backward, float32_forward
 
 __all__ = [
     "SparsePattern",
@@ -172,12 +177,19 @@ class SparsePattern:
         return (G[self.rows] * W[self.cols]).sum(-1)  # pragma: no cover
 
     def scatter_rows(self, weights: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-        """``out[f] = sum_{n: cols[n]=f} weights[n] * Y[rows[n]]`` -> ``[F, d]``."""
+        """``out[f] = sum_{n: cols[n]=f} weights[n] * Y[rows[n]]`` -> ``[F, d]``.
+
+        One weighted ``embedding_bag`` over the latent-major ordering (a bag per latent): the
+        product of the transposed pattern with ``Y`` without a sparse matmul kernel. Measured on
+        one thread, B=4096, k=32, d=576, F=4608: 30 ms against 106 ms for ``csr @ Y``
+        (158 / 318 ms at d=768, F=16384, k=64), same result to float32 rounding.
+        """
         order, t_crow, t_rows = self.transpose
         if self.nnz == 0:
             return Y.new_zeros(self.n_latents, Y.shape[1])
-        csr = _csr(t_crow, t_rows, weights[order].to(Y.dtype), (self.n_latents, self.n_rows))
-        return csr @ Y
+        return F.embedding_bag(
+            t_rows, Y, t_crow, mode="sum", per_sample_weights=weights[order].to(Y.dtype), include_last_offset=True
+        )
 
     def scatter_weights(self, weights: torch.Tensor) -> torch.Tensor:
         """``out[f] = sum_{n: cols[n]=f} weights[n]`` -> ``[F]``."""
@@ -219,6 +231,7 @@ class SparsePattern:
 # ---------------------------------------------------------------------------------------
 class _SparseDecode(torch.autograd.Function):
     @staticmethod
+    @float32_forward
     def forward(  # type: ignore[override]
         ctx: Any,
         values: torch.Tensor,
@@ -235,6 +248,7 @@ class _SparseDecode(torch.autograd.Function):
         return out
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
         values, W_dec = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
@@ -269,12 +283,14 @@ def sparse_decode(
 # ---------------------------------------------------------------------------------------
 class _RowNorms(torch.autograd.Function):
     @staticmethod
+    @float32_forward
     def forward(ctx: Any, W: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         n = torch.linalg.vector_norm(W, dim=-1)
         ctx.save_for_backward(W, n)
         return n
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, g: torch.Tensor):  # type: ignore[override]
         W, n = ctx.saved_tensors
         # d||w||/dw = w / ||w||, taken as 0 for a zero row (autograd's norm subgradient)
@@ -294,6 +310,7 @@ def row_norms(W: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 class _SelectedPreacts(torch.autograd.Function):
     @staticmethod
+    @float32_forward
     def forward(  # type: ignore[override]
         ctx: Any,
         values: torch.Tensor,
@@ -310,6 +327,7 @@ class _SelectedPreacts(torch.autograd.Function):
         return values.clone()
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, grad: torch.Tensor):  # type: ignore[override]
         sae_in, W_enc = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
@@ -391,6 +409,7 @@ class _PrefixLoss(torch.autograd.Function):
     """
 
     @staticmethod
+    @float32_forward
     def forward(  # type: ignore[override]
         ctx: Any,
         values: torch.Tensor,  # [B, K], values in rank order (rank 1 first)
@@ -488,6 +507,7 @@ class _PrefixLoss(torch.autograd.Function):
         return loss.to(values.dtype)
 
     @staticmethod
+    @autocast_backward
     def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
         out = [None if g is None else g * grad_out for g in ctx.grads]
         ctx.grads = None

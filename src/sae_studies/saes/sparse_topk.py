@@ -14,6 +14,7 @@ tensor, coalesced (SAETrainer's firing bookkeeping accepts it and is cheapest on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 from typing_extensions import override
 
+from sae_studies.saes.dense_encoder import encoder_preacts, exact_preacts
 from sae_studies.saes.registry import Recipe, register
 from sae_studies.saes.sparse_decode import (
     SparsePattern,
@@ -65,6 +67,15 @@ def batch_topk_select(acts: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, to
     return v, flat
 
 
+def _lead_shape(x: torch.Tensor, n_rows: int) -> tuple[int, ...]:
+    """The leading dimensions of ``x`` that hold the ``n_rows`` rows the step flattened them into
+    (``x.shape[:-1]``, or ``x.shape[:-2]`` for a ``hook_z`` input of ``[..., heads, d_head]``)."""
+    for end in range(x.ndim - 1, -1, -1):
+        if math.prod(x.shape[:end]) == n_rows:
+            return tuple(x.shape[:end])
+    raise ValueError(f"input of shape {tuple(x.shape)} does not hold {n_rows} rows")
+
+
 class FastTopKMixin:
     """The sparse training forward shared by the fast TopK-family classes.
 
@@ -91,6 +102,7 @@ class FastTopKMixin:
         sae_in = x.to(self.dtype)  # type: ignore[attr-defined]
         sae_in = self.reshape_fn_in(sae_in)  # type: ignore[attr-defined]
         sae_in = self.hook_sae_input(sae_in)  # type: ignore[attr-defined]
+        sae_in = sae_in.reshape(-1, sae_in.shape[-1])  # [..., d_in] -> [N, d_in], as SAELens accepts
         return self.run_time_activation_norm_fn_in(sae_in)  # type: ignore[attr-defined]
 
     @torch.no_grad()
@@ -98,21 +110,27 @@ class FastTopKMixin:
         """Dense no-grad encoder forward: ``(sae_in, hidden_pre)``, hidden_pre rescaled.
 
         ``hidden_pre`` is written into a ``[B, F]`` buffer kept across steps, so it is only
-        valid until the next training step. A fresh ``[B, F]`` tensor per step costs more than
-        a third of the matmul itself on CPU: allocations this large are ``mmap``-ed and
-        page-faulted anew every time (measured ~30 ms matmul into a reused buffer against
-        ~45-60 ms into a new one at B=4096, d=192, F=3072).
+        valid until the next training step (see :func:`encoder_preacts`), and it is in the
+        compute dtype of the autocast context (bfloat16 under a bfloat16 autocast; the selected
+        values are then recomputed in float32 by ``_exact_selected``).
         """
         sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
-        shape = (sae_in.shape[0], self.W_enc.shape[1])
-        buf = self.__dict__.get("_hidden_pre_buffer")
-        if buf is None or buf.shape != shape or buf.dtype != sae_in.dtype or buf.device != sae_in.device:
-            buf = torch.empty(shape, dtype=sae_in.dtype, device=sae_in.device)
-            self.__dict__["_hidden_pre_buffer"] = buf  # a plain attribute: not in state_dict
-        hidden_pre = torch.addmm(self.b_enc, sae_in, self.W_enc, out=buf)
+        hidden_pre = encoder_preacts(self, "_hidden_pre_buffer", sae_in, self.W_enc, self.b_enc)
+        hidden_pre = self.hook_sae_acts_pre(hidden_pre)  # type: ignore[attr-defined]  # fires as in SAELens' encode
         if self.cfg.rescale_acts_by_decoder_norm:
-            hidden_pre.mul_(self.W_dec.norm(dim=-1))
+            hidden_pre.mul_(self.W_dec.norm(dim=-1).to(hidden_pre.dtype))
         return sae_in, hidden_pre
+
+    @torch.no_grad()
+    def _exact_selected(self, selected: torch.Tensor, pattern: SparsePattern, sae_in: torch.Tensor) -> torch.Tensor:
+        """The selected (rescaled) pre-activations in the SAE's dtype: ``selected`` itself when
+        the encoder ran in it, else recomputed at the selection (see :func:`exact_preacts`)."""
+        if selected.dtype == self.W_enc.dtype:
+            return selected
+        vals = exact_preacts(pattern, sae_in, self.W_enc, self.b_enc)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            vals.mul_(self.W_dec.norm(dim=-1)[pattern.cols])
+        return vals
 
     def _fast_values(
         self, selected: torch.Tensor, pattern: SparsePattern, sae_in: torch.Tensor, relu: bool
@@ -124,6 +142,7 @@ class FastTopKMixin:
         ``selected`` are the (rescaled) values taken from the no-grad ``hidden_pre``.
         """
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        selected = self._exact_selected(selected, pattern, sae_in)
         if self.cfg.rescale_acts_by_decoder_norm:
             n_sel = row_norms(self.W_dec)[pattern.cols]
             raw_vals = selected / n_sel.detach()
@@ -137,10 +156,33 @@ class FastTopKMixin:
         acts = raw.relu() if relu else raw
         return acts, acts
 
-    def _fast_out(self, x_hat: torch.Tensor) -> torch.Tensor:
+    def _fast_out(self, x_hat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Decoder output ``[N, d]`` -> the input's shape (``like``), through SAELens' output hooks."""
         x_hat = self.hook_sae_recons(x_hat)  # type: ignore[attr-defined]
         x_hat = self.run_time_activation_norm_fn_out(x_hat)  # type: ignore[attr-defined]
-        return self.reshape_fn_out(x_hat, self.d_head)  # type: ignore[attr-defined]
+        return self.reshape_fn_out(x_hat, self.d_head).reshape(like.shape)  # type: ignore[attr-defined]
+
+    def _step_output(
+        self,
+        x: torch.Tensor,
+        sae_out: torch.Tensor,
+        pattern: SparsePattern,
+        acts: torch.Tensor,
+        hidden_pre: torch.Tensor,
+        losses: dict[str, torch.Tensor],
+    ) -> TrainStepOutput:
+        """The step's ``TrainStepOutput`` as SAELens shapes it for input ``x [..., d_in]``:
+        ``feature_acts`` and ``hidden_pre`` ``[..., d_sae]`` (through ``hook_sae_acts_post``)."""
+        lead = _lead_shape(x, pattern.n_rows)
+        feature_acts = self.hook_sae_acts_post(self._feature_acts(pattern, acts, lead))  # type: ignore[attr-defined]
+        return TrainStepOutput(
+            sae_in=x,
+            sae_out=sae_out,
+            feature_acts=feature_acts,
+            hidden_pre=hidden_pre.reshape(*lead, hidden_pre.shape[-1]),
+            loss=sum(losses.values()),  # type: ignore[arg-type]
+            losses=losses,
+        )
 
     def _auxk_budget(
         self, x: torch.Tensor, sae_out: torch.Tensor, dead_neuron_mask: torch.Tensor | None
@@ -177,16 +219,25 @@ class FastTopKMixin:
             pattern = SparsePattern.from_topk(dead_idx[pos], self.cfg.d_sae)
         _, dec_w = self._fast_values(vals.reshape(-1), pattern, sae_in, relu=False)
         recons = sparse_decode(dec_w, pattern, self.W_dec, None)
-        recons = self.reshape_fn_out(recons, self.d_head)  # type: ignore[attr-defined]
+        recons = self.reshape_fn_out(recons, self.d_head).reshape(residual.shape)  # type: ignore[attr-defined]
         auxk_loss = (recons - residual).pow(2).sum(dim=-1).mean()
         return self.cfg.aux_loss_coefficient * scale * auxk_loss
 
-    def _feature_acts(self, pattern: SparsePattern, acts: torch.Tensor) -> torch.Tensor:
+    def _feature_acts(self, pattern: SparsePattern, acts: torch.Tensor, lead: tuple[int, ...] | None = None) -> torch.Tensor:
+        """``[N, d_sae]`` (or ``[*lead, d_sae]``) activations in ``feature_acts_layout``."""
+        lead = (pattern.n_rows,) if lead is None else tuple(lead)
         if self.feature_acts_layout == "dense":
-            return pattern.to_dense(acts.detach())
+            return pattern.to_dense(acts.detach()).reshape(*lead, pattern.n_latents)
         if self.feature_acts_layout != "coo":
             raise ValueError(f"feature_acts_layout must be 'coo' or 'dense'; got {self.feature_acts_layout!r}")
-        return pattern.to_sparse_coo(acts.detach())
+        coo = pattern.to_sparse_coo(acts.detach())
+        if len(lead) == 1:
+            return coo
+        rows, cols = coo._indices()
+        index = torch.stack([*torch.unravel_index(rows, lead), cols])
+        return torch.sparse_coo_tensor(
+            index, coo._values(), (*lead, pattern.n_latents), is_coalesced=True, check_invariants=False
+        )
 
     # ---- the step -----------------------------------------------------------------------
     def _select(self, hidden_pre: torch.Tensor) -> tuple[torch.Tensor, SparsePattern]:
@@ -199,18 +250,11 @@ class FastTopKMixin:
         with torch.no_grad():
             selected, pattern = self._select(hidden_pre)
         acts, dec_w = self._fast_values(selected, pattern, sae_in, relu=True)
-        sae_out = self._fast_out(sparse_decode(dec_w, pattern, self.W_dec, self.b_dec))
+        sae_out = self._fast_out(sparse_decode(dec_w, pattern, self.W_dec, self.b_dec), like=x)
         mse_loss = (sae_out - x).pow(2).sum(dim=-1).mean()
         aux = self._fast_aux_loss(x, sae_out, hidden_pre, sae_in, step_input.dead_neuron_mask)
         losses = {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux}
-        return TrainStepOutput(
-            sae_in=x,
-            sae_out=sae_out,
-            feature_acts=self._feature_acts(pattern, acts),
-            hidden_pre=hidden_pre,
-            loss=mse_loss + aux,
-            losses=losses,
-        )
+        return self._step_output(x, sae_out, pattern, acts, hidden_pre, losses)
 
 
 # ---------------------------------------------------------------------------------------

@@ -121,11 +121,12 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def findings_markdown(verdicts: Sequence[Verdict], title: str, model: str, profile: str) -> str:
+def findings_markdown(verdicts: Sequence[Verdict], title: str, model: str, profile: str, provenance: str = "") -> str:
     lines = [
         f"# {title}",
         "",
-        f"Model: {model}. Profile: `{profile}`. Written by the notebook on {time.strftime('%Y-%m-%d')}. "
+        f"Model: {model}. Profile: `{profile}`{' (' + provenance + ')' if provenance else ''}. "
+        f"Written by the notebook on {time.strftime('%Y-%m-%d')}. "
         "Each row's rule is a tested function of the study module; where a rule was revised after a first "
         "run, the last column says what it was and why it changed.",
         "",
@@ -148,19 +149,22 @@ def _write(path: Path, text: str) -> None:
     tmp.rename(path)
 
 
-def write_findings(verdicts: Sequence[Verdict], study: str, figures_dir: Path, *, title: str, model: str, profile: str) -> Path:
+def write_findings(
+    verdicts: Sequence[Verdict], study: str, figures_dir: Path, *, title: str, model: str, profile: str, provenance: str = ""
+) -> Path:
     """Write ``<figures_dir>/findings_<study>.md`` (and the same verdicts as ``.json``, which
     :func:`side_by_side` reads) and return the markdown's path."""
     if not verdicts:
         raise ValueError(f"study {study!r} has no verdicts to write")
     figures_dir.mkdir(parents=True, exist_ok=True)
     path = figures_dir / f"findings_{study}.md"
-    _write(path, findings_markdown(verdicts, title, model, profile))
+    _write(path, findings_markdown(verdicts, title, model, profile, provenance))
     record = {
         "study": study,
         "title": title,
         "model": model,
         "profile": profile,
+        "provenance": provenance,
         "outcome_counts": outcome_counts(verdicts),
         "verdicts": [{**asdict(v), "converged_at": v.converged_at} for v in verdicts],
     }

@@ -1,0 +1,76 @@
+"""Where results go: only a finished publishing run of a committed profile reaches figures/."""
+
+import shutil
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from sae_studies import config, pipeline  # noqa: E402
+from sae_studies.publish import publish  # noqa: E402
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A checkout of its own (configs copied), so nothing here touches the repository's figures."""
+    shutil.copytree(config.repo_root() / "configs", tmp_path / "configs")
+    monkeypatch.setenv("SAE_STUDIES_ROOT", str(tmp_path))
+    monkeypatch.setenv("SAE_STUDIES_DATA", str(tmp_path / "data"))
+    return tmp_path
+
+
+def _figure(run, name):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    run.save_figure(fig, name)
+    plt.close(fig)
+
+
+def test_an_override_run_leaves_figures_untouched(checkout, monkeypatch):
+    monkeypatch.setenv(config.PUBLISH_ENV, "1")  # even under make figures
+    run = pipeline.start("default", '{"study03.seeds": [0, 1]}')
+    _figure(run, "03_demo")
+    assert (run.profile.figures_dir / "03_demo.png").exists()
+    assert run.profile.figures_dir.parent == checkout / "build" / "figures"
+    assert not (checkout / "figures").exists()
+
+
+def test_an_interactive_run_writes_build(checkout, monkeypatch):
+    monkeypatch.delenv(config.PUBLISH_ENV, raising=False)
+    run = pipeline.start("default")
+    _figure(run, "03_demo")
+    assert (checkout / "build" / "figures" / "default" / "03_demo.png").exists() and not (checkout / "figures").exists()
+
+
+def test_a_publishing_run_reaches_figures_only_when_published(checkout, monkeypatch, tmp_path):
+    monkeypatch.setenv(config.PUBLISH_ENV, "1")
+    (checkout / "figures").mkdir()
+    (checkout / "figures" / "03_demo.png").write_bytes(b"old")
+    run = pipeline.start("default")
+    _figure(run, "03_demo")
+    assert (checkout / "figures" / "03_demo.png").read_bytes() == b"old"  # a failed run stops here
+    executed = tmp_path / "03_demo.ipynb"
+    executed.write_text("{}")
+    moved = publish("default", executed)
+    assert (checkout / "figures" / "03_demo.png").read_bytes() != b"old"
+    assert (checkout / "figures" / "notebooks" / "default" / "03_demo.ipynb").exists()
+    assert len(moved) == 3 and not run.profile.figures_dir.exists()  # png, pdf, notebook
+
+
+def test_a_new_publishing_run_starts_from_an_empty_stage(checkout, monkeypatch):
+    monkeypatch.setenv(config.PUBLISH_ENV, "1")
+    stage = config.load_profile("default").staging_dir
+    stage.mkdir(parents=True)
+    (stage / "left_by_a_failed_run.png").write_bytes(b"x")
+    pipeline.start("default")
+    assert not (stage / "left_by_a_failed_run.png").exists()
+
+
+def test_findings_record_profile_overrides_and_commit(checkout):
+    from sae_studies.studies.verdicts import Verdict
+
+    run = pipeline.start("smoke", {"study03.ks": [2, 4]})
+    text = run.write_findings([Verdict("c", "p", "o", "agrees", "r")], "demo", "Demo").read_text()
+    assert "Profile: `smoke` (overrides: study03.ks=[2, 4]; code at commit" in text
