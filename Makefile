@@ -14,7 +14,7 @@ KERNEL := sae-studies
 LAB_ARGS ?=
 CACHE_LOG = $${SAE_STUDIES_DATA:-data}/cache.log
 
-.PHONY: help setup figures smoke smollm2 convergence findings test lab bench clean clean-data
+.PHONY: help setup figures smoke smollm2 convergence findings test test-gpu lab bench clean clean-data
 .DEFAULT_GOAL := help
 
 ## This list of targets and variables.
@@ -62,7 +62,7 @@ smoke:
 ## The real model (SmolLM2-135M, offline): every notebook that reads a language model (study 2's
 ## synthetic data has none), figures in figures/smollm2/ (about 2 h on 2 cores).
 smollm2:
-	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[01345]_*"
+	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[013456]_*"
 
 ## The training-length sweeps of studies 1 and 3 (embedded model), figures in figures/convergence/.
 convergence:
@@ -77,6 +77,10 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
+
+## The CUDA cases of tests/test_cuda.py (marker gpu): on a machine without a GPU they are skipped.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -rs -m gpu tests/test_cuda.py
 
 ## JupyterLab on notebooks/ with the "SAE studies" kernel (as root it adds --allow-root; LAB_ARGS='--port 8890' passes options).
 lab: $(STAMP)

@@ -5,6 +5,7 @@ import pandas as pd
 
 from sae_studies import pipeline
 from sae_studies.config import load_profile
+from sae_studies.publish import publish
 
 
 def test_sweep_table_writes_reads_and_keeps_models_apart(tmp_path, monkeypatch):
@@ -14,10 +15,13 @@ def test_sweep_table_writes_reads_and_keeps_models_apart(tmp_path, monkeypatch):
         (tmp_path / "configs" / f"{name}.yaml").write_text("{}\n")
     table = pd.DataFrame({"tokens": [262144, 1048576], "ΔEV": [-0.15, -0.05]})
 
+    monkeypatch.setenv("SAE_STUDIES_PUBLISH", "1")  # as under make figures
     sweep = pipeline.Run(load_profile("convergence"))
     sweep.profile.figures_dir.mkdir(parents=True)
     written = sweep.sweep_table("03_budget_sweep", lambda: table)
     pd.testing.assert_frame_equal(written, table)
+    assert (sweep.profile.staging_dir / "03_budget_sweep.csv").exists()
+    publish("convergence")  # the notebook finished
     assert (tmp_path / "figures" / "convergence" / "03_budget_sweep.csv").exists()
 
     read = pipeline.Run(load_profile("default")).sweep_table("03_budget_sweep", None)

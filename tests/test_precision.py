@@ -212,9 +212,9 @@ def test_train_sae_passes_the_precision_to_saetrainer(monkeypatch):
         raise RuntimeError("stop")
 
     monkeypatch.setattr(train, "SAETrainer", spy)
-    acts = SimpleNamespace(key="k", d=16, batches=lambda b, seed: iter(()), hook="blocks.0.hook_resid_post")
+    acts = SimpleNamespace(key="k", d=16, batches=lambda b, seed, **kw: iter(()), hook="blocks.0.hook_resid_post")
     monkeypatch.setattr(train, "normalised_mean", lambda a: torch.zeros(16))
-    store = SimpleNamespace(get_or_build=lambda kind, params, build: build(None))
+    store = SimpleNamespace(get_or_build=lambda kind, params, build, code=(): build(None))
     spec = SAESpec("topk", 64, 4, seed=0)
     for name, capable, expected in [("auto", True, True), ("auto", False, False), ("float32", True, False)]:
         monkeypatch.setattr(precision, "cpu_has_bf16", lambda c=capable: c)

@@ -33,3 +33,27 @@ def test_activation_statistics_count_the_dimensions_that_hold_the_variance(micro
     stats = activations.activation_statistics(acts, n_rows=20000)
     assert stats["dims_90"] == 3
     assert stats["participation_ratio"] == pytest.approx(18**2 / 134, rel=0.05)
+
+
+def test_activation_table_names_massive_dimensions():
+    """A planted massive dimension (as in real LMs) is named in notebook 00's table."""
+    import torch
+
+    from sae_studies.studies import overview
+
+    class FakeActs:
+        hook, d = "blocks.2.hook_resid_post", 16
+
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.x = torch.randn(4096, 16, generator=g)
+            self.x[:, 5] = 300.0 + torch.randn(4096, generator=g)
+
+        def __len__(self):
+            return len(self.x)
+
+        def tensor(self, n=None):
+            return self.x[:n]
+
+    table = overview.activation_table({FakeActs.hook: FakeActs()}, n_rows=4096)
+    assert table.loc[0, "massive_dims"] == "5" and table.loc[0, "n_massive"] == 1 and table.loc[0, "layer"] == 2

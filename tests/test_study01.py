@@ -175,6 +175,7 @@ def test_grid_and_specs():
         ({"analysis_expansion_factor": 32}, "analysis_expansion_factor"),
         ({"pool_seeds": (0, 1, 2)}, "2 × group_size"),
         ({"matryoshka_prefixes": (0.5, 0.25)}, "matryoshka_prefixes"),
+        ({"n_random_ablations": 0}, "n_random_ablations"),
     ],
 )
 def test_check_study01_bad_input(change, match):

@@ -14,6 +14,7 @@ from sae_studies.config import Profile, load_profile
 from sae_studies.store import Store
 from sae_studies.studies import synthetic as S2
 from sae_studies.studies import synthetic_claims
+from sae_studies.studies import synthetic_control as S2C
 from sae_studies.studies.verdicts import Verdict
 from sae_studies.study_config import Study02Config
 
@@ -90,75 +91,17 @@ def test_dictionary_size_and_cells():
     cfg = dataclasses.replace(TINY, sweep_ranks=(1, 2), sweep_directions=(1, 2, 4, None))
     assert S2.phase_cells(cfg) == [(1, 1), (1, 2), (1, None), (2, 2), (2, 4), (2, 8), (2, None)]
     models, labels = S2.size_models(TINY)
+    # the phase diagram's F: at least the cell's ground-truth directions (r = 8, k = 32: 104 > 2 × 32)
+    wide = dataclasses.replace(TINY, d=48, n_isolated=8, n_groups=3, dict_factor=2.0, sweep_ranks=(2, 8))
+    spec = S2.spec_of(wide, 8, 32)
+    assert spec.n_gt_dims == 32 and spec.n_gt_directions == 104 and S2.phase_dictionary_size(wide, spec) == 104
+    assert S2.phase_dictionary_size(wide, S2.spec_of(wide, 2, 2)) == 2 * (8 + 3 * 2)  # dimensions rule already enough
+    assert S2.phase_dictionary_size(wide, S2.spec_of(wide, 8, None)) == 64  # continuous: no directions to count
+    assert all(f >= (spec_.n_gt_directions or 0) for spec_, f in S2.phase_models(wide)[0])
     assert [m[1] for m in models] == [2 + 2 * 4] and labels[0]["n_directions"] == 10
 
 
 # ------------------------------------------------------------------ verdict rules
-
-
-def _per_seed(iso_rec, iso_stable, group_stable, group_mb, rot_mb, sub, cross, archs=("topk", "standard")):
-    rows = []
-    for a in archs:
-        for seed, jitter in enumerate((-0.01, 0.01)):
-            rows.append(
-                {
-                    "architecture": a,
-                    "seed": seed,
-                    "iso_recovered": iso_rec + jitter,
-                    "isolated_stable": iso_stable + jitter,
-                    "group_stable": group_stable + jitter,
-                    "group_mean_best": group_mb + jitter,
-                    "rot_group_mean_best": rot_mb,
-                    "subspace_cos2": sub + jitter,
-                    "cross_seed_cos2": cross + jitter,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def test_verdict_isolated():
-    assert synthetic_claims.verdict_isolated(_per_seed(0.98, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "agrees"
-    assert synthetic_claims.verdict_isolated(_per_seed(0.5, 0.97, 0, 0, 0, 0, 0), 0.9).outcome == "disagrees"
-    mixed = pd.concat([_per_seed(0.98, 0.97, 0, 0, 0, 0, 0, ("topk",)), _per_seed(0.98, 0.5, 0, 0, 0, 0, 0, ("standard",))])
-    assert synthetic_claims.verdict_isolated(mixed, 0.9).outcome == "partly"
-
-
-def test_verdict_low_rank_unstable():
-    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.2, 0.60, 0.58, 0, 0)).outcome == "agrees"
-    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.8, 0.90, 0.58, 0, 0)).outcome == "disagrees"
-    # as stable as the null's chance level, but above half the isolated rate: not unstable by the rule
-    assert synthetic_claims.verdict_low_rank_unstable(_per_seed(1, 0.95, 0.6, 0.70, 0.70, 0, 0)).outcome == "disagrees"
-
-
-def test_verdict_subspaces():
-    assert synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.96), 0.2).outcome == "agrees"
-    assert synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.98, 0.40), 0.2).outcome == "disagrees"
-    assert (
-        synthetic_claims.verdict_subspaces(_per_seed(1, 1, 0, 0, 0, 0.95, 0.95), 0.5).outcome == "disagrees"
-    )  # random + 0.5 = 1.0
-
-
-def _phase(stable, sub):
-    cells = [(2, 1), (2, np.nan), (8, 1), (8, np.nan)]
-    return pd.DataFrame(
-        [
-            {"rank": r, "directions": np.nan if np.isnan(m) else m * r, "group_stable": s, "subspace_cos2": c}
-            for (r, m), s, c in zip(cells, stable, sub)
-        ]
-    )
-
-
-def test_verdict_phase():
-    assert synthetic_claims.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.9])).outcome == "agrees"
-    assert synthetic_claims.verdict_phase(_phase([1.0, 0.6, 0.9, 0.1], [0.99, 0.95, 0.97, 0.5])).outcome == "partly"
-    assert synthetic_claims.verdict_phase(_phase([0.5, 0.6, 0.9, 0.4], [0.99, 0.95, 0.97, 0.9])).outcome == "disagrees"
-
-
-def test_verdict_dictionary_size():
-    rows = lambda rec, sub: pd.DataFrame({"factor": [0.5, 1.0, 2.0], "dir_recovered": rec, "subspace_cos2": sub})  # noqa: E731
-    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.95, 0.97])).outcome == "agrees"
-    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.5, 0.9], [0.7, 0.6, 0.97])).outcome == "partly"
-    assert synthetic_claims.verdict_dictionary_size(rows([0.1, 0.1, 0.2], [0.9, 0.95, 0.97])).outcome == "disagrees"
 
 
 def test_verdict_control_and_class_composition():
@@ -168,7 +111,7 @@ def test_verdict_control_and_class_composition():
             "kind": ["isolated"] * 8 + ["group"] + ["group"] * 8 + ["none"] + ["group"] * 3,
         }
     )
-    comp = S2.class_composition(classes)
+    comp = S2C.class_composition(classes)
     assert comp.loc["stable", "isolated"] == pytest.approx(8 / 9) and comp.loc["unstable", "group"] == pytest.approx(8 / 9)
     assert comp.loc["partial"].sum() == 0  # absent class: zeros, not an error
     yes = Verdict("4", "p", "o", "agrees", "r")
@@ -201,13 +144,13 @@ def test_tiny_run_through_train_sae(tmp_path):
     np.testing.assert_allclose(res.per_seed.cross_seed_cos2, (res.cross_seed**2).mean(), atol=1e-12)  # one pair
     row = S2.summary_row(res)
     assert row["d_sae"] == d_sae and 0 <= row["random_cos2"] <= 1
-    classes = S2.study1_classes(res, TINY)
+    classes = S2C.study1_classes(res, TINY)
     assert set(classes["class"]) <= {"stable", "partial", "unstable", "dead"}
-    assert len(S2.hungarian_rows(res, TINY.tau)) == 1
+    assert len(S2C.hungarian_rows(res, TINY.tau)) == 1
     cov = torch.cov(eval_x.double().T)
-    ov, _ = S2.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0))
+    ov, _ = S2C.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0))
     assert set(ov.columns) >= {"group", "control", "overlap", "dim"}
-    wide, _ = S2.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0), dim=10**6, not_stable=True)
+    wide, _ = S2C.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0), dim=10**6, not_stable=True)
     assert wide.empty or (wide.dim == 12 // 2).all()  # capped at d / 2, skipped when the class is smaller
     conv = S2.convergence(profile, store, acts, eval_x, progress=False)
     assert len(conv) == len(TINY.architectures) * len(TINY.budgets) * len(TINY.budget_seeds)

@@ -35,46 +35,6 @@ def test_interpolation_in_log_l0_and_gap():
     assert gap.loc[4, "Δ"] == pytest.approx(0.05) and gap.loc[16, "Δ"] == pytest.approx(-0.02)
 
 
-def _gap(delta_ev, delta_cut):
-    return pd.DataFrame(
-        {
-            "seed": [0, 1, 2] * 2,
-            "k": [8, 8, 8, 32, 32, 32],
-            "L0": 8.0,
-            "ΔEV": delta_ev,
-            "Δ loss recovered": 0.0,
-            "ΔEV vs cut": delta_cut,
-        }
-    )
-
-
-def test_front_and_cut_rules():
-    assert hierarchical.verdict_front(_gap([0.0, 0.01, -0.005, 0.0, 0.002, 0.001], [0.3] * 6)).outcome == "agrees"
-    assert hierarchical.verdict_front(_gap([-0.05, -0.06, -0.055, -0.05, -0.06, -0.055], [0.3] * 6)).outcome == "disagrees"
-    assert hierarchical.verdict_front(_gap([-0.05, -0.06, -0.055, 0.0, 0.0, 0.0], [0.3] * 6)).outcome == "partly"
-    assert hierarchical.verdict_cut(_gap([0.0] * 6, [0.3] * 6)).outcome == "agrees"
-    assert hierarchical.verdict_cut(_gap([0.0] * 6, [-0.1, 0.2, 0.3] * 2)).outcome == "disagrees"
-
-
-def test_interpretability_and_budget_rules():
-    prox = pd.DataFrame(
-        {
-            "model": ["hierarchical_topk"] * 3 + ["topk"] * 3,
-            "k": 8,
-            "seed": [0, 1, 2] * 2,
-            "category_auroc": [0.65, 0.66, 0.64, 0.60, 0.61, 0.62],
-        }
-    )
-    assert hierarchical.verdict_interpretability(prox).outcome == "agrees"
-    assert (
-        hierarchical.verdict_interpretability(prox.assign(category_auroc=[0.5, 0.5, 0.5, 0.7, 0.7, 0.7])).outcome == "disagrees"
-    )
-    sweep = pd.DataFrame({"tokens": [1, 4, 1, 4], "k": [8, 8, 32, 32], "ΔEV": [-0.05, -0.005, -0.01, 0.0]})
-    assert hierarchical.verdict_budget(sweep).outcome == "agrees"
-    assert hierarchical.verdict_budget(sweep.assign(**{"ΔEV": [-0.05, -0.03, 0, 0]})).outcome == "partly"
-    assert hierarchical.verdict_budget(sweep.assign(**{"ΔEV": [-0.03, -0.05, 0, 0]})).outcome == "disagrees"
-
-
 def test_check_names_the_bad_parameter():
     from sae_studies.study_config import Study03Config
 

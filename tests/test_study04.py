@@ -1,5 +1,5 @@
-"""Study 4 (KronSAE): analytic compute, the grid and its checks, tables, verdict rules (each with
-a table where it must agree and one where it must disagree), and the efficiency measurements."""
+"""Study 4 (KronSAE): analytic compute, the grid and its checks, tables and the efficiency
+measurements (the verdict rules: test_study04_claims.py)."""
 
 from __future__ import annotations
 
@@ -117,66 +117,6 @@ def test_summarise_difference_and_convergence_gap():
 
 
 # ---------------------------------------------------------------------------------------
-# verdict rules: one table where each must agree, one where it must disagree
-# ---------------------------------------------------------------------------------------
-def _two_models(ev_kron, ev_topk, metric="explained_variance", sizes=(512, 1024)):
-    rows = []
-    for F in sizes:
-        rows += [{"d_sae": F, "model": "KronSAE", metric: v} for v in ev_kron]
-        rows += [{"d_sae": F, "model": "TopK", metric: v} for v in ev_topk]
-    return pd.DataFrame(rows)
-
-
-def test_verdict_equal_tokens():
-    assert ks.verdict_equal_tokens(_two_models([0.895, 0.896, 0.894], [0.900, 0.901, 0.899])).outcome == "agrees"
-    v = ks.verdict_equal_tokens(_two_models([0.85, 0.86, 0.855], [0.90, 0.91, 0.905]))
-    assert v.outcome == "disagrees" and "F=512" in v.ours and "±" in v.ours
-
-
-def test_verdict_equal_flops():
-    assert ks.verdict_equal_flops(_two_models([0.91, 0.912, 0.911], [0.90, 0.901, 0.899])).outcome == "agrees"
-    assert ks.verdict_equal_flops(_two_models([0.90, 0.905, 0.895], [0.90, 0.901, 0.899])).outcome == "disagrees"
-
-
-def test_verdict_composition():
-    def table(mand, relu, prod):
-        return pd.DataFrame(
-            [
-                {"composition": c, "explained_variance": v}
-                for c, vals in [("mand", mand), ("relu_product", relu), ("product", prod)]
-                for v in vals
-            ]
-        )
-
-    agree = ks.verdict_composition(table([0.845, 0.846, 0.844], [0.833, 0.832, 0.834], [0.829, 0.830, 0.828]))
-    assert agree.outcome == "agrees" and "0.8445" in agree.paper
-    assert (
-        ks.verdict_composition(table([0.82, 0.821, 0.819], [0.833, 0.832, 0.834], [0.829, 0.830, 0.828])).outcome == "disagrees"
-    )
-    assert ks.verdict_composition(table([0.831, 0.832, 0.830], [0.833, 0.832, 0.834], [0.825, 0.824, 0.826])).outcome == "partly"
-
-
-def test_verdict_token_entropy():
-    assert ks.verdict_token_entropy(_two_models([2.0, 2.1, 2.05], [2.6, 2.5, 2.55], "token_entropy")).outcome == "agrees"
-    assert ks.verdict_token_entropy(_two_models([2.6, 2.5, 2.55], [2.0, 2.1, 2.05], "token_entropy")).outcome == "disagrees"
-
-
-def test_verdict_encoder_compute():
-    def timing(ratios):
-        return pd.DataFrame(
-            [
-                {"d": 768, "d_sae": F, "m": m, "n": n, "analytic_ratio": (m + n) / (m * n), "time_ratio": r}
-                for F in (16384, 65536)
-                for (m, n), r in zip([(2, 4), (4, 8), (1, 4)], ratios)
-            ]
-        )
-
-    assert ks.verdict_encoder_compute(timing([0.8, 0.45, 1.3])).outcome == "agrees"  # m = 1 is not judged
-    assert ks.verdict_encoder_compute(timing([1.2, 1.1, 1.3])).outcome == "disagrees"
-    assert ks.verdict_encoder_compute(pd.DataFrame()).outcome == "untested"
-
-
-# ---------------------------------------------------------------------------------------
 # efficiency and evaluation
 # ---------------------------------------------------------------------------------------
 def test_peak_memory_counts_what_a_call_allocates():
@@ -230,8 +170,10 @@ def test_evaluate_reports_quality_and_proxies():
     sae = cls(cfg_cls(d_in=8, d_sae=32, k=3, heads=4, m=2, n=4))
     x = torch.randn(400, 8)
     tokens = np.random.default_rng(0).integers(0, 5, 400)
-    row, density = ks.evaluate(sae, x, tokens, n_ctx=20, splicer=None, n_top=8, min_firings=4)
-    assert density.shape == (32,) and 0 <= row["dead_fraction"] <= 1 and row["l0"] <= 3
+    row, latents = ks.evaluate(sae, x, tokens, n_ctx=20, splicer=None, n_top=8, min_firings=4)
+    density = latents.frequency.to_numpy()
+    assert density.shape == (32,) and np.nanmean(latents.token_entropy) == pytest.approx(row["token_entropy"])
+    assert 0 <= row["dead_fraction"] <= 1 and row["l0"] <= 3
     assert np.isnan(row["loss_recovered"]) and 0 <= row["token_entropy"] <= np.log2(5) + 1e-9
 
 
@@ -244,7 +186,8 @@ def test_evaluate_matches_the_shared_metrics():
     torch.manual_seed(1)
     sae = cls(cfg_cls(d_in=8, d_sae=32, k=3, heads=4, m=2, n=4))
     x = torch.randn(5000, 8)  # more than one evaluation batch
-    row, density = ks.evaluate(sae, x, np.zeros(5000, dtype=int), n_ctx=50, splicer=None, n_top=4, min_firings=2)
+    row, latents = ks.evaluate(sae, x, np.zeros(5000, dtype=int), n_ctx=50, splicer=None, n_top=4, min_firings=2)
+    density = latents.frequency.to_numpy()
     ref = quality.sae_reconstruction_metrics(sae, x)
     assert row["explained_variance"] == pytest.approx(ref.explained_variance, abs=1e-12)
     assert row["l0"] == pytest.approx(ref.l0) and row["dead_fraction"] == ref.dead_fraction

@@ -1,4 +1,4 @@
-"""Study 5: profile checks, grid, tables and verdict rules (studies.flow)."""
+"""Study 5: profile checks, grid and tables (studies.flow; the verdict rules: test_study05_claims.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from sae_studies.analyses import flow
 from sae_studies.config import load_profile
 from sae_studies.studies import flow as sf
-from sae_studies.studies import flow_claims
 from sae_studies.study_config import Study05Config
 
 
@@ -58,11 +57,22 @@ def test_window_and_steer_layer():
         ({"removal_scales": (0.5,)}, r"study05.removal_scales must be negative"),
         ({"seeds": (0, 0)}, r"study05.seeds must be distinct"),
         ({"architecture": "nope"}, r"unknown SAE architecture 'nope'"),
+        ({"seeds": (0,), "seed_feature_sae_seeds": 2}, r"study05.seed_feature_sae_seeds must be an integer in 1..1"),
+        ({"max_token_share": 1.5}, r"study05.max_token_share"),
     ],
 )
 def test_bad_sections_fail_naming_the_value(bad, message):
     with pytest.raises(ValueError, match=message):
         sf.check_study05(C(**bad), 4, 32, 128)
+
+
+def test_steering_jobs_carry_the_sae_seed_of_each_feature():
+    cond = sf.steering_conditions(C(scales=(1.0,), schedules=("constant",), removal_scales=(-1.0,)))
+    jobs = sf.steering_jobs(cond, {"limerick": [(0, 7), (1, 3)]}, [0, 1], {"limerick": [2]}, samples=2)
+    assert set(zip(jobs.sae_seed, jobs.feature)) == {(0, 7), (1, 3)}
+    assert jobs.groupby("cell")[["sae_seed", "feature"]].nunique().max().max() == 1  # one feature per cell
+    plain = sf.steering_jobs(cond, {"limerick": [7]}, [0], {"limerick": [2]}, samples=1)
+    assert plain.sae_seed.isna().all() and (plain.feature == 7).all()
 
 
 def test_steering_conditions_cover_the_grid():
@@ -98,61 +108,6 @@ def test_mean_se():
     assert out.loc["y", "v_se"] == 0
     with_nan = pd.DataFrame({"s": [1.0, np.nan, np.nan], "v": [1.0, 2.0, 4.0]})
     assert len(sf.mean_se(with_nan, ["s"], ["v"])) == 2  # a removal (s = NaN) is a group of its own
-
-
-# ------------------------------------------------------------------ verdict rules
-
-
-def test_verdict_persistence():
-    assert flow_claims.verdict_persistence({0: 0.8, 1: 0.9}, {0: 0.4, 1: 0.5}, "m").outcome == "agrees"
-    assert flow_claims.verdict_persistence({0: 0.8, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "partly"
-    assert flow_claims.verdict_persistence({0: 0.3, 1: 0.3}, {0: 0.4, 1: 0.5}, "m").outcome == "disagrees"
-    per_seed = flow_claims.verdict_persistence({0: [0.8, 0.7], 1: [0.9, 0.8]}, {0: [0.4, 0.5], 1: [0.5, 0.5]}, "m")
-    assert per_seed.outcome == "agrees" and "0.75 ± 0.07 (n=2)" in per_seed.ours
-
-
-def test_verdict_deactivation_level():
-    assert flow_claims.verdict_deactivation_level([0.70, 0.80], [0.60, 0.66]).outcome == "agrees"
-    assert flow_claims.verdict_deactivation_level([0.70, 0.80], [0.20, 0.30]).outcome == "partly"
-    assert flow_claims.verdict_deactivation_level([0.20, 0.25], [0.10, 0.15]).outcome == "disagrees"
-
-
-def test_verdict_top1_vs_exhaustive():
-    assert flow_claims.verdict_top1_vs_exhaustive([0.75, 0.7], [0.83, 0.8]).outcome == "agrees"
-    assert flow_claims.verdict_top1_vs_exhaustive([0.3, 0.35], [0.8, 0.8]).outcome == "disagrees"
-
-
-def test_verdict_top1_vs_random():
-    rng = np.random.default_rng(0)
-    assert flow_claims.verdict_top1_vs_random(0.3 + 0.1 * rng.normal(size=50)).outcome == "agrees"
-    assert flow_claims.verdict_top1_vs_random(0.0 + 0.1 * rng.normal(size=50)).outcome == "disagrees"
-
-
-def _best(rows):
-    return pd.DataFrame(rows, columns=["theme", "combined", "combined_se", "base", "base_se", "base_theme"])
-
-
-def test_verdict_steering():
-    claim, paper = "c", "p"
-    fortunes = ("fortunes", 0.6, 0.03, 0.7, 0.03, 0.8)  # the unsteered model's own register: not judged
-    agree = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.4, 0.03, 0.1, 0.02, 0.05), fortunes])
-    partly = _best([("limerick", 0.5, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.12, 0.03, 0.1, 0.02, 0.05), fortunes])
-    disagree = _best([("limerick", 0.11, 0.02, 0.1, 0.02, 0.1), ("zippy", 0.1, 0.03, 0.1, 0.02, 0.05), fortunes])
-    assert flow_claims.verdict_steering(agree, claim, paper).outcome == "agrees"
-    assert "not judged" in flow_claims.verdict_steering(agree, claim, paper).ours
-    assert flow_claims.verdict_steering(partly, claim, paper).outcome == "partly"
-    assert flow_claims.verdict_steering(disagree, claim, paper).outcome == "disagrees"
-    # without the ceiling every theme is judged, and fortunes (below its baseline) makes it partial
-    assert flow_claims.verdict_steering(agree, claim, paper, ceiling=None).outcome == "partly"
-
-
-def test_useful_range_and_multilayer_verdict():
-    curve = pd.DataFrame({"combined": [0.1, 0.3, 0.5, 0.2], "combined_se": [0.02] * 4})
-    assert sf.useful_range(curve, base=0.1, base_se=0.02) == 0.75
-    assert flow_claims.verdict_multilayer(single=0.25, multi=0.75).outcome == "agrees"
-    assert flow_claims.verdict_multilayer(single=0.5, multi=0.5).outcome == "partly"
-    assert flow_claims.verdict_multilayer(single=0.75, multi=0.25).outcome == "disagrees"
-    assert flow_claims.verdict_multilayer(single=0.0, multi=0.0).outcome == "disagrees"
 
 
 def test_removal_prompts():

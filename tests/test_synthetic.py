@@ -261,3 +261,16 @@ def test_mcc_against_ground_truth():
     assert out["isolated"] == pytest.approx(1.0, abs=1e-6) and out["all_directions"] == pytest.approx(1.0, abs=1e-6)
     assert set(syn.mcc(perm, syn.ground_truth(syn.LowRankSpec(**SMALL)))) == {"isolated"}
     assert math.isfinite(syn.mcc(torch.randn(20, 16), t)["isolated"])
+
+
+def test_standard_mcc_counts_unmatched_directions_as_zero():
+    t = _truth()
+    exact = torch.cat([t.isolated, t.directions.reshape(-1, 16)]).float()
+    half = exact[: len(exact) // 2]  # fewer latents than directions, each one exact
+    out = syn.mcc(half, t)
+    assert out["all_directions_saelens"] == pytest.approx(1.0, abs=1e-6)  # min(n_true, F) = F: inflated
+    assert out["all_directions"] == pytest.approx(len(half) / len(exact), abs=1e-6)
+    # a plain reference: greedy is optimal when every latent is one distinct true direction
+    assert syn.mcc_over_truth(exact, exact) == pytest.approx(1.0) and syn.mcc_over_truth(exact, -exact) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="ground-truth"):
+        syn.mcc_over_truth(torch.zeros(0, 16), exact)

@@ -29,7 +29,7 @@ from .lm import LoadedModel
 from .store import Artifact, Store
 
 #: The modules whose code builds this file's artifacts: their version is part of every key.
-BUILDER_CODE = ("sae_studies.activations", "sae_studies.lm")
+BUILDER_CODE = ("sae_studies.activations", "sae_studies.lm", "sae_studies.precision")
 
 HOOK_KINDS = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 

@@ -35,6 +35,7 @@ from .study_config import (
     Study03Config,
     Study04Config,
     Study05Config,
+    Study06Config,
 )
 
 EMBEDDED_MODEL = "embedded"
@@ -143,6 +144,20 @@ class SAEConfig:
     (bfloat16 on CUDA and AMX-BF16 / AVX512-BF16 CPUs, else float32). Master weights and Adam state
     stay float32; only the encoder matmul runs in bfloat16 (the selected pre-activations are
     recomputed in float32). The resolved precision is part of the SAE artifact key."""
+    prefetch: int = 0
+    """Batches the data feed reads ahead on a background thread (`sae_studies.feed`), delivered on
+    `device` through pinned memory when it is CUDA; 0 reads each batch in the training loop. The
+    batches are the same either way, so it is not part of the SAE's artifact key."""
+    shuffle_block_rows: int = 0
+    """0: every pass is a uniform shuffle of all rows (random page reads). > 0: block-shuffled
+    reads, blocks of this many contiguous rows permuted, rows permuted within windows of
+    `shuffle_window_blocks` blocks (long sequential reads; less random batches, see
+    `sae_studies.feed`). Part of the artifact key when > 0."""
+    shuffle_window_blocks: int = 16
+    """Blocks whose rows are mixed together under block-shuffled reads."""
+    feed_dtype: str = "float32"
+    """`float32` or `bfloat16`: the dtype batches are stored in on their way to the SAE (bfloat16
+    halves the copy; the SAE casts to its own dtype). Part of the artifact key when bfloat16."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +195,7 @@ class Profile:
     study03: Study03Config = field(default_factory=Study03Config)
     study04: Study04Config = field(default_factory=Study04Config)
     study05: Study05Config = field(default_factory=Study05Config)
+    study06: Study06Config = field(default_factory=Study06Config)
 
     @property
     def root(self) -> Path:

@@ -146,7 +146,7 @@ def model_shape(profile: Profile) -> tuple[int, int] | None:
 def check_studies(profile: Profile) -> None:
     """Every study's own rules that need the model's shape, at start, before anything is built:
     the layer fields against the layer count and each study's `check`."""
-    from .studies import flow, hierarchical, kron, stability, synthetic
+    from .studies import architectures, flow, hierarchical, kron, stability, synthetic
 
     synthetic.check(profile.study02)
     shape = model_shape(profile)
@@ -159,6 +159,7 @@ def check_studies(profile: Profile) -> None:
         hierarchical.check(profile.study03, profile.study03.expansion_factor * d_model, n_layers)
         kron.check_config(profile.study04, d_model, profile.activations.n_tokens)
         flow.check_study05(profile.study05, n_layers, profile.sae.k, d_model, profile.corpus.source)
+        architectures.check(profile.study06, d_model, n_layers)
     except ValueError as err:
         raise ValueError(f"profile {profile.name!r}: {err}") from None
 

@@ -227,6 +227,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "dead_feature_window": POS,
         "device": device,
         "dtype": one_of(*DTYPES),
+        "prefetch": NONNEG,
+        "shuffle_block_rows": NONNEG,
+        "shuffle_window_blocks": POS,
+        "feed_dtype": one_of("float32", "bfloat16"),
     },
     "study00": {
         "layer": LAYER,
@@ -256,6 +260,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "single_token_share": UNIT,
         "subspace_dim": POS,
         "n_random_subspaces": POS,
+        "n_random_ablations": POS,
         "hungarian_max_features": POS,
         "pool_seeds": seeds(2),
         "pool_group_size": at_least(2),
@@ -358,6 +363,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "steer_layer": LAYER,
         "judge_ceiling": PROB,
         "seeds_per_theme": POS,
+        "seed_feature_sae_seeds": POS,
+        "max_token_share": PROB,
         "enrichment_tokens": POS,
         "scales": above(0),
         "alpha": interval(-10, 10),
@@ -379,15 +386,43 @@ RULES: dict[str, dict[str, Rule]] = {
         "n_shown_samples": NONNEG,
         "threads": POS,
     },
+    "study06": {
+        "layer": LAYER,
+        "expansion_factor": POS,
+        "k": POS,
+        "seeds": seeds(2),
+        "train_tokens": POS,
+        "batch_size": POS,
+        "lr": above(0),
+        "matryoshka_prefixes": both(increasing(0), OPEN_UNIT),
+        "hierarchical_ks": increasing(),
+        "kron_mn": POS,
+        "l1_coefficients": both(increasing(0), above(0)),
+        "tau": OPEN_UNIT,
+        "min_firings": POS,
+        "duplicate_cosine": OPEN_UNIT,
+        "collapse_duplicate_share": UNIT,
+        "n_ce_tokens": POS,
+        "probe_ks": increasing(),
+        "probe_min_tokens": POS,
+        "probe_max_texts": POS,
+        "probe_test_fraction": OPEN_UNIT,
+        "absorption_max_occurrences": POS,
+        "absorption_max_k": POS,
+        "absorption_f1_jump": PROB,
+        "absorption_min_probe_f1": PROB,
+        "absorption_min_words": POS,
+        "threads": POS,
+    },
 }
 
 #: Study fields that decide a setting the `sae` section also holds: the study's value wins for
 #: that study (a None study value falls back to the sae value).
 SHADOWED = {
-    "train_tokens": ("study01", "study02", "study03", "study04", "study05"),
-    "lr": ("study01", "study02", "study04", "study05"),
+    "train_tokens": ("study01", "study02", "study03", "study04", "study05", "study06"),
+    "lr": ("study01", "study02", "study04", "study05", "study06"),
     "l1_coefficient": ("study01", "study02"),
-    "k": ("study04", "study05"),
+    "k": ("study04", "study05", "study06"),
 }
 
 
@@ -413,7 +448,7 @@ def check_cross_fields(profile: Any) -> None:
     for name, value in (("activations.n_tokens", A.n_tokens), ("activations.n_eval_tokens", A.n_eval_tokens)):
         if value % lm.n_ctx:
             _fail(name, f"a multiple of lm.n_ctx={lm.n_ctx} (whole context windows are harvested)", value)
-    for section in ("activations", "study01", "study04", "study05"):
+    for section in ("activations", "study01", "study04", "study05", "study06"):
         batch = getattr(profile, section).batch_size
         if A.n_tokens % batch:
             raise ValueError(
@@ -422,7 +457,7 @@ def check_cross_fields(profile: Any) -> None:
     S2 = profile.study02
     if S2.n_rows % S2.batch_size:
         raise ValueError(f"study02.batch_size={S2.batch_size} must divide study02.n_rows={S2.n_rows}")
-    for section in ("sae", "study01", "study03", "study04", "study05"):
+    for section in ("sae", "study01", "study03", "study04", "study05", "study06"):
         tokens = getattr(profile, section).train_tokens
         batch = A.batch_size if section in ("sae", "study03") else getattr(profile, section).batch_size
         if tokens < batch:
@@ -447,6 +482,7 @@ def check_layers(profile: Any, n_layers: int) -> None:
         "study05.first_layer": [profile.study05.first_layer],
         "study05.last_layer": [profile.study05.last_layer],
         "study05.steer_layer": [profile.study05.steer_layer],
+        "study06.layer": [profile.study06.layer],
     }
     for name, layers in fields.items():
         if any(layer is not None and not 0 <= layer < n_layers for layer in layers):

@@ -25,9 +25,10 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.registry import get_sae_training_class
 from sae_lens.training.sae_trainer import SAETrainer
 
-from . import sweep
+from . import feed, sweep
 from .activations import ActivationSet
 from .config import SAEConfig
+from .devices import check_device
 from .precision import resolve as resolve_precision
 from .precision import resolved_name as precision_name
 from .saes import registry
@@ -36,7 +37,7 @@ from .store import Artifact, Store
 from .sweep import SAEJob  # a grid's unit of work: notebooks build `train.SAEJob`s for `run.train`
 
 #: The modules whose code builds this file's artifacts: their version is part of every key.
-BUILDER_CODE = ("sae_studies.train", "sae_studies.saes", "sae_studies.activations")
+BUILDER_CODE = ("sae_studies.train", "sae_studies.saes", "sae_studies.activations", "sae_studies.feed", "sae_studies.precision")
 
 __all__ = ["SAESpec", "SAEJob", "architectures", "sae_params", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
 
@@ -120,7 +121,16 @@ def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batc
         cfg["precision"] = precision
     if not registry.get(spec.architecture).batch_threshold:
         cfg.pop("debias_batchtopk_threshold")  # no effect on them: their cached artifacts stay valid
-    return {"spec": dataclasses.asdict(spec), "activations": acts.key, "training": cfg, "batch_size": batch_size}
+    for name in ("prefetch", "shuffle_block_rows", "shuffle_window_blocks", "feed_dtype"):
+        cfg.pop(name)  # the feed enters only through feed_key, and only when it changes the batches
+    fed = feed.feed_key(sae_cfg.shuffle_block_rows, sae_cfg.shuffle_window_blocks, sae_cfg.feed_dtype)
+    return {
+        "spec": dataclasses.asdict(spec),
+        "activations": acts.key,
+        "training": cfg,
+        "batch_size": batch_size,
+        **({"feed": fed} if fed else {}),
+    }
 
 
 def sae_params(
@@ -158,7 +168,8 @@ def train_sae(
     steps = sae_cfg.train_tokens // batch_size
     if steps < 1:
         raise ValueError(f"sae.train_tokens ({sae_cfg.train_tokens}) is smaller than one batch ({batch_size})")
-    data = acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
+    check_device("sae.device", sae_cfg.device)
+    acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
     params = sae_params(acts, spec, sae_cfg, batch_size, key_extra)
 
     def build(tmp: Path) -> dict:
@@ -188,9 +199,23 @@ def train_sae(
             # architectures autocast as they do on a GPU; the sparse path reads the same context
             autocast=resolve_precision(sae_cfg.dtype, sae_cfg.device) == torch.bfloat16,
         )
+        data = feed.data_feed(
+            acts,
+            batch_size,
+            spec.seed,
+            device=sae_cfg.device,
+            prefetch=sae_cfg.prefetch,
+            block_rows=sae_cfg.shuffle_block_rows,
+            window_blocks=sae_cfg.shuffle_window_blocks,
+            dtype=sae_cfg.feed_dtype,
+        )
         trainer = SAETrainer(trainer_cfg, sae, data_provider=data)
         start = time.time()
-        trainer.fit()
+        try:
+            trainer.fit()
+        finally:
+            if isinstance(data, feed.Prefetcher):
+                data.close()  # stop the reader thread now, not at garbage collection
         seconds = time.time() - start
         # SAETrainer may rescale parameters in place (it folds the input normalisation into the
         # decoder at the end), so a frozen parameter keeps its direction, not its scale
@@ -215,6 +240,7 @@ def train_sae(
             "training_class": training_class_name(spec, sae_cfg),
             "train_l0": sae.cfg.metadata.l0,
             "dead_at_end": sae.cfg.metadata.num_dead_features,
+            **({"feed_wait_seconds": round(data.wait_seconds, 2)} if isinstance(data, feed.Prefetcher) else {}),
             **({"frozen_min_row_cosine": frozen_cos} if frozen else {}),
         }
         (tmp / "training.json").write_text(json.dumps(summary, indent=1))
@@ -225,7 +251,9 @@ def train_sae(
 
 
 def load_sae(path: Path, device: str = "cpu") -> SAE:
-    sae = SAE.load_from_disk(str(path), device=device)
+    """An inference SAE saved by `train_sae`, on `device` (checked: a ValueError names it when
+    this machine lacks it). Analyses move their inputs to wherever it is (see `devices`)."""
+    sae = SAE.load_from_disk(str(path), device=str(check_device("device", device)))
     sae.eval()
     return sae
 

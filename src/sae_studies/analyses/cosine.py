@@ -15,6 +15,9 @@ Large dictionaries (65,536 × 65,536 at d = 768) are searched block by block: th
 ``nn.Parameter``s (e.g. ``sae.W_dec``): everything here works on detached values, no gradients.
 Study 1 (cross-seed stability), study 2 (recovery of ground truth) and study 5 (cross-layer
 matching) all search with these functions.
+
+Devices: the search runs on the device of ``a`` (``b`` is moved there, so a decoder on a GPU can
+be matched against a null dictionary drawn on the CPU); results are CPU tensors.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_matrix, check_positive_int, check_same_d
+from ..devices import to_cpu
 
 #: Rows of ``a`` per block.
 DEFAULT_CHUNK_SIZE = 4096
@@ -97,6 +101,7 @@ def _check_pair(a: object, b: object, chunk_size: object, b_chunk_size: object, 
     a = check_matrix("a", a)
     b = check_matrix("b", b)
     check_same_d("a", a, "b", b)
+    b = b.to(a.device)  # the search runs where a is
     cs = check_positive_int("chunk_size", chunk_size)
     bcs = check_positive_int("b_chunk_size", b_chunk_size)
     if exclude_self and a.shape[0] != b.shape[0]:
@@ -146,7 +151,7 @@ def best_cosine(
         better = v > values[sl]
         values[sl] = torch.where(better, v, values[sl])
         indices[sl] = torch.where(better, j + j0, indices[sl])
-    return values, indices
+    return to_cpu(values), to_cpu(indices)
 
 
 def topk_cosine(
@@ -183,11 +188,13 @@ def topk_cosine(
         top_v, pos = cand_v.topk(k, dim=1)
         values[sl] = top_v
         indices[sl] = cand_i.gather(1, pos)
-    return values, indices
+    return to_cpu(values), to_cpu(indices)
 
 
 def best_cosine_both_ways(a: Tensor, b: Tensor, chunk_size: int, b_chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Row maxima (a → b) and column maxima (b → a) of the same blocks: one matmul per pair."""
+    """Row maxima (a → b) and column maxima (b → a) of the same blocks: one matmul per pair
+    (on ``a``'s device; results on the CPU)."""
+    b = b.to(a.device)
     dtype = compute_dtype(a, b)
     va = torch.full((a.shape[0],), -math.inf, dtype=dtype, device=a.device)
     ia = torch.zeros(a.shape[0], dtype=torch.long, device=a.device)
@@ -205,7 +212,7 @@ def best_cosine_both_ways(a: Tensor, b: Tensor, chunk_size: int, b_chunk_size: i
         better = v > vb[sl]
         vb[sl] = torch.where(better, v, vb[sl])
         ib[sl] = torch.where(better, i + i0, ib[sl])
-    return va, ia, vb, ib
+    return to_cpu(va), to_cpu(ia), to_cpu(vb), to_cpu(ib)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,13 +251,11 @@ def hungarian_match(a: Tensor, b: Tensor, *, max_features: int = HUNGARIAN_MAX_F
             "a larger max_features if the machine can hold it."
         )
     dtype = compute_dtype(a, b)
-    sim = unit_rows(a.detach(), dtype) @ unit_rows(b.detach(), dtype).T
-    sim_np = sim.detach().cpu().numpy()
-    row, col = linear_sum_assignment(sim_np, maximize=True)
+    sim = to_cpu(unit_rows(a.detach(), dtype) @ unit_rows(b.detach().to(a.device), dtype).T)
+    row, col = linear_sum_assignment(sim.numpy(), maximize=True)
     row_t = torch.from_numpy(np.asarray(row, dtype=np.int64))
     col_t = torch.from_numpy(np.asarray(col, dtype=np.int64))
-    cos = sim[row_t.to(sim.device), col_t.to(sim.device)]
-    return row_t, col_t, cos
+    return row_t, col_t, sim[row_t, col_t]
 
 
 def mean_matched_cosine(a: Tensor, b: Tensor, *, max_features: int = HUNGARIAN_MAX_FEATURES) -> float:

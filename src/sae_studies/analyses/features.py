@@ -24,12 +24,14 @@ import torch
 from scipy.stats import entropy, rankdata
 
 from ..checks import check_masks
+from ..devices import device_of, to_cpu, to_device, to_numpy
 from .quality import Splicer, VarianceAccumulator
 
 
 @torch.no_grad()
 def feature_contributions(sae) -> torch.Tensor:
-    """[F, d] contribution directions u_i = decode(e_i) − decode(0) of a SAELens SAE."""
+    """[F, d] contribution directions u_i = decode(e_i) − decode(0) of a SAELens SAE, on the SAE's
+    device (steering and deactivation hooks use them there)."""
     f = sae.cfg.d_sae
     dtype = sae.W_dec.dtype
     zero = sae.decode(torch.zeros(1, f, dtype=dtype, device=sae.W_dec.device))
@@ -52,9 +54,12 @@ def ablation_explained_variance(
     entry `"none"` (nothing ablated) is always added. EV about the mean, float64 (see module doc).
     """
     f = sae.cfg.d_sae
+    dev = device_of(sae)
     masks = check_masks("ablate", {"none": torch.zeros(f, dtype=torch.bool), **ablate}, f)
+    masks = {name: to_device(m, dev) for name, m in masks.items()}
     accs = {name: VarianceAccumulator() for name in masks}
     for xb in x.split(batch_size):
+        xb = to_device(xb, dev)
         z = sae.encode(xb)
         for name, m in masks.items():
             accs[name].update(xb, sae.decode(z * (~m).to(z.dtype)))
@@ -67,14 +72,15 @@ def marginal_fvu(sae, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
     u = feature_contributions(sae).double()
     u_sq = u.pow(2).sum(-1)
     acc = VarianceAccumulator()
-    dsse = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    dsse = torch.zeros(sae.cfg.d_sae, dtype=torch.float64, device=u.device)
     for xb in x.split(batch_size):
+        xb = to_device(xb, u)
         z = sae.encode(xb)
         x_hat = sae.decode(z)
         acc.update(xb, x_hat)
         z64, e = z.double(), (xb - x_hat).double()
         dsse += 2 * (z64 * (e @ u.T)).sum(0) + z64.pow(2).sum(0) * u_sq
-    return (dsse / acc.n / acc.total_variance).numpy()
+    return to_numpy(dsse / acc.n / acc.total_variance)
 
 
 @torch.no_grad()
@@ -82,10 +88,11 @@ def ablation_ce(splicer: Splicer, sae, ablate: dict[str, torch.Tensor]) -> dict[
     """CE (nats/token) with the SAE reconstruction spliced in ("sae"), with each named latent set
     ablated from it (boolean masks [F]), and clean ("clean")."""
     f = sae.cfg.d_sae
-    keeps = {name: (~m).float() for name, m in check_masks("ablate", ablate, f).items()}
+    dev = device_of(sae)
+    keeps = {name: to_device((~m).float(), dev) for name, m in check_masks("ablate", ablate, f).items()}
 
-    def reps(a):
-        z = sae.encode(a)
+    def reps(a):  # the LM's activation moves to the SAE; the splicer moves the results back
+        z = sae.encode(to_device(a, dev))
         return {"sae": sae.decode(z), **{name: sae.decode(z * k.to(z.dtype)) for name, k in keeps.items()}}
 
     return splicer.ce(reps, desc=f"ablation CE at {splicer.hook}")
@@ -99,6 +106,7 @@ def marginal_ce(splicer: Splicer, sae, features: np.ndarray) -> pd.DataFrame:
     (the same increase summed over tokens, divided by its firings; NaN if it never fires)."""
     features = np.asarray(features, dtype=np.int64)
     u = feature_contributions(sae)
+    feats_t = torch.as_tensor(features, device=u.device)
     fires = np.zeros(len(features))
 
     class _Lazy(dict):
@@ -114,10 +122,10 @@ def marginal_ce(splicer: Splicer, sae, features: np.ndarray) -> pd.DataFrame:
                 yield int(f), self.x_hat - self.zf[:, j : j + 1] * u[f]
 
     def reps(a):
-        z = sae.encode(a)
+        z = sae.encode(to_device(a, u))
         x_hat = sae.decode(z)
-        zf = z[:, features]
-        fires[:] += (zf != 0).sum(0).numpy()
+        zf = z[:, feats_t]
+        fires[:] += to_numpy((zf != 0).sum(0))
         return _Lazy(x_hat, zf)
 
     ce = splicer.ce(reps, desc=f"single-latent CE at {splicer.hook}")
@@ -146,20 +154,23 @@ def top_activations(source, x: torch.Tensor, n: int, batch_size: int = 4096) -> 
     """Stream `x` [tokens, d] through an encoder and keep each latent's top-n activating rows.
 
     `source` is a SAELens SAE (its `encode`) or any function from activations to codes (a top-k
-    cut, a HierarchicalTopK at some k, or the identity on precomputed codes)."""
+    cut, a HierarchicalTopK at some k, or the identity on precomputed codes). Batches of `x` move
+    to `source`'s device (`devices.device_of`; a plain function: where `x` is), the running top-n
+    is kept there, and the result is on the CPU."""
     if n < 1:
         raise ValueError(f"n (top activations per latent) must be ≥ 1; got {n}")
     if len(x) == 0:
         raise ValueError("no activations to rank (x has 0 rows)")
     encode = source.encode if hasattr(source, "encode") else source
+    dev = device_of(source)
     vals = rows = fires = None
     offset = 0
     for xb in x.split(batch_size):
-        z = encode(xb).float()
+        z = encode(to_device(xb, dev) if dev is not None else xb).float()
         if vals is None:
             f = z.shape[1]
-            vals, rows = torch.zeros(f, 0), torch.zeros(f, 0, dtype=torch.long)
-            fires = torch.zeros(f, dtype=torch.float64)
+            vals, rows = torch.zeros(f, 0, device=z.device), torch.zeros(f, 0, dtype=torch.long, device=z.device)
+            fires = torch.zeros(f, dtype=torch.float64, device=z.device)
         fires += (z != 0).sum(0).double()
         kk = min(n, z.shape[0])
         v, r = z.topk(kk, dim=0)  # [kk, F]
@@ -170,7 +181,7 @@ def top_activations(source, x: torch.Tensor, n: int, batch_size: int = 4096) -> 
         offset += xb.shape[0]
     rows = torch.where(vals > 0, rows, torch.full_like(rows, -1))
     vals = vals.clamp_min(0)
-    return TopActivations(density=(fires / offset).numpy(), values=vals, rows=rows, n_tokens=offset)
+    return TopActivations(density=to_numpy(fires / offset), values=to_cpu(vals), rows=to_cpu(rows), n_tokens=offset)
 
 
 def _entropy_bits(counts: np.ndarray) -> float:
@@ -247,7 +258,7 @@ def category_auroc(codes: torch.Tensor, categories: np.ndarray) -> dict[int, flo
     counted half, computed from average ranks (Mann-Whitney U) for all latents at once.
     """
     keep = categories >= 0
-    a = codes[torch.as_tensor(keep)].numpy().astype(np.float64)
+    a = to_numpy(codes)[keep].astype(np.float64)
     cats = categories[keep]
     ranks = rankdata(a, axis=0)  # average ranks: ties (mostly zeros) count half
     out = {}

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_choice, check_cosine_threshold, check_int, check_matrix, check_positive_int
+from ..devices import to_cpu, to_device
 from .cosine import DEFAULT_CHUNK_SIZE, topk_cosine, unit_rows
 
 #: Source positions of a residual feature of layer L: the residual stream before L, the MLP and
@@ -144,7 +145,8 @@ def match_window(
     """Top-``k`` cosine matches of the residual features ``targets[L]`` in their three sources.
 
     ``sources`` is keyed by position (``("resid", L-1)``, ``("mlp", L)``, ``("attn", L)``); pass the
-    same decoders as ``targets`` for the real matching, or null dictionaries for a baseline."""
+    same decoders as ``targets`` for the real matching, or null dictionaries for a baseline (they
+    may live on another device: each search runs on the target's device). Results are CPU tensors."""
     layers = [int(x) for x in layers]
     k = check_positive_int("k", k)
     values, indices = {}, {}
@@ -277,7 +279,7 @@ def flow_graph(
     for lay in range(layer + 1, matches.layers[-1] + 1):  # forwards: children of what was reached
         vals = matches.values[("resid", lay)][:, :k]
         idx = matches.indices[("resid", lay)][:, :k]
-        hit = (vals >= t_r) & torch.isin(idx, torch.tensor(sorted(reached)))
+        hit = (vals >= t_r) & torch.isin(idx, torch.tensor(sorted(reached), device=idx.device))
         children = torch.nonzero(hit.any(1)).flatten().tolist()
         if not children or g.number_of_nodes() >= max_nodes:
             break
@@ -349,7 +351,10 @@ class LayerDeactivation:
 
     ``saes`` maps ``"target"`` (residual after the layer), ``"resid"`` (residual before it),
     ``"mlp"`` and ``"attn"`` to SAELens SAEs. The first ``n_prefix`` positions of every context
-    (a BOS token the SAEs were not trained on) are never edited or measured."""
+    (a BOS token the SAEs were not trained on) are never edited or measured.
+
+    Everything is kept on the LM's device (``self.device``); the SAEs may live elsewhere: their
+    inputs move to them and their codes come back."""
 
     def __init__(
         self, model, layer: int, saes: Mapping[str, object], contexts: np.ndarray, batch_size: int = 32, n_prefix: int = 0
@@ -359,6 +364,7 @@ class LayerDeactivation:
             if key not in saes:
                 raise ValueError(f"saes needs the keys target, resid, mlp, attn; got {sorted(saes)}")
         self.model, self.layer, self.saes, self.n_prefix = model, layer, dict(saes), int(n_prefix)
+        self.device = torch.device(model.cfg.device)
         self.block = model.blocks[layer]
         self.standard = _standard_block(model.cfg)
         names = {
@@ -381,9 +387,15 @@ class LayerDeactivation:
         self.codes = {}
         with torch.no_grad():
             for key, act_key in (("target", "post"), ("resid", "resid"), ("mlp", "mlp"), ("attn", "attn")):
-                z = self.saes[key].encode(self.acts[act_key].flatten(0, 1))
+                z = self._encode(key, self.acts[act_key].flatten(0, 1))
                 self.codes[key] = z.reshape(*self.acts[act_key].shape[:2], -1)
-        self.u = {kind: _contributions(self.saes[kind]) for kind in SOURCES}
+        self.u = {kind: _contributions(self.saes[kind]).to(self.device) for kind in SOURCES}
+
+    def _encode(self, key: str, x: Tensor) -> Tensor:
+        """Codes of ``saes[key]`` for activations ``x``, computed on the SAE's device, returned on
+        the LM's."""
+        sae = self.saes[key]
+        return sae.encode(to_device(x, sae)).to(self.device)
 
     @property
     def n_windows(self) -> int:
@@ -399,7 +411,7 @@ class LayerDeactivation:
     def active_predecessors(self, feature: int, windows: Sequence[int]) -> list[tuple[str, int]]:
         """Every (kind, feature) of the three sources active on at least one token of ``windows``
         where ``feature`` is active: the only predecessors whose edit can change it there."""
-        w = torch.as_tensor(list(windows), dtype=torch.long)
+        w = torch.as_tensor(list(windows), dtype=torch.long, device=self.device)
         mask = self.firing(feature)[w]
         out = []
         for kind in SOURCES:
@@ -413,7 +425,7 @@ class LayerDeactivation:
     ) -> pd.DataFrame:
         """Change and success of ``feature`` when each candidate predecessor is rescaled by ``r``
         at the tokens of ``windows`` where ``feature`` is active (one row per candidate)."""
-        windows = torch.as_tensor(list(windows), dtype=torch.long)
+        windows = torch.as_tensor(list(windows), dtype=torch.long, device=self.device)
         mask = self.firing(feature)[windows]  # [w, T]
         if not mask.any():
             raise ValueError(f"feature {feature} of layer {self.layer} is not active in windows {windows.tolist()}")
@@ -443,7 +455,7 @@ class LayerDeactivation:
 
     def _intervene(self, feature, part, windows, mask, t_max, r) -> Tensor:
         """[c, n]: the feature's activation at the n masked tokens under each candidate's edit."""
-        new = torch.empty(len(part), int(mask.sum()), self.acts["post"].shape[-1])
+        new = torch.empty(len(part), int(mask.sum()), self.acts["post"].shape[-1], device=self.device)
         for kind in SOURCES:
             pos = [i for i, (k, _) in enumerate(part) if k == kind]
             if not pos:
@@ -456,7 +468,7 @@ class LayerDeactivation:
                 new[pos] = mid + self._mlp(mid)
             else:
                 new[pos] = self._block(kind, delta, windows, t_max)[:, mask]
-        z = self.saes["target"].encode(new.flatten(0, 1))[:, feature]
+        z = self._encode("target", new.flatten(0, 1))[:, feature]
         return z.reshape(len(part), -1)
 
     def _mlp(self, mid: Tensor) -> Tensor:
@@ -512,11 +524,11 @@ def deactivation_table(
     has ``a_p = 0`` there and no effect) plus the two cosine picks, and keeps the largest change.
     One row per (feature, method) with the chosen ``kind``, ``predecessor`` and its ``cosine``."""
     layer = ld.layer
-    unit_target = unit_rows(ld.saes["target"].W_dec.detach(), torch.float32)
-    unit_src = {kind: unit_rows(ld.saes[kind].W_dec.detach(), torch.float32) for kind in SOURCES}
+    unit_target = to_cpu(unit_rows(ld.saes["target"].W_dec.detach(), torch.float32))
+    unit_src = {kind: to_cpu(unit_rows(ld.saes[kind].W_dec.detach(), torch.float32)) for kind in SOURCES}
     rows = []
     for f in features:
-        fires = torch.nonzero(ld.firing(int(f)).any(1)).flatten().numpy()
+        fires = to_cpu(torch.nonzero(ld.firing(int(f)).any(1)).flatten()).numpy()
         if len(fires) == 0:
             continue
         windows = np.sort(rng.choice(fires, size=min(n_windows, len(fires)), replace=False))

@@ -123,7 +123,7 @@ def pool_decoders(
 
     rank_t = torch.from_numpy(rank)
     return PooledDictionary(
-        directions=directions[rank_t].to(decs[0].device),
+        directions=directions[rank_t],  # on the CPU, like every result of an analysis
         support=torch.from_numpy(support[rank].astype(np.int64)),
         members=_members(label, leaders, rank, f),
         score=torch.from_numpy(group_score[rank]),
@@ -195,13 +195,13 @@ def pooled_encoder_init(pooled: PooledDictionary, saes: Sequence) -> tuple[Tenso
     ``(seed, feature)``, of those features' encoder columns and biases in the seeds' SAEs
     (``saes[seed].W_enc[:, feature]``, ``saes[seed].b_enc[feature]``; inference SAEs, input space).
 
-    Returns ``(W [K, d], b [K])``. Without it a pooled dictionary, whose directions are less
+    Returns ``(W [K, d], b [K])`` on the CPU. Without it a pooled dictionary, whose directions are less
     orthogonal than one seed's, starts from a tied encoder that over-counts correlated directions.
     """
     if not isinstance(pooled, PooledDictionary):
         raise ValueError(f"pooled must be a PooledDictionary; got {type(pooled).__name__}")
-    ws = [sae.W_enc.detach().T for sae in saes]  # [F, d] each
-    bs = [sae.b_enc.detach() for sae in saes]
+    ws = [sae.W_enc.detach().T.cpu() for sae in saes]  # [F, d] each, wherever the SAEs live
+    bs = [sae.b_enc.detach().cpu() for sae in saes]
     if len({tuple(w.shape) for w in ws}) != 1:
         raise ValueError(f"saes must have encoders of the same shape; got {[list(w.shape) for w in ws]}")
     w_out = torch.empty((len(pooled), ws[0].shape[1]), dtype=ws[0].dtype)

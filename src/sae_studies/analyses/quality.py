@@ -26,21 +26,26 @@ from tqdm.auto import tqdm
 
 from .. import precision
 from ..activations import check_hooks, parse_hook
+from ..devices import device_of, to_device, to_numpy
 
 
 @dataclass
 class VarianceAccumulator:
-    """Streams E‖x − x̂‖², E‖x‖² and E x in float64 to give explained variance exactly."""
+    """Streams E‖x − x̂‖², E‖x‖² and E x in float64 to give explained variance exactly.
 
-    sse: float = 0.0
-    sum_sq: float = 0.0
+    The sums stay float64 tensors on the device of x̂ (x is moved there), so streaming many
+    batches from a GPU costs no host synchronisation until a property is read."""
+
+    sse: torch.Tensor | float = 0.0
+    sum_sq: torch.Tensor | float = 0.0
     sum_x: torch.Tensor | None = None
     n: int = 0
 
     def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        x = x.to(x_hat.device)
         x64, err = x.double(), (x - x_hat).double()
-        self.sse += err.pow(2).sum().item()
-        self.sum_sq += x64.pow(2).sum().item()
+        self.sse = self.sse + err.pow(2).sum()
+        self.sum_sq = self.sum_sq + x64.pow(2).sum()
         s = x64.sum(0)
         self.sum_x = s if self.sum_x is None else self.sum_x + s
         self.n += x.shape[0]
@@ -49,16 +54,16 @@ class VarianceAccumulator:
     def total_variance(self) -> float:
         """E‖x‖² − ‖E x‖² (summed over dimensions)."""
         mean = self.sum_x / self.n
-        return self.sum_sq / self.n - mean.pow(2).sum().item()
+        return float(self.sum_sq / self.n - mean.pow(2).sum())
 
     @property
     def explained_variance(self) -> float:
-        return 1.0 - (self.sse / self.n) / self.total_variance
+        return 1.0 - self.mse / self.total_variance
 
     @property
     def mse(self) -> float:
         """E‖x − x̂‖² (sum over dimensions, mean over tokens)."""
-        return self.sse / self.n
+        return float(self.sse / self.n)
 
 
 def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -87,28 +92,30 @@ def reconstruction_metrics(
     decode: Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[torch.Tensor],
     d_sae: int,
+    device: torch.device | str | None = None,
 ) -> ReconstructionReport:
     """EV, FVU, MSE, L0, dead fraction and per-latent density over all given batches.
 
     `encode`/`decode` are passed separately so a caller can evaluate a modified SAE (top-k cut,
-    ablated latents) without subclassing it.
+    ablated latents) without subclassing it. Each batch is moved to `device` (default: the device
+    of `encode`'s SAE when it has one, see `devices.device_of`) and the counts accumulate there;
+    the report holds floats and a numpy density.
     """
+    device = device if device is not None else device_of(encode)
     acc = VarianceAccumulator()
-    fires = torch.zeros(d_sae, dtype=torch.float64)
-    l0_sum = 0.0
+    fires = torch.zeros(d_sae, dtype=torch.float64, device=device)
     for x in batches:
+        x = to_device(x, device) if device is not None else x
         z = encode(x)
         acc.update(x, decode(z))
-        active = z != 0
-        fires += active.sum(0).double()
-        l0_sum += active.sum().item()
-    density = (fires / acc.n).numpy()
+        fires = fires.to(z.device) + (z != 0).sum(0).double()
+    density = to_numpy(fires / acc.n)
     ev = acc.explained_variance
     return ReconstructionReport(
         explained_variance=ev,
         fvu=1 - ev,
         mse=acc.mse,
-        l0=l0_sum / acc.n,
+        l0=float(fires.sum()) / acc.n,
         dead_fraction=float((density == 0).mean()),
         density=density,
     )
@@ -116,7 +123,7 @@ def reconstruction_metrics(
 
 def sae_reconstruction_metrics(sae, x: torch.Tensor, batch_size: int = 4096) -> ReconstructionReport:
     """`reconstruction_metrics` for a SAELens SAE on a tensor of activations [n, d]."""
-    return reconstruction_metrics(sae.encode, sae.decode, x.split(batch_size), sae.cfg.d_sae)
+    return reconstruction_metrics(sae.encode, sae.decode, x.split(batch_size), sae.cfg.d_sae, device_of(sae))
 
 
 @dataclass
@@ -247,7 +254,7 @@ class Splicer:
             # one replacement at a time: logits are [batch, pos, vocab], never hold more than one
             kept, rest = a[:, : self.keep_first], a[:, self.keep_first :]
             for key, value in replacements(rest.reshape(-1, a.shape[-1])).items():
-                value = value.reshape(rest.shape)
+                value = value.to(device=a.device, dtype=a.dtype).reshape(rest.shape)  # SAEs may live elsewhere
                 logits = self._logits(tokens, torch.cat([kept, value], 1) if self.keep_first else value)
                 add(key, _next_token_ce(logits, tokens).item())
                 if key in kl:
@@ -279,11 +286,14 @@ def sae_report(
 ) -> dict[str, float]:
     """Reconstruction metrics on eval activations plus CE / loss recovered / KL from `splicer`.
 
-    `encode` replaces `sae.encode` (e.g. a top-k cut of the code); the SAE's decoder is kept."""
+    `encode` replaces `sae.encode` (e.g. a top-k cut of the code); the SAE's decoder is kept.
+    `eval_acts` may live anywhere (e.g. on the CPU, as read from disk): batches move to the SAE's
+    device, and the LM's activations move to it and back inside the splicer."""
     encode = encode or sae.encode
+    dev = device_of(sae)
     return {
-        **reconstruction_metrics(encode, sae.decode, eval_acts.split(4096), sae.cfg.d_sae).as_row(),
-        **splicer.report(lambda a: sae.decode(encode(a))).as_row(),
+        **reconstruction_metrics(encode, sae.decode, eval_acts.split(4096), sae.cfg.d_sae, dev).as_row(),
+        **splicer.report(lambda a: sae.decode(encode(to_device(a, dev)))).as_row(),
     }
 
 
@@ -296,13 +306,35 @@ def keep_top_k(z: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(z).scatter_(-1, indices, values)
 
 
+class CutEncoder:
+    """`sae.encode` followed by a top-k cut; `device` is the SAE's (see `devices.device_of`)."""
+
+    def __init__(self, sae, k: int):
+        self.sae, self.k = sae, k
+
+    @property
+    def device(self) -> torch.device | None:
+        return device_of(self.sae)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return keep_top_k(self.sae.encode(x), self.k)
+
+
 def cut_encoder(sae, k: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """`sae.encode` followed by a top-k cut (no cut when k is None)."""
     if k is None:
         return sae.encode
-    return lambda x: keep_top_k(sae.encode(x), k)
+    return CutEncoder(sae, k)
 
 
 @torch.no_grad()
-def encode_all(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    return torch.cat([encode(b) for b in x.split(batch_size)])
+def encode_all(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    batch_size: int = 4096,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Codes ``[n, F]`` of every row of `x`, on the CPU: each batch is encoded on `device`
+    (default: the device of `encode`'s SAE, see `devices.device_of`)."""
+    device = device if device is not None else device_of(encode)
+    return torch.cat([encode(to_device(b, device) if device is not None else b).cpu() for b in x.split(batch_size)])

@@ -114,8 +114,8 @@ def cross_seed_best_cosines(
 ) -> CrossSeedBest:
     """Best cosine of each feature of each seed in each other seed.
 
-    ``values[s, j, i] = max_m <ŵ^s_i, ŵ^{s'}_m>`` with ``s' = other_seeds(S)[s, j]``.
-    Each unordered pair ``{s, s'}`` costs one chunked pass (``F² d`` multiply-adds): its row
+    ``values[s, j, i] = max_m <ŵ^s_i, ŵ^{s'}_m>`` with ``s' = other_seeds(S)[s, j]``; computed on
+    the decoders' device, returned on the CPU. Each unordered pair ``{s, s'}`` costs one chunked pass (``F² d`` multiply-adds): its row
     maxima give ``s → s'`` and its column maxima ``s' → s``.
 
     Args:
@@ -128,10 +128,10 @@ def cross_seed_best_cosines(
     bcs = check_positive_int("b_chunk_size", b_chunk_size)
     n, f = len(decs), decs[0].shape[0]
     dtype = compute_dtype(*decs)
-    device = decs[0].device
     other = other_seeds(n)
-    values = torch.empty((n, n - 1, f), dtype=dtype, device=device)
-    indices = torch.empty((n, n - 1, f), dtype=torch.long, device=device)
+    # each pair is searched on the device of its first decoder; the [S, S-1, F] table is on the CPU
+    values = torch.empty((n, n - 1, f), dtype=dtype)
+    indices = torch.empty((n, n - 1, f), dtype=torch.long)
     pairs = [(s, t) for s in range(n) for t in range(s + 1, n)]
     if progress:
         from tqdm.auto import tqdm
@@ -262,7 +262,7 @@ def within_seed_best(decoder: Tensor, **chunks) -> Tensor:
     if w.shape[0] < 2:
         raise ValueError(f"decoder needs at least 2 features to compare within; got {w.shape[0]}")
     values, _ = best_cosine(w, w, exclude_self=True, **chunks)
-    return values
+    return values  # on the CPU (best_cosine's results are)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_choice, check_int, check_probability
+from ..devices import device_of, to_device, to_numpy
 
 SCHEDULES = ("constant", "exponential", "linear")
 MODES = ("add", "remove")
@@ -103,7 +104,8 @@ class SteeringPlan:
 def batch_hooks(plans: Sequence[SteeringPlan | None]) -> list[tuple[str, Callable]]:
     """Forward hooks that apply ``plans[i]`` to row ``i`` of the batch (None: unsteered row), so
     generations under different plans share one batch. One plan applies to every row. Layer −1 is
-    the embedding (``blocks.0.hook_resid_pre``)."""
+    the embedding (``blocks.0.hook_resid_pre``). Directions and SAEs may live on any device: the
+    hooks move what they add to the residual stream's device, and the stream to a removal SAE's."""
     from .features import feature_contributions
     from .flow import position_hook
 
@@ -135,11 +137,13 @@ def batch_hooks(plans: Sequence[SteeringPlan | None]) -> list[tuple[str, Callabl
 
         def hook(x, hook, vec=vec_add, rows=rows_add, removes=removes):
             if vec is not None:
-                v = vec.to(x.dtype)
-                x = x + v if broadcast else x.index_add(0, rows, v.expand(-1, x.shape[1], -1))
+                v = vec.to(device=x.device, dtype=x.dtype)
+                x = x + v if broadcast else x.index_add(0, rows.to(x.device), v.expand(-1, x.shape[1], -1))
             for sae, f, u, sel in removes:
                 x = x.clone()
-                x[sel] = x[sel] - sae.encode(x[sel])[..., f : f + 1] * u.to(x.dtype)
+                sel = sel if isinstance(sel, slice) else sel.to(x.device)
+                a = sae.encode(to_device(x[sel], sae))[..., f : f + 1].to(device=x.device, dtype=x.dtype)
+                x[sel] = x[sel] - a * u.to(device=x.device, dtype=x.dtype)
             return x
 
         out.append((position_hook(("resid", layer)), hook))
@@ -356,20 +360,23 @@ def theme_enrichment(
     """``[categories, F]`` standardised mean difference of each latent's activation on a
     category's tokens against all other tokens: ``(μ_c − μ_rest) / σ`` with σ the latent's
     standard deviation over all tokens (rows with category < 0, separators, are skipped; 0 where
-    σ = 0)."""
+    σ = 0). Batches of ``x`` move to ``encode``'s device (``devices.device_of``; a plain function:
+    where ``x`` is), sums accumulate there; the result is a numpy array."""
     categories = np.asarray(categories)
     if len(categories) != len(x):
         raise ValueError(f"categories has {len(categories)} rows but x has {len(x)}")
+    dev = device_of(encode)
     sums = cnt = sq = None
     for i in range(0, len(x), batch_size):
         cat = torch.as_tensor(categories[i : i + batch_size], dtype=torch.long)
         keep = cat >= 0
-        z = encode(x[i : i + batch_size][keep]).double()
-        cat = cat[keep]
+        xb = x[i : i + batch_size][keep.to(x.device)]
+        z = encode(to_device(xb, dev) if dev is not None else xb).double()
+        cat = cat[keep].to(z.device)
         if sums is None:
-            sums = torch.zeros(n_categories, z.shape[1], dtype=torch.float64)
-            cnt = torch.zeros(n_categories, dtype=torch.float64)
-            sq = torch.zeros(z.shape[1], dtype=torch.float64)
+            sums = torch.zeros(n_categories, z.shape[1], dtype=torch.float64, device=z.device)
+            cnt = torch.zeros(n_categories, dtype=torch.float64, device=z.device)
+            sq = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)
         sums.index_add_(0, cat, z)
         cnt += torch.bincount(cat, minlength=n_categories).double()
         sq += z.pow(2).sum(0)
@@ -380,4 +387,4 @@ def theme_enrichment(
     mu_c = sums / cnt.clamp_min(1)[:, None]
     mu_rest = (total - sums) / (n - cnt).clamp_min(1)[:, None]
     d = torch.where(sd > 0, (mu_c - mu_rest) / sd.clamp_min(1e-12), torch.zeros_like(mu_c))
-    return d.numpy()
+    return to_numpy(d)

@@ -3,6 +3,9 @@
 Subspaces are given by the rows of a matrix (any basis, any scale). Used by study 1 (are the
 unstable features' directions reproducible as a subspace across seeds?) and study 2 (is a
 ground-truth low-rank group recovered as a subspace?).
+
+Devices: the matrices here are small ([k, d], or a decoder [F, d] once), so every function works
+in float64 on the CPU whatever device its inputs are on, and returns CPU tensors or floats.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ from ..checks import check_generator, check_matrix, check_positive_int, check_sa
 from .cosine import unit_rows
 
 
+def _cpu64(x: Tensor) -> Tensor:
+    return x.detach().to(device="cpu", dtype=torch.float64)
+
+
 def _singular_values(x: Tensor) -> Tensor:
-    return torch.linalg.svdvals(x.detach().to(torch.float64))
+    return torch.linalg.svdvals(_cpu64(x))
 
 
 def _row_basis(name: str, x: Tensor) -> Tensor:
@@ -26,7 +33,7 @@ def _row_basis(name: str, x: Tensor) -> Tensor:
     """
     x = check_matrix(name, x)
     eps = torch.finfo(x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32).eps
-    _, s, vh = torch.linalg.svd(x.detach().to(torch.float64), full_matrices=False)
+    _, s, vh = torch.linalg.svd(_cpu64(x), full_matrices=False)
     if s.numel() == 0 or float(s[0]) == 0.0:
         raise ValueError(f"{name} spans the zero subspace (all rows are zero); it needs rank >= 1")
     tol = float(s[0]) * max(x.shape) * eps
@@ -89,8 +96,8 @@ def principal_angles(A: Tensor, B: Tensor) -> Tensor:
     for name, x in (("A", A), ("B", B)):
         if not bool(x.detach().abs().max() > 0):
             raise ValueError(f"{name} spans the zero subspace (all rows are zero); it needs rank >= 1")
-    a = A.detach().to(torch.float64).cpu().numpy().T
-    b = B.detach().to(torch.float64).cpu().numpy().T
+    a = _cpu64(A).numpy().T
+    b = _cpu64(B).numpy().T
     return torch.from_numpy(np.sort(subspace_angles(a, b)))
 
 
@@ -151,7 +158,7 @@ def covariance_subspace(dim: int, cov: Tensor, generator: torch.Generator | None
     L = vec * lam.clamp_min(0.0).sqrt()
     g = torch.randn(dim, d, generator=generator, dtype=torch.float64)
     z = g @ L.T
-    return _row_basis("samples", z).to(cov.dtype)
+    return _row_basis("samples", z).to(cov.dtype)  # on the CPU, like every result here
 
 
 def top_subspace(rows: Tensor, dim: int) -> Tensor:
@@ -163,7 +170,7 @@ def top_subspace(rows: Tensor, dim: int) -> Tensor:
         raise ValueError(
             f"dim must be at most min(n_rows, d) = {min(rows.shape)} for rows of shape {list(rows.shape)}; got {dim}"
         )
-    u = unit_rows(rows.detach(), torch.float64)
+    u = unit_rows(_cpu64(rows), torch.float64)
     _, _, vh = torch.linalg.svd(u, full_matrices=False)
     return vh[:dim]
 
@@ -176,5 +183,5 @@ def captured_energy(rows: Tensor, basis: Tensor) -> float:
     basis = check_matrix("basis", basis)
     check_same_d("rows", rows, "basis", basis)
     q = _row_basis("basis", basis)
-    u = unit_rows(rows.detach(), torch.float64)
+    u = unit_rows(_cpu64(rows), torch.float64)
     return float((u @ q.T).pow(2).sum(1).mean())

@@ -455,10 +455,31 @@ def within_subspace_null(
     return null_stability(decs, tau)
 
 
+def mcc_over_truth(truth_dirs: Tensor, learned: Tensor) -> float:
+    """The standard mean correlation coefficient over the ground truth: Hungarian one-to-one
+    matching of |cosine|, summed over matched pairs and divided by the number of *true*
+    directions, so a true direction left without a latent (fewer latents than directions)
+    counts as 0. SAELens' ``mean_correlation_coefficient`` divides by min(n_true, n_learned)
+    instead, which reads 1.0 for F latents that match F of 2F directions perfectly."""
+    from scipy.optimize import linear_sum_assignment
+
+    a = torch.nn.functional.normalize(truth_dirs.detach().cpu().double(), dim=1)
+    b = torch.nn.functional.normalize(learned.detach().cpu().double(), dim=1)
+    if a.shape[0] == 0:
+        raise ValueError("mcc_over_truth needs at least one ground-truth direction")
+    cos = (a @ b.T).abs().numpy()
+    rows, cols = linear_sum_assignment(-cos)
+    return float(cos[rows, cols].sum() / a.shape[0])
+
+
 def mcc(decoder: Tensor, truth: GroundTruth) -> dict[str, float]:
-    """SAELens' ``mean_correlation_coefficient`` (Hungarian one-to-one matching, mean |cosine|)
-    of the latents against the isolated features (``"isolated"``) and, for a discrete model,
-    against every ground-truth direction (``"all_directions"``)."""
+    """Mean correlation coefficients of the latents (Hungarian one-to-one matching, |cosine|):
+    ``"isolated"`` against the isolated features (SAELens' convention; there are always more
+    latents than isolated features, so both conventions agree) and, for a discrete model,
+    against every ground-truth direction: ``"all_directions"`` the standard MCC over the truth
+    (:func:`mcc_over_truth`: an unmatched direction counts as 0) and
+    ``"all_directions_saelens"`` SAELens' (divided by min(n_true, n_latents), inflated by
+    n_true / F where F < n_true)."""
     from sae_lens.synthetic import mean_correlation_coefficient
 
     w = decoder.detach().cpu().float()
@@ -466,7 +487,8 @@ def mcc(decoder: Tensor, truth: GroundTruth) -> dict[str, float]:
     dirs = truth.directions
     if dirs is not None:
         every = torch.cat([truth.isolated, dirs.reshape(-1, dirs.shape[-1])]).float()
-        out["all_directions"] = mean_correlation_coefficient(every, w)
+        out["all_directions"] = mcc_over_truth(every, w)
+        out["all_directions_saelens"] = mean_correlation_coefficient(every, w)
     return out
 
 

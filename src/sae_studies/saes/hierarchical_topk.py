@@ -146,7 +146,7 @@ class _PrefixTrainingMixin(FastTopKMixin):
                 selected, pattern = self._rank_exact(selected, pattern, sae_in)
         acts, dec_w = self._fast_values(selected, pattern, sae_in, relu=True)
         B, K = sae_in_nob.shape[0], self.cfg.k_max
-        weights = self._level_weights().to(x.device)
+        weights = self._level_weights()  # stays on the CPU: the loss reads it on the host (no GPU sync)
         loss = prefix_mse_loss(dec_w.view(B, K), pattern, self.W_dec, self.b_dec, sae_in_nob, weights)
         kr = self._report_k()
         with torch.no_grad():

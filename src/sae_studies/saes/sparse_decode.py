@@ -59,15 +59,17 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tup
 
 
 @contextmanager
-def single_thread() -> Iterator[None]:
-    """Run a block on one intra-op thread.
+def single_thread(*tensors: torch.Tensor) -> Iterator[None]:
+    """Run a block on one intra-op thread when it works on CPU tensors.
 
     ATen's parallel CPU sort is pathological on a busy 2-core machine: sorting 131k latent
     indices takes ~190 ms on two threads against ~3 ms on one. Every sort here is small
-    (O(B k) entries), so it runs single-threaded.
+    (O(B k) entries), so it runs single-threaded. The thread count is process-wide state that
+    only CPU kernels read: when every tensor given lives on another device (a GPU) it is left
+    alone. With no tensors the block is taken to be CPU work.
     """
     n = torch.get_num_threads()
-    if n == 1:
+    if n == 1 or (tensors and all(t.device.type != "cpu" for t in tensors)):
         yield
         return
     torch.set_num_threads(1)
@@ -78,8 +80,8 @@ def single_thread() -> Iterator[None]:
 
 
 def sort_small(t: torch.Tensor, dim: int = -1, stable: bool = False):
-    """``torch.sort`` on one thread (see :func:`single_thread`)."""
-    with single_thread():
+    """``torch.sort``, on one thread for a CPU tensor (see :func:`single_thread`)."""
+    with single_thread(t):
         return torch.sort(t, dim=dim, stable=stable)
 
 
@@ -102,6 +104,7 @@ class SparsePattern:
         self.n_latents = int(n_latents)
         self._crow: torch.Tensor | None = None
         self._transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._row_sorted: tuple[torch.Tensor, torch.Tensor] | None = None
         self.k: int | None = None  # entries per row when constant
         self._sorted_flat = False  # entries sorted by (row, col) and unique
 
@@ -135,24 +138,42 @@ class SparsePattern:
 
     @property
     def crow(self) -> torch.Tensor:
-        """CSR row pointers ``[B+1]`` of the row-major pattern."""
+        """CSR row pointers ``[B+1]`` of the row-major pattern: ``crow[b]`` = entries in rows
+        before ``b``, a ``searchsorted`` on the sorted rows (``bincount`` would wait on the GPU
+        for its output size)."""
         if self._crow is None:
-            counts = torch.bincount(self.rows, minlength=self.n_rows)
-            crow = torch.zeros(self.n_rows + 1, dtype=torch.long, device=self.rows.device)
-            crow[1:] = counts.cumsum(0)
-            self._crow = crow
+            bounds = torch.arange(self.n_rows + 1, device=self.rows.device, dtype=self.rows.dtype)
+            self._crow = torch.searchsorted(self.rows, bounds)
         return self._crow
 
     @property
     def transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(order, t_crow, t_rows)``: entries sorted by latent, as a CSR of shape ``[F, B]``."""
         if self._transpose is None:
-            order = sort_small(self.cols, stable=True)[1]
-            counts = torch.bincount(self.cols, minlength=self.n_latents)
-            t_crow = torch.zeros(self.n_latents + 1, dtype=torch.long, device=self.cols.device)
-            t_crow[1:] = counts.cumsum(0)
+            sorted_cols, order = sort_small(self.cols, stable=True)
+            bounds = torch.arange(self.n_latents + 1, device=self.cols.device, dtype=sorted_cols.dtype)
+            t_crow = torch.searchsorted(sorted_cols, bounds)  # no host sync, unlike bincount
             self._transpose = (order, t_crow, self.rows[order])
         return self._transpose
+
+    @property
+    def row_sorted(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cols_sorted, perm)``: the columns sorted within each row, ``cols_sorted[n] =
+        cols[perm[n]]`` (entries stay grouped by row). cuSPARSE kernels assume sorted columns in
+        a CSR row; TopK selections (``topk(sorted=False)``) and value-ordered patterns are not."""
+        if self._row_sorted is None:
+            if self._sorted_flat:
+                self._row_sorted = (self.cols, torch.arange(self.nnz, device=self.cols.device))
+            elif self.k is not None and self.k > 0:
+                B, k = self.n_rows, self.k
+                cols2, perm = sort_small(self.cols.view(B, k), dim=-1)
+                offsets = torch.arange(0, B * k, k, device=self.cols.device).unsqueeze(1)
+                self._row_sorted = (cols2.reshape(-1), (perm + offsets).reshape(-1))
+            else:  # rows are grouped in order: sorting by (row, col) keeps them so
+                key = self.rows * self.n_latents + self.cols
+                _, perm = sort_small(key)
+                self._row_sorted = (self.cols[perm], perm)
+        return self._row_sorted
 
     # ---- the four primitive operations --------------------------------------------------
     def decode(self, weights: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -166,15 +187,27 @@ class SparsePattern:
             include_last_offset=True,
         )
 
-    def row_dots(self, G: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """``out[n] = G[rows[n]] . W[cols[n]]`` -> ``[N]`` (a sampled dense-dense matmul)."""
+    def row_dots(self, G: torch.Tensor, W: torch.Tensor, sorted_columns: bool | None = None) -> torch.Tensor:
+        """``out[n] = G[rows[n]] . W[cols[n]]`` -> ``[N]`` (a sampled dense-dense matmul).
+
+        ``torch.sparse.sampled_addmm`` on a CSR pattern. The CPU kernel takes the columns of a
+        row in any order; cuSPARSE's SDDMM assumes them sorted, so on CUDA (``sorted_columns``
+        None: sorted exactly when ``G`` is on a GPU) the pattern's :attr:`row_sorted` columns are
+        used and the result is put back in entry order. Other devices take a gathered dot product.
+        """
         if self.nnz == 0:
             return G.new_zeros(0)
-        if G.device.type == "cpu" or G.device.type == "cuda":
+        if G.device.type not in ("cpu", "cuda"):
+            return (G[self.rows] * W[self.cols]).sum(-1)  # pragma: no cover
+        if sorted_columns is None:
+            sorted_columns = G.device.type == "cuda"
+        if not sorted_columns:
             mask = _csr(self.crow, self.cols, G.new_zeros(self.nnz), (self.n_rows, self.n_latents))
-            out = torch.sparse.sampled_addmm(mask, G, W.t(), beta=0.0, alpha=1.0)
-            return out.values()
-        return (G[self.rows] * W[self.cols]).sum(-1)  # pragma: no cover
+            return torch.sparse.sampled_addmm(mask, G, W.t(), beta=0.0, alpha=1.0).values()
+        cols, perm = self.row_sorted
+        mask = _csr(self.crow, cols, G.new_zeros(self.nnz), (self.n_rows, self.n_latents))
+        vals = torch.sparse.sampled_addmm(mask, G, W.t(), beta=0.0, alpha=1.0).values()
+        return torch.empty_like(vals).index_copy_(0, perm, vals)
 
     def scatter_rows(self, weights: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """``out[f] = sum_{n: cols[n]=f} weights[n] * Y[rows[n]]`` -> ``[F, d]``.
@@ -390,6 +423,20 @@ _PREFIX_WORKERS = 2
 _PREFIX_ROWS = 192
 
 
+def _prefix_chunks(device: torch.device, B: int, d: int, L: int, chunk_elems: int) -> tuple[int, int, int]:
+    """``(rows per chunk, levels per block, worker threads)`` of the prefix loss on ``device``.
+
+    CPU: chunks of ``_PREFIX_ROWS`` rows on ``_PREFIX_WORKERS`` Python threads (see there).
+    Elsewhere (a GPU): one chunk of all ``B`` rows on the calling thread, so each level costs a
+    few kernels over the whole batch instead of ``B / 192`` launches of tiny ones. Either way a
+    block of levels holds at most ``chunk_elems`` elements (at least one level)."""
+    on_cpu = device.type == "cpu"
+    n_rows = max(1, min(B, _PREFIX_ROWS, int(chunk_elems // d))) if on_cpu else max(1, B)
+    n_lev = max(1, min(max(L, 1), int(chunk_elems // (n_rows * d))))
+    n_workers = _PREFIX_WORKERS if on_cpu and B >= 2 * n_rows else 1
+    return n_rows, n_lev, n_workers
+
+
 class _PrefixLoss(torch.autograd.Function):
     """``loss = (1/B) sum_b sum_j w_j ||r_j||^2`` with ``r_j = b - x + sum_{t<=j} v_t e_t``.
 
@@ -423,7 +470,7 @@ class _PrefixLoss(torch.autograd.Function):
         B, K = values.shape
         d = W_dec.shape[1]
         dtype = W_dec.dtype
-        wl = [float(t) for t in level_weights.tolist()]
+        wl = [float(t) for t in level_weights.tolist()]  # a host sync unless the weights are on the CPU
         last = max((j for j in range(K) if wl[j] != 0.0), default=-1)  # S_j = 0 beyond it
         need_grad = any(ctx.needs_input_grad[:4])
 
@@ -442,8 +489,7 @@ class _PrefixLoss(torch.autograd.Function):
         else:
             S1 = torch.zeros_like(base)
         S1.add_(base)
-        n_rows = max(1, min(B, _PREFIX_ROWS, int(chunk_elems // d)))
-        n_lev = max(1, min(max(L, 1), int(chunk_elems // (n_rows * d))))
+        n_rows, n_lev, n_workers = _prefix_chunks(W_dec.device, B, d, L, chunk_elems)
         lock = threading.Lock()
 
         @torch.no_grad()  # grad mode is thread-local: off in the worker threads too
@@ -479,8 +525,7 @@ class _PrefixLoss(torch.autograd.Function):
                             grad_W.index_add_(0, ib, E.view(c * n, d))
                 r.copy_(Sc)
 
-        n_workers = _PREFIX_WORKERS if B >= 2 * n_rows else 1
-        with single_thread():
+        with single_thread(W_dec):
             if n_workers == 1 or L == 0:
                 work(0, B)
             else:

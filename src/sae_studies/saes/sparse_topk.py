@@ -328,13 +328,19 @@ class SparseBatchTopKTrainingSAE(FastTopKMixin, BatchTopKTrainingSAE):
 
     @torch.no_grad()
     def _update_threshold_from_values(self, feature_acts: torch.Tensor) -> None:
-        """SAELens' ``update_topk_threshold`` on the COO values (same EMA, double precision)."""
+        """SAELens' ``update_topk_threshold`` on the COO values (same EMA, double precision).
+
+        Written without boolean indexing or a Python ``if`` on a device value, so a GPU step
+        does not wait here: the smallest positive value is a masked minimum (``inf`` when none is
+        positive, and then the threshold is kept)."""
         vals = feature_acts._values() if feature_acts.is_sparse else feature_acts.flatten()
-        positive = vals[vals > 0]
-        if positive.numel() > 0:
-            lr = self.cfg.topk_threshold_lr
-            min_positive = positive.min().to(self.topk_threshold.dtype)
-            self.topk_threshold = (1 - lr) * self.topk_threshold + lr * min_positive
+        if vals.numel() == 0:
+            return
+        inf = torch.tensor(float("inf"), dtype=vals.dtype, device=vals.device)
+        min_positive = torch.where(vals > 0, vals, inf).amin().to(self.topk_threshold.dtype)
+        lr = self.cfg.topk_threshold_lr
+        updated = (1 - lr) * self.topk_threshold + lr * min_positive
+        self.topk_threshold = torch.where(torch.isfinite(min_positive), updated, self.topk_threshold)
 
 
 # ---------------------------------------------------------------------------------------

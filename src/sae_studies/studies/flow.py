@@ -95,6 +95,10 @@ def check_study05(C: Study05Config, n_layers: int, sae_k: int, d_model: int, cor
         raise ValueError(f"study05.removal_scales must be negative (steering away); got {list(C.removal_scales)}")
     check_unit_interval("study05.top_p", C.top_p)
     check_unit_interval("study05.judge_ceiling", C.judge_ceiling)
+    check_int(
+        "study05.seed_feature_sae_seeds", C.seed_feature_sae_seeds, 1, len(C.seeds), " (at most the number of study05.seeds)"
+    )
+    check_unit_interval("study05.max_token_share", C.max_token_share)
     if not C.prompts:
         raise ValueError("study05.prompts must hold at least one prompt")
     return layers
@@ -136,9 +140,12 @@ def decoders_of(saes: Mapping) -> dict:
 
 def null_sources(decoders: Mapping, covariances: Mapping, kind: str, seed: int) -> dict:
     """A dictionary without learned structure per source position: ``null_decoders(kind)`` with
-    that position's activation covariance and the same width."""
+    that position's activation covariance and the same width, drawn on the CPU (the same draws on
+    every machine) and placed on the device of the decoder it stands in for."""
     gen = torch.Generator().manual_seed(seed)
-    return {pos: null_decoders(kind, 1, w.shape[0], covariances[pos], generator=gen)[0] for pos, w in decoders.items()}
+    return {
+        pos: null_decoders(kind, 1, w.shape[0], covariances[pos], generator=gen)[0].to(w.device) for pos, w in decoders.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,16 +239,18 @@ def steering_jobs(
     away_prompts: Mapping[str, Sequence[int]],
     samples: int,
 ) -> pd.DataFrame:
-    """One row per generation: theme, seed ``feature``, the condition's columns, ``prompt`` (an
-    index into the prompt list: neutral prompts toward a theme, the theme's own away from it)
-    and ``sample``; ``cell`` numbers the (theme, feature, condition) cells."""
+    """One row per generation: theme, ``sae_seed`` and seed ``feature`` (``seeds_of[theme]`` holds
+    (SAE seed, feature) pairs, or plain features: SAE seed None), the condition's columns,
+    ``prompt`` (an index into the prompt list: neutral prompts toward a theme, the theme's own
+    away from it) and ``sample``; ``cell`` numbers the (theme, feature, condition) cells."""
     rows, cell = [], 0
     for theme, feats in seeds_of.items():
-        for f in feats:
+        for item in feats:
+            sae_seed, f = item if isinstance(item, tuple) else (None, item)
             for c in conditions.to_dict("records"):
                 prompts = toward_prompts if c["direction"] == "toward" else away_prompts[theme]
                 rows += [
-                    {"theme": theme, "feature": int(f), **c, "prompt": int(p), "sample": k, "cell": cell}
+                    {"theme": theme, "sae_seed": sae_seed, "feature": int(f), **c, "prompt": int(p), "sample": k, "cell": cell}
                     for p in prompts
                     for k in range(samples)
                 ]
@@ -298,29 +307,43 @@ def best_vs_baseline(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def useful_range(curve: pd.DataFrame, base: float, base_se: float) -> float:
-    """Share of the s grid where the combined score beats the baseline by 2 standard errors
-    (``curve`` has combined and combined_se per s)."""
-    ok = curve["combined"] - base > 2 * np.hypot(curve["combined_se"], base_se)
-    return float(ok.mean())
-
-
-def useful_ranges(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per theme: :func:`useful_range` of single-layer and of multi-layer constant steering, and
-    the unsteered theme score (``base_theme``)."""
-    rows = []
-    for theme, part in curves.groupby("theme"):
-        base = part[part["span"] == "none"].iloc[0]
-        row = {"theme": theme, "base_theme": base["theme_score"]}
-        for span in ("single", "multi"):
-            curve = part[(part["span"] == span) & (part["schedule"] == "constant")]
-            row[span] = useful_range(curve, base["combined"], base["combined_se"])
-        rows.append(row)
-    return pd.DataFrame(rows)
+def pick_seed_features(
+    enrichment: Mapping[int, np.ndarray],
+    token_share: Mapping[int, np.ndarray],
+    theme_index: int,
+    n: int,
+    n_sae_seeds: int,
+    max_token_share: float,
+) -> list[tuple[int, int, bool]]:
+    """The steering seed features of one theme, by a stated rule: ``(sae_seed, feature,
+    is_token_feature)`` for ``n`` features drawn in turn from the first ``n_sae_seeds`` SAE seeds
+    of ``enrichment`` (so each contributes; ``enrichment[s]``: [categories, F] standardised mean
+    difference), each seed's candidates in order of enrichment for the theme (positive only).
+    Non-token features come first: a feature whose top activations fall on one token with share
+    ≥ ``max_token_share`` (``token_share[s]``; NaN, too few firings to tell, counts as a token
+    feature) is taken only when too few others are enriched — punctuation or digit features
+    (':' for limerick) steer a surface form, not a theme."""
+    seeds = list(enrichment)[:n_sae_seeds]
+    if not seeds:
+        raise ValueError("pick_seed_features needs the enrichment of at least one SAE seed")
+    ranked = {}
+    for s in seeds:
+        e = np.asarray(enrichment[s])[theme_index]
+        order = [int(f) for f in np.argsort(-e, kind="stable") if e[f] > 0]
+        share = np.asarray(token_share[s], float)
+        ranked[s] = [(f, not (np.isfinite(share[f]) and share[f] < max_token_share)) for f in order]
+    picked: list[tuple[int, int, bool]] = []
+    for token_pass in (False, True):  # every non-token feature of every seed before any token feature
+        queues = {s: [f for f, t in ranked[s] if t == token_pass] for s in seeds}
+        while len(picked) < n and any(queues.values()):
+            for s in seeds:
+                if queues[s] and len(picked) < n:
+                    picked.append((s, queues[s].pop(0), token_pass))
+    return picked
 
 
 # --------------------------------------------------------------------------------------------
-# prompts, scoring and drawing (what the notebook calls)
+# prompts and scoring (what the notebook calls; figures: flow_plots)
 # --------------------------------------------------------------------------------------------
 
 
@@ -368,88 +391,3 @@ def score_generations(
     toward = out["direction"] == "toward"
     out["combined"] = np.where(toward, out["theme_score"], 1 - out["theme_score"]) * out["coherence"]
     return out
-
-
-KIND_ROW = {"resid": 0, "mlp": 1, "attn": 2}
-KIND_COLOR = {"resid": "#4c72b0", "mlp": "#dd8452", "attn": "#55a868"}
-
-
-def graph_rows(g) -> float:
-    """Vertical extent of :func:`draw_flow_graph`'s layout (to size a figure's panels)."""
-    depth = {}
-    for _, a in g.nodes(data=True):
-        depth[(a["kind"], a["layer"])] = depth.get((a["kind"], a["layer"]), 0) + 1
-    return sum(1.2 * max([c for (k, _), c in depth.items() if k == kind] or [1]) + 0.6 for kind in KIND_ROW)
-
-
-def draw_flow_graph(g, ax, title: str = "", max_label: int = 26) -> None:
-    """Layers left to right, positions as rows (residual, MLP, attention), edge width by cosine,
-    nodes labelled with their position, feature and automatic explanation."""
-    import networkx as nx
-
-    pos, stack = {}, {}
-    for n, a in sorted(g.nodes(data=True), key=lambda t: (t[1]["layer"], t[1]["kind"], t[1]["feature"])):
-        key = (a["kind"], a["layer"])
-        stack[key] = stack.get(key, 0) + 1
-        pos[n] = (a["layer"] - (0.0 if a["kind"] == "resid" else 0.45), stack[key] - 1)
-    depth = {kind: max([c for (k, _), c in stack.items() if k == kind] or [1]) for kind in KIND_ROW}
-    top, row_y = 0.0, {}
-    for kind in KIND_ROW:  # each row is as tall as its deepest stack of nodes
-        row_y[kind] = top
-        top -= 1.2 * depth[kind] + 0.6
-    pos = {n: (x + 0.12 * i, row_y[g.nodes[n]["kind"]] - 1.2 * i) for n, (x, i) in pos.items()}
-    widths = [0.6 + 5 * max(0.0, d["score"]) for _, _, d in g.edges(data=True)]
-    nx.draw_networkx_edges(
-        g,
-        pos,
-        ax=ax,
-        width=widths,
-        edge_color="#888888",
-        arrows=True,
-        arrowsize=8,
-        connectionstyle="arc3,rad=0.05",
-        node_size=220,
-    )
-    for kind, color in KIND_COLOR.items():
-        nodes = [n for n, a in g.nodes(data=True) if a["kind"] == kind]
-        seed = [n for n in nodes if g.nodes[n].get("seed")]
-        nx.draw_networkx_nodes(
-            g,
-            pos,
-            nodelist=nodes,
-            node_color=color,
-            node_size=220,
-            ax=ax,
-            edgecolors=["black" if n in seed else "white" for n in nodes],
-            linewidths=2,
-        )
-    for n, a in g.nodes(data=True):
-        text = a.get("label", "")
-        text = text if len(text) <= max_label else text[: max_label - 1] + "…"
-        ax.annotate(
-            f"{a['kind'][0].upper()}{a['layer']}:{a['feature']}\n{text}",
-            pos[n],
-            xytext=(0, 9),
-            textcoords="offset points",
-            ha="center",
-            fontsize=6.5,
-        )
-    for u, v, d in g.edges(data=True):  # cosine written 40 % of the way from the source
-        (x0, y0), (x1, y1) = pos[u], pos[v]
-        ax.text(
-            x0 + 0.4 * (x1 - x0),
-            y0 + 0.4 * (y1 - y0),
-            f"{d['score']:.2f}",
-            fontsize=6,
-            color="#555555",
-            ha="center",
-            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
-        )
-    layers = sorted({a["layer"] for _, a in g.nodes(data=True)})
-    ax.set_xticks(layers, [("emb" if layer == -1 else f"L{layer}") for layer in layers])
-    ax.set_yticks([row_y[k] for k in KIND_ROW], [k for k in KIND_ROW])
-    ax.tick_params(left=False, bottom=False, labelleft=True, labelbottom=True)
-    ax.set_xlim(min(layers) - 0.8, max(layers) + 0.5)
-    ax.set_ylim(min(y for _, y in pos.values()) - 0.6, 0.9)
-    ax.set_title(title, fontsize=9)
-    ax.grid(False)

@@ -4,7 +4,8 @@ Every SAE reads the same activations with the same token budget and dictionary s
 is baselines × k × seeds plus one HierarchicalTopK model per seed at K = max(k). Models are
 compared at equal *measured* L0 (BatchTopK-family SAEs are saved with a JumpReLU threshold, so
 their L0 is near, not at, k): a baseline family's metric is interpolated in log2(L0) at the L0
-of the hierarchical model, per seed, and Δ = hierarchical − best baseline there.
+of the hierarchical model, per seed, and Δ = hierarchical − best baseline there. The verdict
+rules that read these tables are in :mod:`sae_studies.studies.hierarchical_claims`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..saes.registry import SAESpec
 from ..study_config import Study03Config
-from .verdicts import Verdict, spread
 
 HIERARCHICAL = "hierarchical_topk"
 CUT = "topk@K cut to k"
@@ -207,54 +207,6 @@ def proxies(
     return pd.DataFrame(rows)
 
 
-def verdict_front(gap_table: pd.DataFrame, tolerance: float = 0.01) -> Verdict:
-    """Paper: one HierarchicalTopK SAE matches or beats separately trained TopK / BatchTopK for
-    ℓ0 ≤ 128. Rule: at every k, the mean ΔEV over seeds is ≥ −tolerance, or its seed interval
-    (mean ± sd) reaches −tolerance; "partly" when that holds at some k but not all."""
-    rule = f"at every k: mean ΔEV (hierarchical − best separate at equal L0) + sd over seeds ≥ −{tolerance}"
-    paper = "matches or beats separately trained TopK / BatchTopK for ℓ0 ≤ 128 (Gemma-2-2B, 1B tokens)"
-    g = gap_table.dropna(subset=["ΔEV"]).groupby("k")["ΔEV"]
-    if g.ngroups == 0:
-        return Verdict("on the per-k Pareto front", paper, "no k with a baseline at the same L0", "untested", rule)
-    mean, sd = g.mean(), g.std(ddof=1).fillna(0.0)
-    ok = (mean + sd) >= -tolerance
-    ours = "ΔEV " + ", ".join(f"k={k}: {spread(g.get_group(k), '+.3f')}" for k in mean.index)
-    outcome = "agrees" if ok.all() else "partly" if ok.any() else "disagrees"
-    return Verdict("on the per-k Pareto front", paper, ours, outcome, rule)
-
-
-def verdict_cut(gap_table: pd.DataFrame) -> Verdict:
-    """Paper: a TopK model trained at K and cut to k is far worse than HierarchicalTopK at small k.
-    Rule: at the smallest k, ΔEV vs the cut model is > 0 in every seed."""
-    rule = "at the smallest k, EV(hierarchical) − EV(TopK@K cut to k) > 0 in every seed"
-    paper = "cutting a TopK SAE trained at K to its top k latents loses much more than HierarchicalTopK"
-    k0 = gap_table.k.min()
-    d = gap_table[gap_table.k == k0]["ΔEV vs cut"]
-    outcome = "agrees" if len(d) and (d > 0).all() else "disagrees"
-    return Verdict("beats TopK@K cut to k", paper, f"ΔEV vs cut at k={k0}: {spread(d, '+.3f')}", outcome, rule)
-
-
-def verdict_interpretability(prox: pd.DataFrame) -> Verdict:
-    """Paper: HierarchicalTopK stays interpretable as k shrinks. Rule (proxy): at the smallest k,
-    its category AUROC (mean over seeds) is ≥ that of TopK trained at that k minus its seed sd."""
-    rule = "at the smallest k: category AUROC hierarchical ≥ TopK-per-k − sd over seeds (a proxy; no human or LLM judge)"
-    paper = "features stay interpretable at every k"
-    k0 = prox.k.min()
-    h = prox[(prox.model == HIERARCHICAL) & (prox.k == k0)].category_auroc
-    t = prox[(prox.model == "topk") & (prox.k == k0)].category_auroc
-    if h.empty or t.empty:
-        return Verdict("interpretable at small k (proxy)", paper, "not measured", "untested", rule)
-    sd = np.nanmax([t.std(ddof=1) if len(t) > 1 else 0.0, 0.0])
-    outcome = "agrees" if h.mean() >= t.mean() - sd else "disagrees"
-    return Verdict(
-        "interpretable at small k (proxy)",
-        paper,
-        f"category AUROC at k={k0}: hierarchical {spread(h)}, TopK per k {spread(t)}",
-        outcome,
-        rule,
-    )
-
-
 def budget_sweep(run, cfg: Study03Config, d_sae: int, eval_x: torch.Tensor, splicer, ks: Sequence[int]) -> pd.DataFrame:
     """TopK at every k and HierarchicalTopK at K (first seed) retrained at each budget of
     ``cfg.budget_sweep``; per budget and k the gap ΔEV (and Δ loss recovered) at equal L0 against
@@ -281,24 +233,3 @@ def budget_sweep(run, cfg: Study03Config, d_sae: int, eval_x: torch.Tensor, spli
         cols = ["tokens", "k", "L0", "EV hierarchical", "EV best separate", "ΔEV", "Δ loss recovered"]
         rows.append(g.assign(tokens=tokens)[cols])
     return pd.concat(rows, ignore_index=True)
-
-
-def verdict_budget(sweep: pd.DataFrame) -> Verdict:
-    """The paper's budget is ~1,000× ours. Rule: the gap closes with more tokens if, at the
-    smallest k, ΔEV at the largest budget is above ΔEV at the smallest budget (moving towards or
-    past 0); "agrees" only if it also reaches −0.01 or above."""
-    rule = "at the smallest k: ΔEV(largest budget) > ΔEV(smallest budget); reaches ≥ −0.01 for 'agrees'"
-    paper = "on the front after 1B training tokens"
-    k0 = sweep.k.min()
-    s = sweep[sweep.k == k0].sort_values("tokens")
-    first, last = s.iloc[0], s.iloc[-1]
-    closes = last["ΔEV"] > first["ΔEV"]
-    outcome = "agrees" if closes and last["ΔEV"] >= -0.01 else "partly" if closes else "disagrees"
-    return Verdict(
-        "the gap closes with training length",
-        paper,
-        f"ΔEV at k={k0}: {first['ΔEV']:+.3f} at {int(first.tokens):,} tokens → {last['ΔEV']:+.3f} at "
-        f"{int(last.tokens):,} (one seed per budget)",
-        outcome,
-        rule,
-    )

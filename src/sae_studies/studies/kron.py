@@ -36,7 +36,6 @@ from ..config import SAEConfig
 from ..saes import registry
 from ..saes.kron import COMPOSITIONS, kron_select, kron_shape
 from ..study_config import Study04Config
-from .verdicts import Verdict, per_group_outcome, spread
 
 COMPOSITION_LABELS = {"mand": "mAND", "relu_product": "ReLU(u)·ReLU(v)", "product": "u·v"}
 
@@ -188,10 +187,11 @@ def training_config(sae_cfg: SAEConfig, cfg: Study04Config, variant: Variant) ->
 # ---------------------------------------------------------------------------------------
 def evaluate(
     sae, eval_x: torch.Tensor, tokens: np.ndarray, n_ctx: int, splicer: quality.Splicer | None, n_top: int, min_firings: int
-) -> tuple[dict[str, float], np.ndarray]:
-    """Quality and interpretability proxies of one SAE on held-out activations, and the
-    per-latent firing frequency: EV (about the mean), L0, dead fraction (no firing on the eval
-    tokens), loss recovered (NaN without a splicer), mean token entropy (bits, over latents
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Quality and interpretability proxies of one SAE on held-out activations, and a per-latent
+    table (``frequency``: share of held-out tokens it fires on; ``token_entropy``: NaN below
+    ``min_firings``), which the frequency-matched entropy rule reads. The row holds EV (about
+    the mean), L0, dead fraction (no firing on the eval tokens), loss recovered (NaN without a splicer), mean token entropy (bits, over latents
     with ≥ ``min_firings`` of their top-``n_top`` activations) and the median log10 firing
     frequency of live latents. One encoding pass serves the reconstruction and the top
     activations (streamed in batches: no [tokens, F] matrix)."""
@@ -216,8 +216,9 @@ def evaluate(
         "loss_recovered": np.nan,
     }
     if splicer is not None:
-        row["loss_recovered"] = splicer.report(lambda a: sae.decode(sae.encode(a))).loss_recovered
-    return row, density
+        row["loss_recovered"] = splicer.report(lambda a: sae.decode(sae.encode(a.to(sae.device)))).loss_recovered
+    latents = pd.DataFrame({"frequency": density, "token_entropy": stats.token_entropy.to_numpy(float)})
+    return row, latents
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,113 +305,6 @@ def convergence_gap(conv: pd.DataFrame, metric: str = "explained_variance") -> p
             }
         )
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------
-# verdict rules (fixed before looking at the numbers)
-# ---------------------------------------------------------------------------------------
-def _by_size(df: pd.DataFrame, metric: str, a: str, b: str) -> dict[str, tuple[float, float, str, str]]:
-    out = {}
-    for d_sae, g in df.groupby("d_sae"):
-        va, vb = g[metric][g.model == a].to_numpy(), g[metric][g.model == b].to_numpy()
-        if va.size and vb.size:
-            out[f"F={d_sae}"] = (*difference(va, vb), spread(va, ".4f"), spread(vb, ".4f"))
-    return out
-
-
-def _ours(per: dict, a: str, b: str, unit: str = "") -> str:
-    return "; ".join(f"{key}: {a} {sa} vs {b} {sb} (Δ {d:+.4f}{unit} ± {se:.4f} se)" for key, (d, se, sa, sb) in per.items())
-
-
-def verdict_equal_tokens(df: pd.DataFrame, tol: float = 0.01) -> Verdict:
-    """``df``: rows (d_sae, model ∈ {"TopK", "KronSAE"}, explained_variance) over seeds."""
-    per = _by_size(df, "explained_variance", "KronSAE", "TopK")
-    outcome, note = per_group_outcome({k: v[0] >= -tol for k, v in per.items()})
-    return Verdict(
-        claim="KronSAE matches TopK's explained variance at equal F, k and tokens",
-        paper="small Pythias: TopK ahead (Pythia-70M, 65k: 0.905 vs 0.893–0.896); Pythia-1.4B: KronSAE ≥ TopK (65k: 0.805 vs 0.802)",
-        ours=_ours(per, "KronSAE", "TopK") + (f" — {note}" if note else ""),
-        outcome=outcome,
-        rule=f"at each F: agrees if mean EV(KronSAE) − mean EV(TopK) ≥ −{tol} (the paper's small-model gap); "
-        "all F agree → agrees, some → partly, none → disagrees",
-    )
-
-
-def verdict_equal_flops(df: pd.DataFrame) -> Verdict:
-    """``df``: rows (d_sae, model ∈ {"TopK", "KronSAE"}) with KronSAE at TopK's training FLOPs."""
-    per = _by_size(df, "explained_variance", "KronSAE", "TopK")
-    outcome, note = per_group_outcome({k: v[0] > 2 * v[1] and v[0] > 0 for k, v in per.items()})
-    return Verdict(
-        claim="at equal training FLOPs KronSAE reaches a higher explained variance than TopK",
-        paper="KronSAE ahead at a fixed FLOP budget (its encoder costs (m+n)/(mn) of TopK's, so it trains on more tokens)",
-        ours=_ours(per, "KronSAE", "TopK") + (f" — {note}" if note else ""),
-        outcome=outcome,
-        rule="at each F: agrees if mean EV(KronSAE, FLOP-matched tokens) − mean EV(TopK) > 2 standard errors "
-        "(seed spread); all F → agrees, some → partly, none → disagrees",
-    )
-
-
-def verdict_composition(df: pd.DataFrame) -> Verdict:
-    """``df``: rows (composition ∈ COMPOSITIONS, explained_variance) over seeds, one setting."""
-    ref = df.explained_variance[df.composition == "mand"].to_numpy()
-    per, ok = {}, {}
-    for comp in [c for c in COMPOSITIONS if c != "mand" and (df.composition == c).any()]:
-        d, se = difference(ref, df.explained_variance[df.composition == comp].to_numpy())
-        per[comp], ok[f"vs {COMPOSITION_LABELS[comp]}"] = (d, se), d > 2 * se and d > 0
-    outcome, note = per_group_outcome(ok) if ref.size else ("untested", "")
-    means = {c: spread(df.explained_variance[df.composition == c], ".4f") for c in COMPOSITIONS if (df.composition == c).any()}
-    return Verdict(
-        claim="mAND beats ReLU(u)·ReLU(v) and u·v as the composition",
-        paper="EV at F=65,536, (m,n)=(2,4): mAND 0.8445 > ReLU(u)·ReLU(v) 0.8328 > u·v 0.8297",
-        ours="; ".join(f"{COMPOSITION_LABELS[c]} {v}" for c, v in means.items())
-        + "; "
-        + ", ".join(f"mAND − {COMPOSITION_LABELS[c]} {d:+.4f} ± {se:.4f} se" for c, (d, se) in per.items())
-        + (f" — {note}" if note else ""),
-        outcome=outcome,
-        rule="mAND's mean EV exceeds each alternative's by > 2 standard errors (seed spread): both → agrees, "
-        "one → partly, none → disagrees",
-    )
-
-
-def verdict_token_entropy(df: pd.DataFrame) -> Verdict:
-    """``df``: rows (d_sae, model ∈ {"TopK", "KronSAE"}, token_entropy) over seeds."""
-    per = _by_size(df, "token_entropy", "KronSAE", "TopK")
-    outcome, note = per_group_outcome({k: v[0] < -2 * v[1] and v[0] < 0 for k, v in per.items()})
-    return Verdict(
-        claim="KronSAE latents have lower token entropy than TopK latents",
-        paper="KronSAE latents show lower token entropy and higher explanation scores (Pythia-1.4B)",
-        ours=_ours(per, "KronSAE", "TopK", " bits") + (f" — {note}" if note else ""),
-        outcome=outcome,
-        rule="at each F: agrees if mean token entropy (bits, current token over each latent's top activations, "
-        "mean over latents) of KronSAE is below TopK's by > 2 standard errors; all F → agrees, some → partly",
-    )
-
-
-def verdict_encoder_compute(timing: pd.DataFrame, factor: float = 1.4) -> Verdict:
-    """``timing``: rows (d_sae, m, n, time_ratio, analytic_ratio) of KronSAE over TopK; judged at
-    the largest F for every (m, n) whose analytic ratio is below 1."""
-    if timing.empty:
-        return Verdict("encoder compute falls as (m+n)/(mn)", "FLOPs only; no wall-clock numbers", "not measured", "untested", "")
-    top = timing[timing.d_sae == timing.d_sae.max()]
-    top = top[top.analytic_ratio < 1]
-    ok = {f"({m},{n})": r <= factor * a for m, n, r, a in zip(top.m, top.n, top.time_ratio, top.analytic_ratio)}
-    outcome, note = per_group_outcome(ok)
-    ours = "; ".join(
-        f"({m},{n}): measured {r:.2f}× vs analytic {a:.3f}×"
-        for m, n, r, a in zip(top.m, top.n, top.time_ratio, top.analytic_ratio)
-    )
-    d = int(top.d.iloc[0]) if "d" in top and len(top) else None
-    return Verdict(
-        claim="the encoder's compute falls as (m+n)/(mn) of TopK's",
-        paper="encoder FLOPs d·h(m+n) vs d·F: 0.75 at (2,4), 0.5 at (4,4), 0.375 at (4,8); no wall-clock numbers given",
-        ours=f"encoder forward+backward time, KronSAE / TopK, sparse path, F={int(timing.d_sae.max())}"
-        + (f", d={d}" if d else "")
-        + f": {ours}"
-        + (f" — {note}" if note else ""),
-        outcome=outcome,
-        rule=f"at the largest F timed: agrees if measured time ratio ≤ {factor} × analytic ratio for every (m,n) "
-        "with (m+n)/(mn) < 1; some → partly, none → disagrees",
-    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -34,11 +34,17 @@ def unigram_entropy(tokens: np.ndarray) -> float:
 
 
 def activation_table(acts: dict[str, activations.ActivationSet], n_rows: int = 65_536) -> pd.DataFrame:
-    """`activations.activation_statistics` of every hook, with its layer and kind."""
+    """`activations.activation_statistics` of every hook, with its layer and kind, and its
+    massive-activation dimensions (`stability_nulls.massive_dimensions`: the dimensions that make
+    a covariance-drawn null overstate chance, which study 1's chosen null leaves out)."""
+    from .stability_nulls import massive_dimensions
+
     rows = []
     for hook, a in acts.items():
         layer, kind = activations.parse_hook(hook)
-        rows.append({**activations.activation_statistics(a, n_rows), "layer": layer, "kind": kind})
+        dims = massive_dimensions(a.tensor(min(n_rows, len(a))))
+        massive = {"n_massive": len(dims), "massive_dims": " ".join(map(str, dims))}
+        rows.append({**activations.activation_statistics(a, n_rows), **massive, "layer": layer, "kind": kind})
     return pd.DataFrame(rows)
 
 

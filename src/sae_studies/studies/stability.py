@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..analyses import cosine, quality, seed_stability
 from ..checks import check_int, check_sorted_ints, check_tau
 from ..config import Profile, SAEConfig
+from ..devices import device_of, to_device, to_numpy
 from ..saes import registry
 from ..saes.registry import SAESpec
 from ..study_config import Study01Config
@@ -101,6 +102,7 @@ def check(cfg: Study01Config, n_layers: int) -> None:
     if any(not 0 < p < 1 for p in prefixes) or prefixes != sorted(set(prefixes)):
         raise ValueError(f"study01.matryoshka_prefixes must be strictly increasing fractions in (0, 1); got {prefixes}")
     check_int("study01.min_firings", cfg.min_firings, 1)
+    check_int("study01.n_random_ablations", cfg.n_random_ablations, 1)
 
 
 def grid(cfg: Study01Config) -> list[GridCell]:
@@ -135,11 +137,13 @@ def sae_config(profile: Profile, train_tokens: int | None = None, lr: float | No
 
 @torch.no_grad()
 def firing_counts(sae, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """[F] number of tokens of ``x`` on which each latent is non-zero."""
-    fires = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    """[F] number of tokens of ``x`` on which each latent is non-zero (counted on the SAE's device,
+    ``x`` from anywhere)."""
+    dev = device_of(sae)
+    fires = torch.zeros(sae.cfg.d_sae, dtype=torch.float64, device=dev)
     for xb in x.split(batch_size):
-        fires += (sae.encode(xb) != 0).sum(0).double()
-    return fires.numpy()
+        fires += (sae.encode(to_device(xb, dev)) != 0).sum(0).double()
+    return to_numpy(fires)
 
 
 def quality_table(saes: dict[GridCell, list], eval_x: dict[int, torch.Tensor], seeds: Sequence[int]) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Study 2: a synthetic low-rank model of seed dependence — checks, grid, tables, verdict rules.
+"""Study 2: a synthetic low-rank model of seed dependence — checks, grid, training and tables
+(verdict rules: `synthetic_claims`; study 1's pipeline as a positive control: `synthetic_control`).
 
 The mechanism "Unstable Features, Reproducible Subspaces" (arXiv 2606.12138; abstract only)
 proposes: features that live in a low-rank subspace with no preferred basis are recovered by SAEs
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..analyses import cosine, quality, seed_stability
+from ..analyses import quality, seed_stability
 from ..analyses import synthetic as syn
 from ..checks import check_choice, check_int, check_tau, check_unit_interval
 from ..config import Profile, SAEConfig
@@ -362,6 +363,7 @@ def summary_row(res: CellResult) -> dict:
         "directions": np.nan if res.spec.directions is None else res.spec.directions,
         "d_sae": res.d_sae,
         "random_cos2": float((res.random**2).mean()),
+        "n_seeds": int(len(ps)),
     }
     for col in (
         "ev",
@@ -446,13 +448,24 @@ def sweep(
     return pd.DataFrame(rows)
 
 
+def phase_dictionary_size(cfg: Study02Config, spec: syn.LowRankSpec) -> int:
+    """F of a phase-diagram cell: ``dict_factor`` × the cell's ground-truth dimensions, raised to
+    at least the number of ground-truth *directions* where the cell has discrete directions.
+    Rule: an SAE with fewer latents than directions cannot give each direction a latent, so low
+    recovery there would be capacity, not identifiability (at r = 8, k / r = 4 the dimensions
+    rule alone gives F = 2 × (8 + 3 × 8) = 64 latents for 8 + 3 × 32 = 104 directions)."""
+    f = dictionary_size(cfg.dict_factor, spec.n_gt_dims, cfg.n_isolated)
+    return max(f, spec.n_gt_directions or 0)
+
+
 def phase_models(cfg: Study02Config) -> tuple[list[tuple[syn.LowRankSpec, int]], list[dict]]:
-    """The (spec, d_sae) of every phase-diagram cell (F = dict_factor × the cell's ground-truth
-    dimensions) and its labels ``rank``, ``multiple`` (k / r; NaN when continuous)."""
+    """The (spec, d_sae) of every phase-diagram cell (F from :func:`phase_dictionary_size`: at
+    least the cell's ground-truth directions) and its labels ``rank``, ``multiple`` (k / r; NaN
+    when continuous)."""
     models, labels = [], []
     for r, k in phase_cells(cfg):
         spec = spec_of(cfg, r, k)
-        models.append((spec, dictionary_size(cfg.dict_factor, spec.n_gt_dims, cfg.n_isolated)))
+        models.append((spec, phase_dictionary_size(cfg, spec)))
         labels.append({"multiple": np.nan if k is None else k // r})
     return models, labels
 
@@ -469,89 +482,4 @@ def size_models(cfg: Study02Config) -> tuple[list[tuple[syn.LowRankSpec, int]], 
             for f in cfg.sweep_dict_factors
         ],
         [{"factor": f, "n_directions": n} for f in cfg.sweep_dict_factors],
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# study 1's pipeline on the synthetic SAEs (positive control)
-# --------------------------------------------------------------------------------------------
-
-
-def study1_classes(res: CellResult, cfg: Study02Config) -> pd.DataFrame:
-    """Study 1's class of every latent (``stability_class`` with firing counts, unchanged) beside
-    its ground-truth kind: one row per (seed, latent)."""
-    out = res.latents.copy()
-    out["class"] = np.concatenate(
-        [seed_stability.stability_class(res.scores.fraction[s], res.firings[s], cfg.min_firings) for s in range(len(res.seeds))]
-    )
-    return out
-
-
-def hungarian_rows(res: CellResult, tau: float) -> pd.DataFrame:
-    """Study 1's Hungarian one-to-one matching of consecutive seeds: mean matched cosine and the
-    share of pairs with cosine ≥ τ."""
-    rows = []
-    for i in range(len(res.seeds) - 1):
-        _, _, cos = cosine.hungarian_match(res.decoders[i], res.decoders[i + 1])
-        rows.append(
-            {
-                "architecture": res.architecture,
-                "pair": f"{res.seeds[i]}-{res.seeds[i + 1]}",
-                "hungarian_mean_cos": float(cos.mean()),
-                "hungarian_share_ge_tau": float((cos >= tau).double().mean()),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def study1_subspace(
-    res: CellResult,
-    classes: pd.DataFrame,
-    cov: torch.Tensor,
-    cfg: Study02Config,
-    generator: torch.Generator,
-    *,
-    dim: int | None = None,
-    not_stable: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Study 1's claim-4 analysis, unchanged, on consecutive seed pairs: ``(overlaps, ranks)`` from
-    :func:`stability_claims.subspace_controls` and :func:`stability_claims.low_rank_rows`, at
-    the dimension notebook 01 uses (:func:`stability_claims.comparison_dimension`).
-
-    Sensitivity variant: ``dim`` fixes the subspace dimension instead (a class smaller than it is
-    skipped), and ``not_stable`` counts partial latents as unstable (matched in fewer than all
-    other seeds)."""
-    from . import stability_claims as claims
-
-    ov, rk = [], []
-    for i in range(len(res.seeds) - 1):
-        a, b = res.seeds[i], res.seeds[i + 1]
-        ca = classes[classes.seed == a]["class"].to_numpy()
-        cb = classes[classes.seed == b]["class"].to_numpy()
-        if not_stable:
-            ca, cb = (np.where(c == "partial", "unstable", c) for c in (ca, cb))
-        sizes = [int((c == g).sum()) for c in (ca, cb) for g in ("unstable", "stable")]
-        da, db = res.decoders[i], res.decoders[i + 1]
-        if dim is None:  # notebook 01's rule
-            k = claims.comparison_dimension(da, db, ca, cb, min(cfg.subspace_dim, res.spec.d // 2))
-        else:  # unstable class in both seeds must hold at least dim latents
-            k = min(dim, res.spec.d // 2) if min(sizes[0], sizes[2]) >= min(dim, res.spec.d // 2) else 0
-        if k < 1:
-            continue
-        ov.append(
-            claims.subspace_controls(da, db, ca, cb, k, cov, generator, cfg.n_random_subspaces).assign(pair=f"{a}-{b}", dim=k)
-        )
-        rk.append(claims.low_rank_rows(da, ca, generator).assign(seed=a))
-    ov = pd.concat(ov, ignore_index=True) if ov else pd.DataFrame(columns=["group", "control", "overlap", "pair", "dim"])
-    rk = pd.concat(rk, ignore_index=True) if rk else pd.DataFrame(columns=["group", "eff_rank", "eff_rank_random_subset"])
-    return ov, rk
-
-
-def class_composition(classes: pd.DataFrame) -> pd.DataFrame:
-    """Share of each ground-truth kind inside each of study 1's live classes (rows sum to 1)."""
-    live = classes[classes["class"] != "dead"]
-    return (
-        pd.crosstab(live["class"], live["kind"], normalize="index")
-        .reindex(index=["stable", "partial", "unstable"], columns=["isolated", "group", "none"], fill_value=0.0)
-        .fillna(0.0)
     )

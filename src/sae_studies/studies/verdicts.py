@@ -89,6 +89,42 @@ def per_group_outcome(ok: pd.Series | dict[str, bool]) -> tuple[str, str]:
     return "disagrees", f"holds for none of {', '.join(map(str, ok.index))}"
 
 
+def combine_outcomes(outcomes: dict) -> tuple[str, str]:
+    """One outcome from per-condition outcomes (per architecture and layer, per k, per theme, ...),
+    with a note naming the conditions. Untested conditions are left out (nothing tested →
+    untested). Every condition agrees → agrees; some agree (or partly) and others do not →
+    partly; every one inconclusive → inconclusive; none agrees and some disagree (the rest
+    inconclusive) → disagrees: nothing supports the claim and part of the data contradicts it.
+    The one rule every study combines its conditions by."""
+    tested = {k: v for k, v in outcomes.items() if v != "untested"}
+    if not tested:
+        return "untested", "no condition could be tested"
+    bad = {k: v for k, v in tested.items() if v not in OUTCOMES}
+    if bad:
+        raise ValueError(f"combine_outcomes takes outcomes from {OUTCOMES}; got {bad}")
+    names = {o: [str(k) for k, v in tested.items() if v == o] for o in ("agrees", "partly", "disagrees", "inconclusive")}
+    text = "; ".join(f"{o}: {', '.join(ks)}" for o, ks in names.items() if ks)
+    if len(names["agrees"]) == len(tested):
+        return "agrees", text
+    if names["agrees"] or names["partly"]:
+        return "partly", text
+    if len(names["inconclusive"]) == len(tested):
+        return "inconclusive", text
+    return "disagrees", text
+
+
+def both_outcomes(a: str, b: str) -> str:
+    """Two conditions a claim needs together: agrees when both agree; partly when one agrees and
+    the other disagrees; disagrees when one disagrees and the other does not agree (the
+    conjunction is false whatever the undecided one does); inconclusive otherwise (one or both
+    cannot tell, or are untested, and neither disagrees)."""
+    if a == b == "agrees":
+        return "agrees"
+    if "disagrees" in (a, b):
+        return "partly" if "agrees" in (a, b) else "disagrees"
+    return "inconclusive"
+
+
 def spread(values: Sequence[float] | np.ndarray, fmt: str = ".3f") -> str:
     """``"0.412 ± 0.013 (n=5)"``: mean ± standard deviation over seeds (sample, ddof=1);
     a single value prints without a spread."""
@@ -207,6 +243,7 @@ STUDIES = (
     ("hierarchical", "Study 3 · HierarchicalTopK against per-k SAEs"),
     ("kron", "Study 4 · KronSAE against TopK"),
     ("flow", "Study 5 · Cross-layer feature flow and steering"),
+    ("architectures", "Study 6 · Every architecture side by side"),
 )
 
 

@@ -1,0 +1,90 @@
+"""Figures of study 6 (notebook 06): one function per figure, each returning the figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+#: (column, label, higher is better) of the heat-map table, in reading order.
+HEATMAP_METRICS = (
+    ("explained_variance", "EV", True),
+    ("loss_recovered", "loss\nrecovered", True),
+    ("l0", "L0", None),
+    ("dead_fraction", "dead\nshare", False),
+    ("tokens_per_second", "train\ntokens/s", True),
+    ("stable", "fraction\nstable", True),
+    ("duplicate_share", "within-seed\nduplicates", False),
+    ("probe_acc_1", "sparse\nprobe k=1", True),
+    ("probe_acc_5", "sparse\nprobe k=5", True),
+    ("absorption", "absorption", False),
+)
+
+
+def _fmt(value: float, ci: float, column: str) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    if column == "tokens_per_second":
+        return f"{value / 1000:.1f}k\n±{ci / 1000:.1f}k" if np.isfinite(ci) else f"{value / 1000:.1f}k"
+    if column == "l0":
+        return f"{value:.1f}\n±{ci:.1f}" if np.isfinite(ci) else f"{value:.1f}"
+    return f"{value:.3f}\n±{ci:.3f}" if np.isfinite(ci) else f"{value:.3f}"
+
+
+def architecture_heatmap(summary: pd.DataFrame, untested: Sequence[str] = (), title: str = "") -> plt.Figure:
+    """Architectures (rows) × metrics (columns): each cell the mean over seeds ± the 95 % t
+    half-width; colour = the column's rank scaled 0..1 with green = better (L0: grey, it is matched,
+    not scored). Rows in ``untested`` (collapsed) are hatched and marked."""
+    cols = [(c, lab, good) for c, lab, good in HEATMAP_METRICS if c in summary]
+    n_rows, n_cols = len(summary), len(cols)
+    colour = np.full((n_rows, n_cols), np.nan)
+    for j, (c, _, good) in enumerate(cols):
+        v = summary[c].to_numpy(dtype=float)
+        if good is None or np.isfinite(v).sum() < 2:
+            continue
+        lo, hi = np.nanmin(v), np.nanmax(v)
+        scaled = (v - lo) / (hi - lo) if hi > lo else np.full_like(v, 0.5)
+        colour[:, j] = scaled if good else 1 - scaled
+    fig, ax = plt.subplots(figsize=(1.25 * n_cols + 2.5, 0.6 * n_rows + 1.6))
+    # a softened scale (vmin / vmax beyond 0..1) keeps the printed numbers readable on every cell
+    ax.imshow(np.ma.masked_invalid(colour), cmap="RdYlGn", vmin=-0.4, vmax=1.4, aspect="auto")
+    ax.imshow(np.where(np.isnan(colour), 0.12, np.nan), cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    for i, variant in enumerate(summary.index):
+        for j, (c, _, _) in enumerate(cols):
+            ax.text(
+                j, i, _fmt(summary.iloc[i][c], summary.iloc[i].get(f"{c}_ci", np.nan), c), ha="center", va="center", fontsize=7
+            )
+        if variant in untested:
+            ax.add_patch(plt.Rectangle((-0.5, i - 0.5), n_cols, 1, fill=False, hatch="//", edgecolor="k", lw=0))
+    ax.set_xticks(range(n_cols), [lab for _, lab, _ in cols], fontsize=8)
+    ax.set_yticks(range(n_rows), [f"{v} (collapsed)" if v in untested else v for v in summary.index], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.grid(False)
+    n = int(summary["n"].min()) if "n" in summary else None
+    ax.set_title(title or f"Every architecture at matched L0 and F (mean ± 95 % t half-width over {n} seeds)", pad=40)
+    fig.tight_layout()
+    return fig
+
+
+def stability_bars(summary: pd.DataFrame, null: float | None = None, untested: Sequence[str] = ()) -> plt.Figure:
+    """Fraction stable (live latents matched at cosine ≥ τ in every other seed) per architecture
+    with 95 % t intervals over seeds, beside EV; the dashed line is the covariance null."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(summary) + 1.8), sharey=True)
+    y = np.arange(len(summary))
+    colors = ["0.7" if v in untested else "C0" for v in summary.index]
+    a1.barh(y, summary.stable, xerr=summary.get("stable_ci"), color=colors, capsize=3)
+    if null is not None:
+        a1.axvline(null, ls="--", color="k", lw=1, label=f"covariance null {null:.3f}")
+        a1.legend(loc="lower right", fontsize=8)
+    a1.set_yticks(y, summary.index)
+    a1.invert_yaxis()
+    a1.set_xlabel("fraction stable (live latents, every other seed, cosine ≥ τ)")
+    a2.barh(y, summary.explained_variance, xerr=summary.get("explained_variance_ci"), color=colors, capsize=3)
+    a2.set_xlabel("explained variance (held out)")
+    lo = float(np.nanmin(summary.explained_variance - summary.get("explained_variance_ci", 0)))
+    a2.set_xlim(max(0.0, lo - 0.05), 1.0)
+    fig.suptitle("Seed stability by architecture, at matched L0 and dictionary size (grey: collapsed, untested)")
+    fig.tight_layout()
+    return fig
