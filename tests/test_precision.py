@@ -42,6 +42,17 @@ def test_names_resolve_and_unknown_names_fail(bf16_cpu):
     assert SAEConfig().dtype == "auto" and LMConfig().compute_dtype == "auto" and LMConfig().dtype == "float32"
 
 
+@pytest.mark.parametrize("field", ["sae.dtype", "lm.compute_dtype"])
+def test_an_unknown_precision_fails_at_profile_load(field):
+    from sae_studies.config import load_profile
+
+    for bad in ("float16", "bf16"):
+        with pytest.raises(ValueError, match=rf"{field} must be one of \['float32', 'bfloat16', 'auto'\]"):
+            load_profile("smoke", {field: bad})
+    for good in precision.PRECISIONS:
+        assert load_profile("smoke", {field: good})
+
+
 def test_auto_is_float32_on_a_cpu_without_bf16_silently(plain_cpu):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -11,8 +11,10 @@ float32 [batch_size, d] tensors, reshuffled every pass over the store with a fix
 
 from __future__ import annotations
 
+import errno
 import math
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -182,6 +184,7 @@ def harvest(
             _, probe = model.run_with_cache(
                 torch.as_tensor(contexts[:1], dtype=torch.long), names_filter=missing, stop_at_layer=stop
             )
+        check_disk(store.root, harvest_bytes(n_tokens, [probe[h][0, 0].numel() for h in missing]), f"harvesting {missing}")
         outs = {h: _NpyWriter(tmp / "acts.npy", (n_tokens, probe[h][0, 0].numel())) for h, tmp in zip(missing, tmps)}
 
         def writer(act: torch.Tensor, hook) -> None:
@@ -206,6 +209,26 @@ def harvest(
 
     arts = store.get_or_build_many("activations", params, build, code=BUILDER_CODE)
     return {h: ActivationSet(h, art) for h, art in zip(hooks, arts)}
+
+
+def harvest_bytes(n_tokens: int, widths: list[int]) -> int:
+    """Bytes a harvest writes: per hook, float32 activations ``[n_tokens, d]`` plus the int32
+    token id and int8 category id of every row (the .npy headers aside)."""
+    return sum(n_tokens * (4 * d + 4 + 1) for d in widths)
+
+
+def check_disk(root: Path, need: int, what: str) -> None:
+    """Print what a write will take, and stop before it starts when the disk holding `root` (the
+    store) has less free space (a gpt2-scale harvest is ~150 GB)."""
+    free = shutil.disk_usage(root).free
+    print(f"{what}: writes {need / 1e9:.2f} GB to the store {root} ({free / 1e9:.1f} GB free)")
+    if need > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"{what} needs {need / 1e9:.2f} GB ({need:,} bytes) but the disk of the store {root} has "
+            f"{free / 1e9:.2f} GB ({free:,} bytes) free: free space, point SAE_STUDIES_DATA at a larger disk, "
+            "or lower activations.n_tokens",
+        )
 
 
 class _NpyWriter:

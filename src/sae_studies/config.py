@@ -59,7 +59,9 @@ def repo_root() -> Path:
 @dataclass(frozen=True)
 class CorpusConfig:
     source: str = "fortunes"
-    """`fortunes` (the embedded corpus) or `hf:<dataset name>` for a HF dataset (hub profiles)."""
+    """`fortunes` (the embedded corpus), `hf:<dataset name>` for a HF dataset on the hub (hub
+    profiles), or `hf:<local path>` for a local one: a `Dataset.save_to_disk` folder, a
+    .json/.jsonl/.parquet/.csv/.txt file (its rows are the split `train`) or a folder of such files."""
     hf_split: str = "train"
     hf_text_column: str = "text"
     hf_n_texts: int = 200_000
@@ -164,6 +166,24 @@ class SAEConfig:
 
 
 @dataclass(frozen=True)
+class RunnerConfig:
+    """Where the SAE grids run (`sae_studies.sweep`): in this process, or as tasks of a Ray cluster.
+
+    No field enters an artifact key: the same job gives the same SAE wherever it runs."""
+
+    address: str | None = None
+    """None or "": in process, unless the `RAY_ADDRESS` environment variable names a cluster.
+    A Ray address (`auto`, `<head ip>:6379`, `ray://<head ip>:10001`) connects to that cluster;
+    `local` starts a private Ray cluster on this machine. Ray is the optional extra `.[ray]`."""
+    cpus_per_task: float = 1.0
+    """CPUs each Ray task asks for (also its torch thread count)."""
+    gpus_per_task: float = 0.0
+    """GPUs each Ray task asks for (fractions share one GPU); set it with `sae.device: cuda`."""
+    max_retries: int = 2
+    """Times a job that raised, or whose worker died, is run again before it is reported as failed."""
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -173,6 +193,7 @@ class Profile:
     lm: LMConfig = field(default_factory=LMConfig)
     activations: ActivationConfig = field(default_factory=ActivationConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
     study00: Study00Config = field(default_factory=Study00Config)
     study01: Study01Config = field(default_factory=Study01Config)
     study02: Study02Config = field(default_factory=Study02Config)

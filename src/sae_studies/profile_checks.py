@@ -20,6 +20,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from .precision import PRECISIONS
+
 Rule = Callable[[str, Any], None]
 
 
@@ -178,7 +180,7 @@ def device(name: str, value: Any) -> None:
 
 def corpus_source(name: str, value: Any) -> None:
     if value != "fortunes" and not str(value).startswith("hf:"):
-        _fail(name, "'fortunes' or 'hf:<dataset name>'", value)
+        _fail(name, "'fortunes', 'hf:<dataset name>' or 'hf:<local dataset path>'", value)
 
 
 def extra_sources(name: str, value: Any) -> None:
@@ -199,7 +201,9 @@ def both(*rules: Rule) -> Rule:
 POS, NONNEG, PROB, UNIT = at_least(1), at_least(0), interval(0, 1), interval(0, 1, open_lo=True)
 OPEN_UNIT = interval(0, 1, open_lo=True, open_hi=True)
 LAYER = at_least(0)  # upper bound: the model's layer count, checked in `check_layers`
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+#: weight dtypes of the LM (`lm.dtype`); compute precisions (`lm.compute_dtype`, `sae.dtype`) are
+#: `precision.PRECISIONS`, the names `precision.resolve` accepts
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 
 #: section → field → rule. Fields that are not numbers (names, free text) need none.
 RULES: dict[str, dict[str, Rule]] = {
@@ -223,9 +227,11 @@ RULES: dict[str, dict[str, Rule]] = {
         "warmup_steps": NONNEG,
         "seed": NONNEG,
         "device": device,
-        "dtype": one_of(*DTYPES),
+        "dtype": one_of(*WEIGHT_DTYPES),
+        "compute_dtype": one_of(*PRECISIONS),
     },
     "activations": {"n_tokens": POS, "n_eval_tokens": POS, "batch_size": POS},
+    "runner": {"cpus_per_task": NONNEG, "gpus_per_task": NONNEG, "max_retries": NONNEG},
     "sae": {
         "expansion_factor": POS,
         "k": POS,
@@ -238,7 +244,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "jumprelu_sparsity_coefficient": NONNEG,
         "dead_feature_window": POS,
         "device": device,
-        "dtype": one_of(*DTYPES),
+        "dtype": one_of(*PRECISIONS),
         "prefetch": NONNEG,
         "shuffle_block_rows": NONNEG,
         "shuffle_window_blocks": POS,

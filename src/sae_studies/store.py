@@ -21,6 +21,7 @@ changed parameter recomputes exactly what depends on it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -181,13 +182,28 @@ class Store:
             for i, key, tmp, summary in zip(missing, keys, tmps, summaries):
                 _write_manifest(tmp, kind, key, params_list[i], summary or {}, code=keyed[i].get("_code"))
             for i, key, tmp in zip(missing, keys, tmps):
-                tmp.rename(self.root / kind / key)
-                found[i] = Artifact(kind, key, self.root / kind / key)
+                found[i] = self._publish(kind, key, tmp, params_list[i], code)
         except BaseException:  # KeyboardInterrupt too: never leave a half-written folder
             for tmp in tmps:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         return found  # type: ignore[return-value]
+
+    def _publish(self, kind: str, key: str, tmp: Path, params: dict[str, Any], code: Sequence[str]) -> Artifact:
+        """Rename `tmp` into place. Renaming a folder onto an existing non-empty one fails, so of
+        two workers that built the same key at once (a sweep on a shared store) exactly one
+        publishes; the other discards its copy and returns the winner's artifact."""
+        try:
+            tmp.rename(self.root / kind / key)
+        except OSError as err:
+            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            winner = self.get(kind, params, code)
+            if winner is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return winner
+        return Artifact(kind, key, self.root / kind / key)
 
 
 def _is_stale_temporary(tmp: Path) -> bool:

@@ -25,7 +25,7 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.registry import get_sae_training_class
 from sae_lens.training.sae_trainer import SAETrainer
 
-from . import feed
+from . import feed, sweep
 from .activations import ActivationSet
 from .config import SAEConfig
 from .devices import check_device
@@ -34,11 +34,12 @@ from .precision import resolved_name as precision_name
 from .saes import registry
 from .saes.registry import SAESpec
 from .store import Artifact, Store
+from .sweep import SAEJob  # a grid's unit of work: notebooks build `train.SAEJob`s for `run.train`
 
 #: The modules whose code builds this file's artifacts: their version is part of every key.
 BUILDER_CODE = ("sae_studies.train", "sae_studies.saes", "sae_studies.activations", "sae_studies.feed", "sae_studies.precision")
 
-__all__ = ["SAESpec", "architectures", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
+__all__ = ["SAESpec", "SAEJob", "architectures", "sae_params", "train_sae", "train_seeds", "load_sae", "build_training_sae"]
 
 
 def architectures() -> list[str]:
@@ -143,6 +144,19 @@ def artifact_params(spec: SAESpec, acts: ActivationSet, sae_cfg: SAEConfig, batc
     }
 
 
+def sae_params(
+    acts: ActivationSet, spec: SAESpec, sae_cfg: SAEConfig, batch_size: int, key_extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The artifact parameters (hence the store key) of the SAE `train_sae` makes from these
+    arguments: what a sweep looks up to skip a job whose SAE exists, without training."""
+    params = artifact_params(spec, acts, sae_cfg, batch_size)
+    overlap = set(params) & set(key_extra or {})
+    if overlap:
+        raise ValueError(f"key_extra must not replace the SAE's own key entries {sorted(overlap)}")
+    params.update(key_extra or {})
+    return params
+
+
 def train_sae(
     acts: ActivationSet,
     spec: SAESpec,
@@ -167,11 +181,7 @@ def train_sae(
         raise ValueError(f"sae.train_tokens ({sae_cfg.train_tokens}) is smaller than one batch ({batch_size})")
     check_device("sae.device", sae_cfg.device)
     acts.batches(batch_size, seed=spec.seed)  # fails early if batch_size does not divide
-    params = artifact_params(spec, acts, sae_cfg, batch_size)
-    overlap = set(params) & set(key_extra or {})
-    if overlap:
-        raise ValueError(f"key_extra must not replace the SAE's own key entries {sorted(overlap)}")
-    params.update(key_extra or {})
+    params = sae_params(acts, spec, sae_cfg, batch_size, key_extra)
 
     def build(tmp: Path) -> dict:
         sae = build_training_sae(spec, acts.d, sae_cfg, steps, data_mean=normalised_mean(acts))
@@ -260,9 +270,17 @@ def load_sae(path: Path, device: str = "cpu") -> SAE:
 
 
 def train_seeds(
-    acts: ActivationSet, spec: SAESpec, seeds: Sequence[int], sae_cfg: SAEConfig, store: Store, batch_size: int = 4096
+    acts: ActivationSet,
+    spec: SAESpec,
+    seeds: Sequence[int],
+    sae_cfg: SAEConfig,
+    store: Store,
+    batch_size: int = 4096,
+    runner: sweep.Runner | None = None,
 ) -> list[SAE]:
-    """One SAE per seed, identical but for the seed."""
+    """One SAE per seed, identical but for the seed, through the sweep `runner` (in process by
+    default)."""
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
-    return [train_sae(acts, spec.with_seed(s), sae_cfg, store, batch_size)[0] for s in seeds]
+    jobs = [sweep.SAEJob(acts, spec.with_seed(s), sae_cfg, batch_size) for s in seeds]
+    return [sae for sae, _ in sweep.train_all(jobs, store, runner, desc=f"{spec.architecture} seeds")]

@@ -148,25 +148,30 @@ class Trained:
     l1_coefficient: float | None
 
 
-def train_all(profile: Profile, acts, eval_x: torch.Tensor, store, progress: bool = True) -> Trained:
+def train_all(profile: Profile, acts, eval_x: torch.Tensor, store, progress: bool = True, runner=None) -> Trained:
     """Train (or load) every architecture × seed; the standard SAE's L1 coefficient is chosen on
-    the first seed (:func:`nearest_l0` of held-out L0 to k) before its other seeds are trained."""
-    from ..train import train_sae
+    the first seed (:func:`nearest_l0` of held-out L0 to k) before its other seeds are trained.
+    Both grids (the L1 search, then every SAE) go to the sweep `runner` (in process by default)."""
+    from ..sweep import SAEJob
+    from ..sweep import train_all as run_grid
 
     cfg = profile.study06
     d_sae = cfg.expansion_factor * acts.d
     saes, speed, l1_rows, l1 = {}, [], [], None
-    jobs = [(a, s) for a in cfg.architectures for s in cfg.seeds]
-    for arch, seed in tqdm(jobs, desc="study 6 SAEs", disable=not progress):
-        if arch == STANDARD and l1 is None:
-            for coef in cfg.l1_coefficients:
-                sae, _ = train_sae(acts, spec(cfg, arch, d_sae, cfg.seeds[0]), sae_config(profile, coef), store, cfg.batch_size)
-                rep = quality.sae_reconstruction_metrics(sae, eval_x)
-                l1_rows.append({"l1_coefficient": coef, "l0": rep.l0, "explained_variance": rep.explained_variance})
-            l1 = nearest_l0({r["l1_coefficient"]: r["l0"] for r in l1_rows}, cfg.k)
-        sae, art = train_sae(
-            acts, spec(cfg, arch, d_sae, seed), sae_config(profile, l1 if arch == STANDARD else None), store, cfg.batch_size
-        )
+    if STANDARD in cfg.architectures:
+        search = [
+            SAEJob(acts, spec(cfg, STANDARD, d_sae, cfg.seeds[0]), sae_config(profile, coef), cfg.batch_size)
+            for coef in cfg.l1_coefficients
+        ]
+        for coef, (sae, _) in zip(cfg.l1_coefficients, run_grid(search, store, runner, "study 6: L1 search")):
+            rep = quality.sae_reconstruction_metrics(sae, eval_x)
+            l1_rows.append({"l1_coefficient": coef, "l0": rep.l0, "explained_variance": rep.explained_variance})
+        l1 = nearest_l0({r["l1_coefficient"]: r["l0"] for r in l1_rows}, cfg.k)
+    grid = [(a, s) for a in cfg.architectures for s in cfg.seeds]
+    jobs = [
+        SAEJob(acts, spec(cfg, a, d_sae, s), sae_config(profile, l1 if a == STANDARD else None), cfg.batch_size) for a, s in grid
+    ]
+    for (arch, seed), (sae, art) in zip(grid, run_grid(jobs, store, runner, "study 6 SAEs")):
         saes.setdefault(arch, []).append(sae)
         info = json.loads((art.path / "training.json").read_text())
         speed.append({"architecture": arch, "seed": seed, "tokens_per_second": info["tokens_per_second"]})

@@ -117,17 +117,19 @@ def position_seed(seed: int, position: flow.Position) -> int:
     return 1000 * seed + 10 * (layer + 1) + flow.SOURCES.index(kind)
 
 
-def train_window(train_acts, layers, C: Study05Config, d_model: int, k: int, sae_cfg: SAEConfig, store):
+def train_window(train_acts, layers, C: Study05Config, d_model: int, k: int, sae_cfg: SAEConfig, store, runner=None):
     """``{seed: {position: SAE}}``: one SAE per position of the window and seed (cached), each
-    initialised with :func:`position_seed`."""
-    from .. import train
+    initialised with :func:`position_seed`; the grid runs on the sweep `runner` (in process by default)."""
+    from ..sweep import SAEJob, train_all
 
     spec = registry.get(C.architecture).spec(C.expansion_factor * d_model, C.k or k)
-    out = {}
     cells = [(s, p) for s in C.seeds for p in flow.window_positions(layers)]
-    for seed, pos in tqdm(cells, desc="flow SAEs"):
-        acts = train_acts[flow.position_hook(pos)]
-        sae = train.train_sae(acts, spec.with_seed(position_seed(seed, pos)), sae_cfg, store, C.batch_size)[0]
+    jobs = [
+        SAEJob(train_acts[flow.position_hook(pos)], spec.with_seed(position_seed(seed, pos)), sae_cfg, C.batch_size)
+        for seed, pos in cells
+    ]
+    out: dict = {}
+    for (seed, pos), (sae, _) in zip(cells, train_all(jobs, store, runner, "flow SAEs")):
         out.setdefault(seed, {})[pos] = sae
     return out
 

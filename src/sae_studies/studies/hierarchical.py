@@ -212,23 +212,22 @@ def budget_sweep(run, cfg: Study03Config, d_sae: int, eval_x: torch.Tensor, spli
     ``cfg.budget_sweep``; per budget and k the gap ΔEV (and Δ loss recovered) at equal L0 against
     TopK trained with the same budget."""
     from ..activations import hook_name
-    from ..train import train_sae
+    from ..sweep import SAEJob
 
     hook = hook_name(cfg.layer)
     acts = run.activations([hook])[hook]
     seed = cfg.seeds[0]
+    cells = [(t, (arch, k)) for t in cfg.budget_sweep for arch, k in [*(("topk", k) for k in ks), (HIERARCHICAL, ks[-1])]]
+    jobs = [
+        SAEJob(acts, registry.get(arch).spec(d_sae, k, seed), sae_config(run.profile, t), run.profile.activations.batch_size)
+        for t, (arch, k) in cells
+    ]
+    trained: dict[int, dict] = {}
+    for (t, model), (sae, _) in zip(cells, run.train(jobs, desc="budget sweep SAEs")):
+        trained.setdefault(t, {})[model] = sae
     rows = []
     for tokens in tqdm(cfg.budget_sweep, desc="token budgets"):
-        sae_cfg = sae_config(run.profile, tokens)
-        models = {
-            ("topk", k): train_sae(
-                acts, registry.get("topk").spec(d_sae, k, seed), sae_cfg, run.store, run.profile.activations.batch_size
-            )[0]
-            for k in ks
-        }
-        models[(HIERARCHICAL, ks[-1])] = train_sae(
-            acts, registry.get(HIERARCHICAL).spec(d_sae, ks[-1], seed), sae_cfg, run.store, run.profile.activations.batch_size
-        )[0]
+        models = trained[tokens]
         res = evaluate(models, ks, eval_x, splicer, seed)
         g = gaps(res, ["topk"])
         cols = ["tokens", "k", "L0", "EV hierarchical", "EV best separate", "ΔEV", "Δ loss recovered"]

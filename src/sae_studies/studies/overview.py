@@ -51,7 +51,7 @@ def activation_table(acts: dict[str, activations.ActivationSet], n_rows: int = 6
 def sanity_table(run, layer: int, ks: list[int]) -> pd.DataFrame:
     """TopK SAEs (``sae.expansion_factor × d``, the profile's SAE settings) at the residual stream
     after ``layer``, one per k: held-out EV, L0, dead fraction, CE and loss recovered."""
-    from ..train import train_sae
+    from ..sweep import SAEJob
 
     P = run.profile
     hook = activations.hook_name(layer)
@@ -59,9 +59,9 @@ def sanity_table(run, layer: int, ks: list[int]) -> pd.DataFrame:
     eval_x = run.activations([hook], split="val")[hook].tensor()
     splicer = run.splicer(hook)  # clean and zero-ablation CE computed once for every k
     d_sae = P.sae.expansion_factor * train_acts.d
+    jobs = [SAEJob(train_acts, registry.get("topk").spec(d_sae, k), P.sae, P.activations.batch_size) for k in ks]
     rows = []
-    for k in ks:
-        sae, art = train_sae(train_acts, registry.get("topk").spec(d_sae, k), P.sae, run.store, P.activations.batch_size)
+    for k, (sae, art) in zip(ks, run.train(jobs, desc="TopK SAEs")):
         rows.append(
             {
                 "k": k,

@@ -162,14 +162,31 @@ def data(spec: syn.LowRankSpec, cfg: Study02Config, store: Store) -> tuple[syn.S
     return syn.materialise(spec, cfg.n_rows, store), syn.materialise(spec, cfg.n_eval_rows, store, "eval").tensor()
 
 
-def train_models(
-    acts, architecture: str, d_sae: int, cfg: Study02Config, sae_cfg: SAEConfig, store: Store, seeds: Sequence[int]
-) -> list:
-    """One SAE per seed through `train.train_sae` (cached), as every LM study trains them."""
-    from ..train import train_sae
+def jobs(acts, architecture: str, d_sae: int, cfg: Study02Config, sae_cfg: SAEConfig, seeds: Sequence[int]) -> list:
+    """The sweep jobs (`sweep.SAEJob`) of one SAE per seed on `acts`."""
+    from ..sweep import SAEJob
 
     spec = registry.get(architecture).spec(d_sae, cfg.k)
-    return [train_sae(acts, spec.with_seed(s), sae_cfg, store, cfg.batch_size)[0] for s in seeds]
+    return [SAEJob(acts, spec.with_seed(s), sae_cfg, cfg.batch_size) for s in seeds]
+
+
+def train_models(
+    acts,
+    architecture: str,
+    d_sae: int,
+    cfg: Study02Config,
+    sae_cfg: SAEConfig,
+    store: Store,
+    seeds: Sequence[int],
+    runner=None,
+) -> list:
+    """One SAE per seed through `train.train_sae` (cached), as every LM study trains them, on the
+    sweep `runner` (in process by default)."""
+    from ..sweep import train_all
+
+    return [
+        sae for sae, _ in train_all(jobs(acts, architecture, d_sae, cfg, sae_cfg, seeds), store, runner, f"{architecture} seeds")
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,21 +387,22 @@ def summary_row(res: CellResult) -> dict:
 
 
 def convergence(
-    profile: Profile, store: Store, acts: syn.SyntheticActivations, eval_x: torch.Tensor, progress: bool = True
+    profile: Profile, store: Store, acts: syn.SyntheticActivations, eval_x: torch.Tensor, progress: bool = True, runner=None
 ) -> pd.DataFrame:
     """Held-out EV, L0 and dead share of the main model's SAEs at every training length of
     ``budgets`` (each length its own run with its own learning-rate schedule), per architecture
-    and ``budget_seeds``."""
-    from tqdm.auto import tqdm
+    and ``budget_seeds``; the whole grid goes to the sweep `runner` at once (in process by default)."""
+    from ..sweep import train_all
 
     cfg = profile.study02
     d_sae = dictionary_size(cfg.dict_factor, acts.spec.n_gt_dims, cfg.n_isolated)
     rows = []
     combos = [(a, t) for a in cfg.architectures for t in cfg.budgets]
-    for arch, tokens in tqdm(combos, desc="training budgets", disable=not progress):
-        for seed, sae in zip(
-            cfg.budget_seeds, train_models(acts, arch, d_sae, cfg, sae_config(profile, tokens), store, cfg.budget_seeds)
-        ):
+    grid = [j for a, t in combos for j in jobs(acts, a, d_sae, cfg, sae_config(profile, t), cfg.budget_seeds)]
+    trained = iter(train_all(grid, store, runner, "training budgets"))
+    for arch, tokens in combos:
+        for seed in cfg.budget_seeds:
+            sae, _ = next(trained)
             rep = quality.sae_reconstruction_metrics(sae, eval_x)
             rows.append(
                 {
@@ -400,18 +418,31 @@ def convergence(
 
 
 def sweep(
-    profile: Profile, store: Store, models: Sequence[tuple[syn.LowRankSpec, int]], label: Sequence[dict], progress: bool = True
+    profile: Profile,
+    store: Store,
+    models: Sequence[tuple[syn.LowRankSpec, int]],
+    label: Sequence[dict],
+    progress: bool = True,
+    runner=None,
 ) -> pd.DataFrame:
     """Train ``sweep_architecture`` for ``sweep_seeds`` on each ``(spec, d_sae)`` (at
-    ``sweep_train_tokens``) and return one :func:`summary_row` per model, with its ``label``."""
+    ``sweep_train_tokens``; one grid on the sweep `runner`, in process by default) and return one
+    :func:`summary_row` per model, with its ``label``."""
     from tqdm.auto import tqdm
+
+    from ..sweep import train_all
 
     cfg = profile.study02
     sae_cfg = sae_config(profile, cfg.sweep_train_tokens)
+    cells = [(data(spec, cfg, store), d_sae) for spec, d_sae in models]
+    grid = [j for (acts, _), d_sae in cells for j in jobs(acts, cfg.sweep_architecture, d_sae, cfg, sae_cfg, cfg.sweep_seeds)]
+    trained = [sae for sae, _ in train_all(grid, store, runner, "sweep SAEs")]
+    n = len(cfg.sweep_seeds)
     rows = []
-    for (spec, d_sae), extra in tqdm(list(zip(models, label)), desc="sweep cells", disable=not progress):
-        acts, eval_x = data(spec, cfg, store)
-        saes = train_models(acts, cfg.sweep_architecture, d_sae, cfg, sae_cfg, store, cfg.sweep_seeds)
+    for i, (((acts, eval_x), _), (spec, _), extra) in enumerate(
+        tqdm(list(zip(cells, models, label)), desc="sweep cells", disable=not progress)
+    ):
+        saes = trained[i * n : (i + 1) * n]
         res = evaluate(saes, acts, eval_x, cfg, cfg.sweep_architecture, cfg.sweep_seeds, torch.Generator().manual_seed(spec.seed))
         rows.append({**extra, **summary_row(res)})
     return pd.DataFrame(rows)
