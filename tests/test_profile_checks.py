@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from sae_studies import config, pipeline, profile_checks
+from sae_studies import config, pipeline, profile_checks, profile_rules
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def _flat_numeric(hint) -> bool:
 
 
 def test_every_numeric_field_has_a_range_rule():
-    """A new numeric field cannot go unchecked: add its rule to profile_checks.RULES."""
+    """A new numeric field cannot go unchecked: add its rule to profile_rules.RULES."""
     profile = config.load_profile("default")
     missing = []
     for f in dataclasses.fields(profile):
@@ -89,7 +89,7 @@ def test_every_numeric_field_has_a_range_rule():
             continue
         section = getattr(profile, f.name)
         for name, hint in profile_checks.field_types(section).items():
-            if _flat_numeric(hint) and name not in profile_checks.RULES.get(f.name, {}):
+            if _flat_numeric(hint) and name not in profile_rules.RULES.get(f.name, {}):
                 missing.append(f"{f.name}.{name}")
     assert not missing, f"fields without a range rule: {missing}"
 
