@@ -319,3 +319,19 @@ def data_feed(
     if prefetch == 0:
         return (read_rows(acts.acts, idx).to(FEED_DTYPES[dtype]) for idx in index)
     return Prefetcher(acts.acts, index, device=device, dtype=FEED_DTYPES[dtype], depth=prefetch)
+
+
+def sae_feed(acts, batch_size: int, seed: int, sae_cfg, start: int = 0) -> Iterator[torch.Tensor]:
+    """:func:`data_feed` with the feed settings of an `SAEConfig` (device, prefetch, block
+    shuffling, storage dtype): what `train.train_sae` and `ladder` hand SAETrainer."""
+    return data_feed(
+        acts,
+        batch_size,
+        seed,
+        device=sae_cfg.device,
+        prefetch=sae_cfg.prefetch,
+        block_rows=sae_cfg.shuffle_block_rows,
+        window_blocks=sae_cfg.shuffle_window_blocks,
+        dtype=sae_cfg.feed_dtype,
+        start=start,
+    )

@@ -230,17 +230,7 @@ def _trainer(acts, spec, sae_cfg, p, total_steps, decay_steps, checkpoint: Path 
     if checkpoint is not None:
         sae.load_state_dict(load_file(checkpoint / SAE_WEIGHTS_FILENAME))
         start = json.loads((checkpoint / POSITION_FILE).read_text())["batches_consumed"]
-    source = feed.data_feed(
-        acts,
-        p.batch_size,
-        spec.seed,
-        device=sae_cfg.device,
-        prefetch=sae_cfg.prefetch,
-        block_rows=sae_cfg.shuffle_block_rows,
-        window_blocks=sae_cfg.shuffle_window_blocks,
-        dtype=sae_cfg.feed_dtype,
-        start=start,
-    )
+    source = feed.sae_feed(acts, p.batch_size, spec.seed, sae_cfg, start=start)
     data = _Counted(source, start)
     trainer = SAETrainer(_trainer_config(sae_cfg, p, total_steps, decay_steps, checkpoint_path), sae, data_provider=data)
     if checkpoint is not None:

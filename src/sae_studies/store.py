@@ -291,32 +291,21 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _git(*args: str) -> str | None:
+    """stdout of a git command run in the package's folder; None where git or the checkout is missing."""
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 @lru_cache(maxsize=1)
 def git_dirty() -> bool:
-    """True when the package's source differs from the commit (findings say so)."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src", "notebooks", "configs"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return bool(out.stdout.strip())
+    """True when the package's source, notebooks or profiles differ from the commit (findings say so)."""
+    return bool(_git("status", "--porcelain", "--", "src", "notebooks", "configs"))
 
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+    return _git("rev-parse", "HEAD") or None

@@ -210,16 +210,7 @@ def train_sae(
             # architectures autocast as they do on a GPU; the sparse path reads the same context
             autocast=resolve_precision(sae_cfg.dtype, sae_cfg.device) == torch.bfloat16,
         )
-        data = feed.data_feed(
-            acts,
-            batch_size,
-            spec.seed,
-            device=sae_cfg.device,
-            prefetch=sae_cfg.prefetch,
-            block_rows=sae_cfg.shuffle_block_rows,
-            window_blocks=sae_cfg.shuffle_window_blocks,
-            dtype=sae_cfg.feed_dtype,
-        )
+        data = feed.sae_feed(acts, batch_size, spec.seed, sae_cfg)
         trainer = SAETrainer(trainer_cfg, sae, data_provider=data)
         start = time.time()
         try:

@@ -59,6 +59,24 @@ def _interval_text(stat: float, ci: tuple[float, float], fmt: str = "+.3f") -> s
     return f"{stat:{fmt}} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
 
+def _grouped_verdict(claim, paper, rule, previous, outcomes: dict, parts: list, statistic, interval, n) -> Verdict:
+    """A rule read per (architecture, layer) group: the groups' outcomes combined by the one rule
+    (`combine_outcomes`), every group's numbers in `ours`, the weakest group's statistic,
+    interval and n on the Verdict."""
+    outcome, which = combine(outcomes)
+    return Verdict(
+        claim,
+        paper,
+        "; ".join(parts) + f" ({which})",
+        outcome,
+        rule,
+        statistic=statistic,
+        interval=interval,
+        n=n,
+        previous=previous,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # claim 1: separation
 # --------------------------------------------------------------------------------------------
@@ -147,18 +165,7 @@ def verdict_separation(sep: pd.DataFrame, n_seeds: int, min_seeds: int = MIN_SEE
         parts.append(f"{arch} L{layer}: above null {_interval_text(s, sci, '.3f')}, bimodality {_interval_text(b, bci, '.2f')}")
         if weakest is None or sci[0] < weakest[1][0]:
             weakest = (s, sci, n)
-    outcome, which = combine(outcomes)
-    return Verdict(
-        claim,
-        paper,
-        "; ".join(parts) + f" ({which})",
-        outcome,
-        rule,
-        statistic=weakest[0],
-        interval=weakest[1],
-        n=weakest[2],
-        previous=previous,
-    )
+    return _grouped_verdict(claim, paper, rule, previous, outcomes, parts, *weakest[:3])
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,18 +263,7 @@ def verdict_signal(signal: pd.DataFrame) -> Verdict:
         parts.append(text + f" (n={n})")
         if weakest is None or fci[0] < weakest[1][0]:
             weakest = (f, fci, n)
-    outcome, which = combine(outcomes)
-    return Verdict(
-        claim,
-        paper,
-        "; ".join(parts) + f" ({which})",
-        outcome,
-        rule,
-        statistic=weakest[0],
-        interval=weakest[1],
-        n=weakest[2],
-        previous=previous,
-    )
+    return _grouped_verdict(claim, paper, rule, previous, outcomes, parts, *weakest[:3])
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,18 +323,7 @@ def _paired_verdict(
         edge = ci[0] if side == "above" else -ci[1]
         if weakest is None or edge < weakest[0]:
             weakest = (edge, m, ci, n)
-    outcome, which = combine(outcomes)
-    return Verdict(
-        claim,
-        paper,
-        "; ".join(parts) + f" ({which})",
-        outcome,
-        rule,
-        statistic=weakest[1],
-        interval=weakest[2],
-        n=weakest[3],
-        previous=previous,
-    )
+    return _grouped_verdict(claim, paper, rule, previous, outcomes, parts, *weakest[1:4])
 
 
 _SURFACE_PREVIOUS = (
