@@ -18,12 +18,14 @@ def plot_ladder(
     *,
     by: str = "architecture",
     nulls: Mapping[str, str] | None = None,
+    null_label: str = "clipped-covariance",
     read_at: int | None = None,
     title: str = "",
 ) -> plt.Figure:
     """One panel per column of ``quantities`` (column → axis label) of a ladder table with
     ``tokens``, ``seed`` and ``by`` columns. ``nulls`` maps a quantity to a column holding its
-    null level (drawn dashed); ``read_at`` marks the tokens the verdicts read (dotted)."""
+    null level (drawn dashed, named ``null_label`` in the legend); ``read_at`` marks the tokens the
+    verdicts read (dotted)."""
     missing = ({"tokens", "seed", by} | set(quantities) | set((nulls or {}).values())) - set(table.columns)
     if missing:
         raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
@@ -33,7 +35,7 @@ def plot_ladder(
             s = g.groupby("tokens")[col]
             ax.errorbar(s.mean().index, s.mean(), yerr=s.std(ddof=1), marker="o", capsize=3, color=f"C{i}", label=str(group))
         if nulls and col in nulls:
-            ax.axhline(table[nulls[col]].iloc[0], ls="--", color="k", lw=1, label="covariance null")
+            ax.axhline(table[nulls[col]].iloc[0], ls="--", color="k", lw=1, label=f"{null_label} null")
         if read_at is not None:
             ax.axvline(read_at, ls=":", color="grey", label="verdicts read here")
         ax.set_xscale("log", base=2)

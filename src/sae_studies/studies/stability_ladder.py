@@ -26,6 +26,7 @@ from ..analyses.convergence import Convergence, gate
 from ..ladder import train_ladder
 from ..study_config import Study01Config
 from .stability import GridCell, cell_spec, firing_counts, sae_config
+from .stability_nulls import CHOSEN_NULL
 from .verdicts import Verdict
 
 __all__ = ["QUANTITIES", "rung_rows", "lr_sweep", "ladder_table", "convergence", "gate_verdict", "gate_table"]
@@ -120,7 +121,8 @@ def lr_sweep(run, cfg: Study01Config, arch: str, acts, eval_x: torch.Tensor, pro
 
 def ladder_table(run, cfg: Study01Config, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(ladder, lr_table)``: the ladder rows (architecture, tokens, seed, lr and the quantities of
-    :func:`rung_rows`, with the covariance null of the same shape as ``null_*`` columns) and the
+    :func:`rung_rows`, with study 1's chosen null (`stability_nulls.CHOSEN_NULL`) of the same shape
+    as ``null_*`` columns) and the
     learning-rate sweep of every architecture."""
     from ..activations import hook_name
 
@@ -130,7 +132,7 @@ def ladder_table(run, cfg: Study01Config, progress: bool = True) -> tuple[pd.Dat
     cov = torch.cov(eval_x[:32768].double().T)
     n_features = cfg.analysis_expansion_factor * acts.d
     decs = seed_stability.null_decoders(
-        "covariance", len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0)
+        CHOSEN_NULL, len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0)
     )
     null = seed_stability.null_stability(decs, cfg.tau)
     rungs, rows, sweeps = _rungs(cfg), [], []
