@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import precision
+from .feed import row_batches
 from .lm import LoadedModel
 from .store import Artifact, Store
 
@@ -115,15 +116,9 @@ class ActivationSet:
 
 
 def _shuffled_batches(acts: np.ndarray, batch_size: int, rng: np.random.Generator, steps: float) -> Iterator[torch.Tensor]:
-    done = 0
-    while done < steps:
-        order = rng.permutation(len(acts))
-        for start in range(0, len(acts), batch_size):
-            if done >= steps:
-                return
-            # sorted rows read the memmap front to back; order within a batch does not matter
-            yield torch.from_numpy(acts[np.sort(order[start : start + batch_size])])
-            done += 1
+    """The rows of `feed.row_batches` (one permutation per pass, cut into sorted batches) as tensors."""
+    for rows in row_batches(len(acts), batch_size, rng, steps):
+        yield torch.from_numpy(acts[rows])
 
 
 def harvest(

@@ -50,24 +50,34 @@ def _skip_passes(per_pass: int, steps: float, start: int) -> tuple[int, int, flo
     return start // per_pass, start % per_pass, steps - start
 
 
-def row_batches(
-    n: int, batch_size: int, rng: np.random.Generator, steps: float = math.inf, start: int = 0
+def _cut_passes(
+    order_of_pass: Callable[[], np.ndarray], n: int, batch_size: int, steps: float, start: int
 ) -> Iterator[np.ndarray]:
-    """Sorted row numbers of each batch in today's order: per pass ``rng.permutation(n)`` cut into
-    consecutive batches of ``batch_size`` (which must divide ``n``); ``steps`` batches in all.
-    ``start`` skips that many batches of the stream (whole passes draw only their permutation)."""
+    """Sorted row numbers of consecutive batches of each pass's order (``order_of_pass()`` draws the
+    next pass's permutation of ``n``): ``steps`` batches in all, the first ``start`` skipped (whole
+    passes draw only their permutation, so the stream continues exactly where it stopped).
+    Sorted rows read a memmap front to back; order within a batch does not matter."""
     per_pass = n // batch_size
     whole, offset, left = _skip_passes(per_pass, steps, start)
     for _ in range(whole):
-        rng.permutation(n)
+        order_of_pass()
     while left > 0:
-        order = rng.permutation(n)
+        order = order_of_pass()
         for b in range(offset, per_pass):
             if left <= 0:
                 return
             yield np.sort(order[b * batch_size : (b + 1) * batch_size])
             left -= 1
         offset = 0
+
+
+def row_batches(
+    n: int, batch_size: int, rng: np.random.Generator, steps: float = math.inf, start: int = 0
+) -> Iterator[np.ndarray]:
+    """Sorted row numbers of each batch in today's order: per pass ``rng.permutation(n)`` cut into
+    consecutive batches of ``batch_size`` (which must divide ``n``); ``steps`` batches in all.
+    ``start`` skips that many batches of the stream (whole passes draw only their permutation)."""
+    return _cut_passes(lambda: rng.permutation(n), n, batch_size, steps, start)
 
 
 def block_order(n: int, block_rows: int, window_blocks: int, rng: np.random.Generator) -> np.ndarray:
@@ -94,18 +104,7 @@ def block_batches(
     pass, cut into consecutive batches); same ``steps`` / ``start`` meaning as :func:`row_batches`."""
     check_positive_int("shuffle_block_rows", block_rows)
     check_positive_int("shuffle_window_blocks", window_blocks)
-    per_pass = n // batch_size
-    whole, offset, left = _skip_passes(per_pass, steps, start)
-    for _ in range(whole):
-        block_order(n, block_rows, window_blocks, rng)
-    while left > 0:
-        order = block_order(n, block_rows, window_blocks, rng)
-        for b in range(offset, per_pass):
-            if left <= 0:
-                return
-            yield np.sort(order[b * batch_size : (b + 1) * batch_size])
-            left -= 1
-        offset = 0
+    return _cut_passes(lambda: block_order(n, block_rows, window_blocks, rng), n, batch_size, steps, start)
 
 
 def read_rows(acts: np.ndarray, idx: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
