@@ -66,7 +66,9 @@ def make_sae(d: int, device: str):
 
     cls, cfg_cls = get_sae_training_class("sparse_topk")
     torch.manual_seed(0)
-    sae = cls(cfg_cls(d_in=d, d_sae=8 * d, k=32, device=device))
+    from sae_studies.saes.sparse_topk import use_fast_bookkeeping
+
+    sae = use_fast_bookkeeping(cls(cfg_cls(d_in=d, d_sae=8 * d, k=32, device=device)))  # as train.build_training_sae
     return sae, torch.optim.Adam(sae.parameters(), lr=1e-4)
 
 

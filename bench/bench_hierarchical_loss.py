@@ -104,7 +104,9 @@ def step_worker(K: int, arch: str) -> dict:
     xs = [torch.randn(B, D, generator=g) for _ in range(3)]
     cls, cfg_cls = get_sae_training_class(arch)
     torch.manual_seed(0)
-    sae = cls(cfg_cls(d_in=D, d_sae=F, k=K))
+    from sae_studies.saes.sparse_topk import use_fast_bookkeeping
+
+    sae = use_fast_bookkeeping(cls(cfg_cls(d_in=D, d_sae=F, k=K)))  # as train.build_training_sae
     cfg = SAETrainerConfig(total_training_samples=B * 3, train_batch_size_samples=B, lr=1e-3, lr_end=1e-3)
     tr = SAETrainer(cfg, sae, data_provider=iter(xs))
     tr.step(xs[0])

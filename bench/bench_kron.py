@@ -65,7 +65,11 @@ def step_seconds(arch: str, d: int, F: int, batch: int, k: int, mn) -> float:
     spec = recipe.spec(F, k, 0, **({} if mn is None else {"m": mn[0], "n": mn[1]}))
     cls, cfg_cls = get_sae_training_class(recipe.training_class)
     torch.manual_seed(0)
-    sae = cls(cfg_cls(d_in=d, d_sae=F, k=k, aux_loss_coefficient=1 / 32, **dict(spec.extra)))
+    from sae_studies.saes.sparse_topk import use_fast_bookkeeping
+
+    sae = use_fast_bookkeeping(
+        cls(cfg_cls(d_in=d, d_sae=F, k=k, aux_loss_coefficient=1 / 32, **dict(spec.extra)))
+    )  # as train.build_training_sae
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(batch, d, generator=g) for _ in range(3)]
     cfg = SAETrainerConfig(total_training_samples=batch * 3, train_batch_size_samples=batch, lr=1e-3, lr_end=1e-3)

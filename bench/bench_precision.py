@@ -63,7 +63,11 @@ def sae_worker(d: int, F: int, k: int, steps: int, path: str, threads: int, devi
     train, held = data[:steps], data[steps:]
     cls, cfg_cls = get_sae_training_class("topk" if path == "saelens" else "sparse_topk")
     torch.manual_seed(0)
-    sae = cls(cfg_cls(d_in=d, d_sae=F, k=k, aux_loss_coefficient=1 / 32, device=device))
+    from sae_studies.saes.sparse_topk import use_fast_bookkeeping
+
+    sae = use_fast_bookkeeping(
+        cls(cfg_cls(d_in=d, d_sae=F, k=k, aux_loss_coefficient=1 / 32, device=device))
+    )  # as train.build_training_sae
     cfg = SAETrainerConfig(
         total_training_samples=BATCH * steps,
         train_batch_size_samples=BATCH,

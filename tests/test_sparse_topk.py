@@ -137,6 +137,8 @@ from sae_lens.registry import get_sae_training_class  # noqa: E402
 from sae_lens.saes.sae import TrainStepInput  # noqa: E402
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 
+from sae_studies.saes.sparse_topk import use_fast_bookkeeping  # noqa: E402
+
 
 def _make(arch: str, **kw):
     cls, cfg_cls = get_sae_training_class(arch)
@@ -328,3 +330,57 @@ def test_activation_hooks_fire_during_a_training_step(slow, fast):
     assert rel_err(seen[fast][0][1], seen[slow][0][1]) < 1e-5
     post = seen[fast][1][1]
     assert rel_err(post.to_dense() if post.is_sparse else post, seen[slow][1][1]) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "slow,fast", [("topk", "sparse_topk"), ("batchtopk", "sparse_batchtopk"), ("topk", "hierarchical_topk"), ("topk", "kron")]
+)
+@pytest.mark.parametrize("use_sparse", [False, True])
+def test_feature_acts_layout_follows_use_sparse_activations_like_saelens(slow, fast, use_sparse):
+    """SAELens' contract: dense feature_acts unless the config sets use_sparse_activations (then
+    sparse COO, for TopK); the fast classes follow it until use_fast_bookkeeping opts an instance
+    into COO."""
+    d, F, k = 16, 64, 4
+    x = torch.randn(32, d)
+    ref = _make(slow, d_in=d, d_sae=F, k=k, use_sparse_activations=use_sparse)
+    ref = ref.training_forward_pass(  # forward only: SAELens' sparse path has no CPU backward here
+        TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False)
+    )
+    out, _, fa = _step_grads(_make(fast, d_in=d, d_sae=F, k=k, use_sparse_activations=use_sparse), x, None)
+    # SAELens' BatchTopK ignores the flag (always dense); the fast class does the same
+    assert out.feature_acts.is_sparse == ref.feature_acts.is_sparse == (use_sparse and slow == "topk")
+    assert fa.shape == (32, F) and int((fa != 0).sum(-1).max()) <= k * (32 if fast == "sparse_batchtopk" else 1)
+    opted = use_fast_bookkeeping(_make(fast, d_in=d, d_sae=F, k=k, use_sparse_activations=use_sparse))
+    assert _step_grads(opted, x, None)[0].feature_acts.is_sparse
+    slow_sae = _make(slow, d_in=d, d_sae=F, k=k)
+    assert use_fast_bookkeeping(slow_sae) is slow_sae and not hasattr(slow_sae, "reuse_hidden_pre")  # left as it is
+
+
+@pytest.mark.parametrize("fast", ["sparse_topk", "sparse_batchtopk", "hierarchical_topk", "kron"])
+def test_hidden_pre_is_the_steps_own_tensor_unless_the_fast_bookkeeping_is_on(fast):
+    """By default a step's hidden_pre survives the next step (SAELens returns a fresh tensor);
+    use_fast_bookkeeping makes it the reused encoder buffer, which the next step overwrites."""
+    d, F, k = 16, 64, 4
+    x1, x2 = torch.randn(32, d), torch.randn(32, d)
+    sae = _make(fast, d_in=d, d_sae=F, k=k)
+    first = _step_grads(sae, x1, None)[0].hidden_pre
+    kept = first.clone()
+    second = _step_grads(sae, x2, None)[0].hidden_pre
+    assert torch.equal(first, kept) and second.data_ptr() != first.data_ptr()
+    use_fast_bookkeeping(sae)
+    first = _step_grads(sae, x1, None)[0].hidden_pre
+    kept = first.clone()
+    second = _step_grads(sae, x2, None)[0].hidden_pre
+    assert second.data_ptr() == first.data_ptr() and not torch.equal(first, kept)
+
+
+def test_train_builds_its_saes_with_the_fast_bookkeeping_and_saves_saelens_defaults(tmp_path):
+    """train.build_training_sae opts the instance in; the config (what is saved) keeps SAELens'
+    default use_sparse_activations=False."""
+    from sae_studies.config import SAEConfig
+    from sae_studies.saes import registry
+    from sae_studies.train import build_training_sae
+
+    sae = build_training_sae(registry.get("topk").spec(64, 4, 0), 16, SAEConfig(), steps=10)
+    assert sae.feature_acts_layout == "coo" and sae.reuse_hidden_pre
+    assert sae.cfg.use_sparse_activations is False

@@ -33,6 +33,7 @@ from .precision import resolve as resolve_precision
 from .precision import resolved_name as precision_name
 from .saes import registry
 from .saes.registry import SAESpec
+from .saes.sparse_topk import use_fast_bookkeeping
 from .store import Artifact, Store
 from .sweep import SAEJob  # a grid's unit of work: notebooks build `train.SAEJob`s for `run.train`
 
@@ -90,7 +91,9 @@ def build_training_sae(
     if unknown:
         raise ValueError(f"{spec.architecture}: unknown config field(s) {sorted(unknown)}; valid: {sorted(fields)}")
     torch.manual_seed(spec.seed)
-    sae = sae_cls(cfg_cls(**{k: v for k, v in values.items() if k in fields}))
+    # the fast path's bookkeeping (COO feature_acts, a reused hidden_pre buffer): set on this
+    # instance only, so saved SAEs keep SAELens' defaults
+    sae = use_fast_bookkeeping(sae_cls(cfg_cls(**{k: v for k, v in values.items() if k in fields})))
     if data_mean is not None:
         with torch.no_grad():
             sae.b_dec.copy_(data_mean)

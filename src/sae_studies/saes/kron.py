@@ -410,10 +410,10 @@ class KronTrainingSAE(_KronWeightsMixin, FastTopKMixin, TopKTrainingSAE):
     # ---- sparse training path -------------------------------------------------------------
     @torch.no_grad()
     def _sparse_pre(self, sae_in_nob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sae_in, pre)``: dense no-grad encoder forward into a buffer kept across steps, in
-        the compute dtype of the autocast context (:func:`encoder_preacts`)."""
+        """``(sae_in, pre)``: dense no-grad encoder forward (into a buffer kept across steps when
+        ``reuse_hidden_pre``), in the compute dtype of the autocast context (:func:`encoder_preacts`)."""
         sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
-        pre = encoder_preacts(self, "_pre_buffer", sae_in, self.W_enc, self.b_enc)
+        pre = encoder_preacts(self, self._buffer_name("_pre_buffer"), sae_in, self.W_enc, self.b_enc)
         return sae_in, self.hook_sae_acts_pre(pre)  # fires as in kron_pre (inference encode)
 
     def _pair_acts(self, pre: torch.Tensor, sae_in: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

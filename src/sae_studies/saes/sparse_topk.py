@@ -8,8 +8,15 @@ matmul ``x @ W_enc`` is dense: selection runs on the no-grad pre-activations, th
 values get their encoder gradient through :func:`selected_preacts`, and decoding /
 decoder gradients go through :func:`sparse_decode`. Weights, initialisation, saving
 (``save_inference_model`` -> plain SAELens "topk" / "jumprelu") and inference ``encode`` /
-``decode`` are inherited unchanged. ``feature_acts`` in the training output is a sparse COO
-tensor, coalesced (SAETrainer's firing bookkeeping accepts it and is cheapest on it).
+``decode`` are inherited unchanged.
+
+SAELens' contract holds by default: ``feature_acts`` in the training output is dense unless the
+config's ``use_sparse_activations`` is set (then a coalesced sparse COO tensor), and the returned
+``hidden_pre`` is a tensor of its own. :func:`use_fast_bookkeeping` (what ``train.train_sae`` and
+the ladder call) opts one SAE instance into the fast path's two differences: COO ``feature_acts``
+whatever the config says (SAETrainer's firing bookkeeping is cheapest on it) and ``hidden_pre``
+written into a ``[B, F]`` buffer reused by the next step. The opt-in lives on the instance, not in
+the config, so a saved SAE and its inference export are SAELens' own.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ __all__ = [
     "SparseBatchTopKTrainingSAEConfig",
     "SparseBatchTopKTrainingSAE",
     "batch_topk_select",
+    "use_fast_bookkeeping",
 ]
 
 
@@ -84,11 +92,20 @@ class FastTopKMixin:
     asks for it) and may override ``_reconstruction_loss``.
     """
 
-    #: layout of ``TrainStepOutput.feature_acts``: "coo" (coalesced sparse COO, default) or
-    #: "dense". SAETrainer's bookkeeping on COO runs ~40-80 ms on an idle 2-core machine at
+    #: layout of ``TrainStepOutput.feature_acts``: None follows ``cfg.use_sparse_activations`` as
+    #: SAELens does (False, its default: dense; True: coalesced sparse COO); "coo" or "dense"
+    #: force one. SAETrainer's bookkeeping on COO runs ~40-80 ms on an idle 2-core machine at
     #: B=4096, F=16384, k=64 (dense ~270 ms), but its internal sorts become slow (~0.3-0.5 s)
-    #: when the cores are oversubscribed; set "dense" on the class or instance to trade.
-    feature_acts_layout: str = "coo"
+    #: when the cores are oversubscribed. :func:`use_fast_bookkeeping` sets "coo".
+    feature_acts_layout: str | None = None
+    #: True: the encoder writes ``hidden_pre`` into a ``[B, F]`` buffer kept across steps and the
+    #: step returns that buffer, overwritten by the next step (a fresh tensor this large is
+    #: page-faulted anew on every CPU step: see ``dense_encoder.encoder_preacts``). False
+    #: (SAELens' contract): every step returns a tensor of its own.
+    reuse_hidden_pre: bool = False
+    #: whether SAELens' counterpart honours ``use_sparse_activations`` (its BatchTopK does not:
+    #: always dense)
+    follows_use_sparse_activations: bool = True
 
     cfg: Any
     W_enc: torch.nn.Parameter
@@ -109,13 +126,13 @@ class FastTopKMixin:
     def _fast_hidden_pre(self, sae_in_nob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense no-grad encoder forward: ``(sae_in, hidden_pre)``, hidden_pre rescaled.
 
-        ``hidden_pre`` is written into a ``[B, F]`` buffer kept across steps, so it is only
-        valid until the next training step (see :func:`encoder_preacts`), and it is in the
-        compute dtype of the autocast context (bfloat16 under a bfloat16 autocast; the selected
+        With ``reuse_hidden_pre``, ``hidden_pre`` is written into a ``[B, F]`` buffer kept across
+        steps, so it is only valid until the next training step (see :func:`encoder_preacts`). It
+        is in the compute dtype of the autocast context (bfloat16 under a bfloat16 autocast; the selected
         values are then recomputed in float32 by ``_exact_selected``).
         """
         sae_in = sae_in_nob - self.b_dec if self.cfg.apply_b_dec_to_input else sae_in_nob
-        hidden_pre = encoder_preacts(self, "_hidden_pre_buffer", sae_in, self.W_enc, self.b_enc)
+        hidden_pre = encoder_preacts(self, self._buffer_name("_hidden_pre_buffer"), sae_in, self.W_enc, self.b_enc)
         hidden_pre = self.hook_sae_acts_pre(hidden_pre)  # type: ignore[attr-defined]  # fires as in SAELens' encode
         if self.cfg.rescale_acts_by_decoder_norm:
             hidden_pre.mul_(self.W_dec.norm(dim=-1).to(hidden_pre.dtype))
@@ -223,13 +240,24 @@ class FastTopKMixin:
         auxk_loss = (recons - residual).pow(2).sum(dim=-1).mean()
         return self.cfg.aux_loss_coefficient * scale * auxk_loss
 
+    def _buffer_name(self, name: str) -> str | None:
+        """The attribute the encoder's ``[B, F]`` output is kept under, or None (a fresh tensor)."""
+        return name if self.reuse_hidden_pre else None
+
+    def _layout(self) -> str:
+        layout = self.feature_acts_layout
+        if layout is None:
+            sparse = self.follows_use_sparse_activations and getattr(self.cfg, "use_sparse_activations", False)
+            return "coo" if sparse else "dense"
+        if layout not in ("coo", "dense"):
+            raise ValueError(f"feature_acts_layout must be None, 'coo' or 'dense'; got {layout!r}")
+        return layout
+
     def _feature_acts(self, pattern: SparsePattern, acts: torch.Tensor, lead: tuple[int, ...] | None = None) -> torch.Tensor:
-        """``[N, d_sae]`` (or ``[*lead, d_sae]``) activations in ``feature_acts_layout``."""
+        """``[N, d_sae]`` (or ``[*lead, d_sae]``) activations in the layout :meth:`_layout` names."""
         lead = (pattern.n_rows,) if lead is None else tuple(lead)
-        if self.feature_acts_layout == "dense":
+        if self._layout() == "dense":
             return pattern.to_dense(acts.detach()).reshape(*lead, pattern.n_latents)
-        if self.feature_acts_layout != "coo":
-            raise ValueError(f"feature_acts_layout must be 'coo' or 'dense'; got {self.feature_acts_layout!r}")
         coo = pattern.to_sparse_coo(acts.detach())
         if len(lead) == 1:
             return coo
@@ -255,6 +283,16 @@ class FastTopKMixin:
         aux = self._fast_aux_loss(x, sae_out, hidden_pre, sae_in, step_input.dead_neuron_mask)
         losses = {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux}
         return self._step_output(x, sae_out, pattern, acts, hidden_pre, losses)
+
+
+def use_fast_bookkeeping(sae: Any) -> Any:
+    """Opt a training SAE of the fast path (any :class:`FastTopKMixin`) into its two departures
+    from SAELens' contract: COO ``feature_acts`` and a reused ``hidden_pre`` buffer (see the
+    module docstring); other SAEs are returned unchanged. Returns ``sae``."""
+    if hasattr(sae, "reuse_hidden_pre"):  # a FastTopKMixin (by attribute: a reloaded module makes a second class)
+        sae.feature_acts_layout = "coo"
+        sae.reuse_hidden_pre = True
+    return sae
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,6 +343,7 @@ class SparseBatchTopKTrainingSAE(FastTopKMixin, BatchTopKTrainingSAE):
     """SAELens ``BatchTopKTrainingSAE`` (threshold EMA, JumpReLU export) on the sparse path."""
 
     cfg: SparseBatchTopKTrainingSAEConfig  # type: ignore[assignment]
+    follows_use_sparse_activations = False  # SAELens' BatchTopK returns dense activations regardless
 
     def _select(self, hidden_pre: torch.Tensor) -> tuple[torch.Tensor, SparsePattern]:
         B, F = hidden_pre.shape

@@ -323,12 +323,14 @@ class EncoderPass:
     ):
         from sae_lens.registry import get_sae_training_class
 
+        from ..saes.sparse_topk import use_fast_bookkeeping
+
         recipe = registry.get(arch)
         spec = recipe.spec(d_sae, k, seed, **({} if mn is None else {"m": mn[0], "n": mn[1]}))
         sae_cls, cfg_cls = get_sae_training_class(recipe.training_class)
         torch.manual_seed(seed)
         self.arch, self.k = arch, k
-        self.sae = sae_cls(cfg_cls(d_in=d, d_sae=d_sae, k=k, **dict(spec.extra)))
+        self.sae = use_fast_bookkeeping(sae_cls(cfg_cls(d_in=d, d_sae=d_sae, k=k, **dict(spec.extra))))
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(batch, d, generator=g)
         self.w = torch.randn(batch * k, generator=g)
