@@ -68,9 +68,10 @@ smollm2:
 convergence:
 	$(MAKE) figures PROFILE=convergence NOTEBOOK="0[13]_*"
 
-## figures/FINDINGS.md: every study's verdicts, the embedded model and SmolLM2 side by side.
+## figures/FINDINGS.md (every study's verdicts, both models side by side) and the README's summary table, from the committed findings.
 findings: $(STAMP)
 	$(PY) -c "from pathlib import Path; from sae_studies.studies.verdicts import write_overview; print(write_overview(Path('figures')))"
+	$(PY) -c "from pathlib import Path; from sae_studies.studies.readme_summary import update_readme; print('README.md summary', 'rewritten' if update_readme(Path('README.md'), Path('figures')) else 'unchanged')"
 
 ## Lint (ruff check, ruff format --check), then pytest: unit tests and every notebook on smoke.
 test: $(STAMP)
