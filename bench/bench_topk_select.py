@@ -57,6 +57,29 @@ def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.float().sort(dim=-1).values, b.float().sort(dim=-1).values)
 
 
+def bench_size(B: int, F: int, k: int, repeats: int) -> list[tuple[str, float, float, bool]]:
+    """Each selection's median time at one size, its ratio to torch.topk float32, and whether it selects the same values."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, F, generator=g)
+    xb = x.bfloat16()
+    ref = x.topk(k, dim=-1, sorted=False).values
+    ref_b = xb.topk(k, dim=-1, sorted=False).values
+    rows = [("torch.topk float32", lambda: x.topk(k, dim=-1, sorted=False), True)]
+    rows.append(("torch.topk bfloat16", lambda: xb.topk(k, dim=-1, sorted=False), True))
+    for chunk in (512, 1024, 2048):
+        if F % chunk == 0:
+            ok = same_values(chunked_topk(xb, k, chunk)[0], ref_b)
+            rows.append((f"chunked {chunk} bfloat16", lambda c=chunk: chunked_topk(xb, k, c), ok))
+    ok = bool((threshold_mask(x, k).sum(-1) == k).all()) and same_values(x[threshold_mask(x, k)].view(B, k), ref)
+    rows.append(("kthvalue threshold + mask", lambda: threshold_mask(x, k), ok))
+    out, base = [], None
+    for name, fn, ok in rows:
+        ms = median_ms(fn, repeats)
+        base = base or ms
+        out.append((name, ms, ms / base, ok))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -66,24 +89,8 @@ def main() -> None:
     print(f"threads {args.threads}; load average {os.getloadavg()[0]:.2f} at start; times are medians of {args.repeats}")
     print(f"{'B':>5} {'F':>6} {'k':>3} | {'method':<26} {'ms':>8} {'vs topk f32':>11} | same selection")
     for B, F, k in SIZES:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(B, F, generator=g)
-        xb = x.bfloat16()
-        ref = x.topk(k, dim=-1, sorted=False).values
-        ref_b = xb.topk(k, dim=-1, sorted=False).values
-        rows = [("torch.topk float32", lambda: x.topk(k, dim=-1, sorted=False), True)]
-        rows.append(("torch.topk bfloat16", lambda: xb.topk(k, dim=-1, sorted=False), True))
-        for chunk in (512, 1024, 2048):
-            if F % chunk == 0:
-                ok = same_values(chunked_topk(xb, k, chunk)[0], ref_b)
-                rows.append((f"chunked {chunk} bfloat16", lambda c=chunk: chunked_topk(xb, k, c), ok))
-        ok = bool((threshold_mask(x, k).sum(-1) == k).all()) and same_values(x[threshold_mask(x, k)].view(B, k), ref)
-        rows.append(("kthvalue threshold + mask", lambda: threshold_mask(x, k), ok))
-        base = None
-        for name, fn, ok in rows:
-            ms = median_ms(fn, args.repeats)
-            base = base or ms
-            print(f"{B:>5} {F:>6} {k:>3} | {name:<26} {ms:>8.1f} {ms / base:>10.2f}x | {ok}")
+        for name, ms, ratio, ok in bench_size(B, F, k, args.repeats):
+            print(f"{B:>5} {F:>6} {k:>3} | {name:<26} {ms:>8.1f} {ratio:>10.2f}x | {ok}")
     print(f"load average {os.getloadavg()[0]:.2f} at end, {os.cpu_count()} cores")
 
 
