@@ -47,11 +47,11 @@ figures: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
 	  printf '== %s (%s)\n' "$$nb" '$(PROFILE)$(if $(OVERRIDES), with overrides $(OVERRIDES))'; start=$$(date +%s); \
 	  log=$(CACHE_LOG); seen=$$(cat $$log 2>/dev/null | wc -l); \
-	  SAE_STUDIES_PUBLISH=$(if $(OVERRIDES),0,1) $(PY) -m papermill "$$nb" "$(BUILD)/$$(basename $$nb)" -k $(KERNEL) \
+	  SAE_STUDIES_PUBLISH=$(if $(OVERRIDES),0,1) SAE_STUDIES_STAGE=$$(basename $$nb .ipynb) $(PY) -m papermill "$$nb" "$(BUILD)/$$(basename $$nb)" -k $(KERNEL) \
 	    -p profile $(PROFILE) $(if $(OVERRIDES),-p overrides '$(OVERRIDES)') --cwd notebooks --progress-bar; rc=$$?; \
 	  tail -n +$$((seen + 1)) $$log 2>/dev/null | sed 's/^/   cache: /'; \
 	  [ $$rc -eq 0 ] || exit $$rc; \
-	  $(if $(OVERRIDES),,$(PY) -m sae_studies.publish $(PROFILE) "$(BUILD)/$$(basename $$nb)" &&) \
+	  $(if $(OVERRIDES),,SAE_STUDIES_STAGE=$$(basename $$nb .ipynb) $(PY) -m sae_studies.publish $(PROFILE) "$(BUILD)/$$(basename $$nb)" &&) \
 	  echo "   $$(( $$(date +%s) - start )) s"; \
 	done
 

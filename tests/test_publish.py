@@ -68,6 +68,29 @@ def test_a_new_publishing_run_starts_from_an_empty_stage(checkout, monkeypatch):
     assert not (stage / "left_by_a_failed_run.png").exists()
 
 
+def test_two_notebooks_of_one_profile_stage_apart(checkout, monkeypatch, tmp_path):
+    """As two `make figures` of one profile at once: the second neither clears the first's
+    stage when it starts nor publishes the first's files when it ends."""
+    monkeypatch.setenv(config.PUBLISH_ENV, "1")
+    monkeypatch.setenv(config.STAGE_ENV, "03_a")
+    first = pipeline.start("default")
+    _figure(first, "03_first")
+    first_stage = first.profile.figures_dir
+    monkeypatch.setenv(config.STAGE_ENV, "04_b")
+    second = pipeline.start("default")
+    _figure(second, "04_second")
+    (tmp_path / "04_b.ipynb").write_text("{}")
+    publish("default", tmp_path / "04_b.ipynb")
+    assert (checkout / "figures" / "04_second.png").exists() and not (checkout / "figures" / "03_first.png").exists()
+    assert (first_stage / "03_first.png").exists() and first_stage.name == "03_a"
+    monkeypatch.setenv(config.STAGE_ENV, "03_a")
+    publish("default")
+    assert (checkout / "figures" / "03_first.png").exists()
+    monkeypatch.setenv(config.STAGE_ENV, "../x")
+    with pytest.raises(ValueError, match="SAE_STUDIES_STAGE"):
+        _ = config.load_profile("default").staging_dir
+
+
 def test_findings_record_profile_overrides_and_commit(checkout):
     from sae_studies.studies.verdicts import Verdict
 

@@ -43,6 +43,9 @@ EMBEDDED_MODEL = "embedded"
 COMMITTED_PROFILES = ("smollm2", "convergence")
 #: Set to 1 by `make figures` (and its siblings): this run may publish into the committed figures.
 PUBLISH_ENV = "SAE_STUDIES_PUBLISH"
+#: Set by `make figures` to the notebook's name: each notebook stages into a folder of its own, so
+#: two notebooks of one profile running at once neither clear nor publish each other's files.
+STAGE_ENV = "SAE_STUDIES_STAGE"
 
 
 def repo_root() -> Path:
@@ -236,8 +239,14 @@ class Profile:
 
     @property
     def staging_dir(self) -> Path:
-        """Where a publishing run writes, until `publish.py` moves it into the committed figures."""
-        return self.root / "build" / "publish" / self.name
+        """Where a publishing run writes, until `publish.py` moves it into the committed figures:
+        `build/publish/<profile>/<notebook>/` under `make figures` (:data:`STAGE_ENV`), else
+        `build/publish/<profile>/`."""
+        stage = self.root / "build" / "publish" / self.name
+        name = os.environ.get(STAGE_ENV, "")
+        if "/" in name or name in (".", ".."):
+            raise ValueError(f"{STAGE_ENV} must name one folder (a notebook's name); got {name!r}")
+        return stage / name if name else stage
 
     @property
     def figures_dir(self) -> Path:
