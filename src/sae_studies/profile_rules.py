@@ -356,6 +356,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "absorption_f1_jump": PROB,
         "absorption_min_probe_f1": PROB,
         "absorption_min_words": POS,
+        "handle_subspace_cosine": OPEN_UNIT,
+        "handle_scales": both(increasing(0), above(0)),
         "threads": POS,
     },
 }

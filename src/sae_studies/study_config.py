@@ -532,5 +532,13 @@ class Study06Config:
     """Absorption: letters whose LM probe F1 is below this are left out (SAEBench's min_GT_probe_f1)."""
     absorption_min_words: int = 5
     """Absorption: letters with fewer test words than this are left out."""
+    handle_subspace_cosine: float = 0.5
+    """Steering handles (`studies/architectures_steering.py`): the unstable subspace handle averages
+    the unstable pick's decoder row with every live unstable latent of every study-5 seed whose
+    decoder row has cosine ≥ this with it (flow graphs' residual threshold, 0.5)."""
+    handle_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    """Steering handles: strengths s (× the median residual norm at study 5's steering layer, as
+    study 5's constant single-layer schedule) at which every handle is steered; a handle's score is
+    its mean combined score over these strengths, prompts and samples."""
     threads: int | None = 1
     """torch threads for this notebook (None: torch's default); see Study01Config.threads."""
