@@ -128,7 +128,7 @@ class Handles:
     steer_layer: int
 
 
-def steer_handles(run, progress: bool = True) -> Handles:
+def steer_handles(run) -> Handles:
     """The whole experiment of the module docstring on the run's profile."""
     P, C, S = run.profile, run.profile.study05, run.profile.study06
     model = run.model
@@ -186,12 +186,12 @@ def steer_handles(run, progress: bool = True) -> Handles:
                     }
                 )
     norm = float(acts.tensor(65_536).norm(dim=1).median())
-    scored = _generate(run, directions, sl, norm, progress)
+    scored = _generate(run, directions, sl, norm)
     counts = pd.DataFrame([{"seed": s, **pd.Series(classes[s]).value_counts().to_dict()} for s in seeds]).fillna(0)
     return Handles(counts, pd.DataFrame(picks), scored, norm, sl)
 
 
-def _generate(run, directions: Mapping[tuple, Tensor], layer: int, norm: float, progress: bool) -> pd.DataFrame:
+def _generate(run, directions: Mapping[tuple, Tensor], layer: int, norm: float) -> pd.DataFrame:
     """Generate and score every (theme, seed, handle, s) on study 5's prompts, plus one unsteered
     baseline per theme (handle "none", s = 0)."""
     P, C, S = run.profile, run.profile.study05, run.profile.study06
