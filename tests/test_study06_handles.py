@@ -15,17 +15,20 @@ from sae_studies.studies import architectures_plots as AP
 from sae_studies.studies import architectures_steering as AS
 
 
-def _pairs(d1, d2, stable=0.3):
+def _pairs(d1, d2, stable=0.3, unsteered=0.1):
     d1, d2 = np.asarray(d1, float), np.asarray(d2, float)
+    noise = 0.01 * np.sin(np.arange(len(d1)))  # the stable handles' gains over the baseline vary a little
     return pd.DataFrame(
         {
             "theme": [f"t{i}" for i in range(len(d1))],
             "sae_seed": 0,
-            "stable": stable,
-            "unstable": stable - d1,
-            "unstable subspace": stable - d2,
+            "stable": stable + noise,
+            "unstable": stable + noise - d1,
+            "unstable subspace": stable + noise - d2,
             "d1": d1,
             "d2": d2,
+            "unsteered": unsteered,
+            "steer": stable + noise - unsteered,
         }
     )
 
@@ -61,6 +64,16 @@ def test_rule_holm_turns_two_marginal_decisions_inconclusive():
     worse, same = AS.handle_verdicts(_pairs([0.1, 0.005, 0.05, 0.09, 0.03], [-0.05, 0.045, -0.02, 0.01, 0.0]))
     assert worse.interval[0] > 0 and same.interval[1] < AS.EQUIVALENCE_MARGIN
     assert worse.outcome == "inconclusive" and same.outcome == "inconclusive"
+
+
+def test_rule_inconclusive_when_the_stable_handles_do_not_steer():
+    """The same clear differences as the agreeing case, but the stable handle does not beat the
+    unsteered baseline: nothing steers, so nothing is decided."""
+    worse, same = AS.handle_verdicts(_pairs([0.20, 0.22, 0.19, 0.21], [0.00, 0.01, -0.01, 0.005], unsteered=0.3))
+    assert worse.outcome == "inconclusive" and same.outcome == "inconclusive"
+    assert "do not steer" in worse.ours and worse.interval[0] > 0  # the interval itself still decides
+    steering, _ = AS.handle_verdicts(_pairs([0.20, 0.22, 0.19, 0.21], [0.00, 0.01, -0.01, 0.005]))
+    assert "the stable handles steer" in steering.ours
 
 
 def test_rule_untested_with_fewer_than_three_pairs():
@@ -125,6 +138,9 @@ def test_pair_table_and_figure():
     pairs = AS.pair_table(scored)
     assert len(pairs) == 4 and set(pairs.columns) >= {"theme", "sae_seed", *AS.HANDLES, "d1", "d2"}
     assert np.allclose(pairs.d1, 0.2) and np.allclose(pairs.d2, 0.05)
+    # steer = stable − the theme's unsteered mean: 0.3 + 0.01 · seed + 0.01 (mean over prompts)
+    assert np.allclose(pairs.steer, 0.31 + 0.01 * pairs.sae_seed)
+    assert list(AS.pair_table(scored, judge_ceiling=0.15).theme.unique()) == ["limerick"]
     summary = AS.handle_summary(scored)
     assert set(summary.handle) == {"none", *AS.HANDLES} and (summary.combined_ci >= 0).all()
     fig = AP.steering_handles(summary, pairs, ["limerick", "startrek", "zippy"], AS.EQUIVALENCE_MARGIN, (0.5, 2.0))

@@ -39,6 +39,13 @@ decided outcome whose adjusted p ≥ 0.05 becomes inconclusive).
   "below")`` — agrees when the whole interval lies below the margin (the subspace is at most
   0.05 worse than the stable feature, or better), disagrees when it lies above it.
 
+Premise (added before the rule met any real profile's numbers, after the smoke run showed handles
+that do not steer at all, where the margin makes "as well" trivially true): the comparison means
+something only where the stable handle steers. Only themes whose unsteered theme score is below
+``study05.judge_ceiling`` take part (as in study 5), and the paired gain of the stable handle over
+the unsteered baseline, ``steer`` = score(stable) − score(unsteered), must have a t interval above 0;
+where it does not, a decided outcome becomes inconclusive.
+
 Fewer than ``MIN_PAIRS`` pairs: untested.
 """
 
@@ -237,10 +244,17 @@ def _generate(run, directions: Mapping[tuple, Tensor], layer: int, norm: float) 
     return sf.score_generations(jobs, conts, prompt_ids, clf, model, anchors, tok, C)
 
 
-def pair_table(scored: pd.DataFrame) -> pd.DataFrame:
+def pair_table(scored: pd.DataFrame, judge_ceiling: float | None = None) -> pd.DataFrame:
     """Per (theme, SAE seed): each handle's mean combined score (over prompts × samples ×
-    strengths), ``d1`` = stable − unstable and ``d2`` = stable − unstable subspace; only pairs
-    where all three handles were steered."""
+    strengths), ``d1`` = stable − unstable, ``d2`` = stable − unstable subspace, the theme's
+    ``unsteered`` combined score and ``steer`` = stable − unsteered; only pairs where all three
+    handles were steered and, with ``judge_ceiling``, only themes whose unsteered theme score is
+    below it."""
+    base = (
+        scored[scored["handle"] == "none"]
+        .groupby("theme")
+        .agg(unsteered=("combined", "mean"), unsteered_theme=("theme_score", "mean"))
+    )
     steered = scored[scored["handle"].isin(HANDLES)]
     wide = steered.pivot_table(index=["theme", "sae_seed"], columns="handle", values="combined", aggfunc="mean")
     wide = wide.reindex(columns=list(HANDLES)).dropna().reset_index()
@@ -248,6 +262,10 @@ def pair_table(scored: pd.DataFrame) -> pd.DataFrame:
     wide["sae_seed"] = wide["sae_seed"].astype(int)
     wide["d1"] = wide["stable"] - wide["unstable"]
     wide["d2"] = wide["stable"] - wide["unstable subspace"]
+    wide = wide.join(base, on="theme")
+    wide["steer"] = wide["stable"] - wide["unsteered"]
+    if judge_ceiling is not None:
+        wide = wide[wide["unsteered_theme"] < judge_ceiling].reset_index(drop=True)
     return wide
 
 
@@ -297,6 +315,17 @@ def handle_verdicts(pairs: pd.DataFrame, picks: pd.DataFrame | None = None, mode
                 ours += f"; subspace members {picks[picks.handle == other].members.mean():.1f} on average"
         found.append(Verdict(claim, paper, ours, decide(interval, threshold, side), rule, statistic=mean, interval=interval, n=n))
         pvals.append(t_pvalue(d, threshold, "two-sided"))
+    premise = _premise(pairs)
+    if premise is not None:
+        holds, text = premise
+        found = [
+            dataclasses.replace(
+                v,
+                ours=f"{v.ours}; premise: {text}",
+                outcome=v.outcome if holds or v.outcome not in ("agrees", "disagrees") else "inconclusive",
+            )
+            for v in found
+        ]
     tested = [p for p in pvals if p is not None]
     adjusted = iter(holm(tested)) if tested else iter(())
     for i, p in enumerate(pvals):
@@ -306,6 +335,20 @@ def handle_verdicts(pairs: pd.DataFrame, picks: pd.DataFrame | None = None, mode
         outcome = "inconclusive" if v.outcome in ("agrees", "disagrees") and adj >= 0.05 else v.outcome
         found[i] = dataclasses.replace(v, outcome=outcome, ours=f"{v.ours}; Holm-adjusted p = {adj:.3f}")
     return found
+
+
+def _premise(pairs: pd.DataFrame) -> tuple[bool, str] | None:
+    """Whether the stable handles steer (paired gain over the unsteered baseline, t interval
+    above 0), with its text; None with fewer than ``MIN_PAIRS`` pairs."""
+    d = pairs["steer"].to_numpy(float) if "steer" in pairs else np.array([])
+    if np.isfinite(d).sum() < MIN_PAIRS:
+        return None
+    mean, (lo, hi), n = t_interval(d)
+    holds = decide((lo, hi), 0.0, "above") == "agrees"
+    return holds, (
+        f"stable − unsteered {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={n}): "
+        + ("the stable handles steer" if holds else "the stable handles do not steer, so no comparison is decided")
+    )
 
 
 def handle_summary(scored: pd.DataFrame) -> pd.DataFrame:
