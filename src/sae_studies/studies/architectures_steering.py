@@ -73,6 +73,11 @@ HANDLES = ("stable", "unstable", "unstable subspace")
 EQUIVALENCE_MARGIN = 0.05
 #: Fewer (theme, seed) pairs than this: the rule says untested.
 MIN_PAIRS = 3
+#: The rule's premise, as the findings table states it.
+PREMISE = (
+    "premise: only themes whose unsteered theme score is below study05.judge_ceiling, and the stable handles steer "
+    "(stable − unsteered, paired, t interval above 0); otherwise inconclusive"
+)
 
 __all__ = [
     "HANDLES",
@@ -281,7 +286,8 @@ def handle_verdicts(pairs: pd.DataFrame, picks: pd.DataFrame | None = None, mode
             "above",
             "unstable",
             "paired per (theme, SAE seed): d1 = combined score (theme × coherence) of the stable handle − the unstable "
-            f"one; 95 % t interval above 0 (Holm over the 2 handle comparisons); fewer than {MIN_PAIRS} pairs: untested",
+            f"one; 95 % t interval above 0 (Holm over the 2 handle comparisons); fewer than {MIN_PAIRS} pairs: untested; "
+            + PREMISE,
         ),
         (
             "unstable features steer as well as stable ones once their low-rank subspace is used",
@@ -291,7 +297,8 @@ def handle_verdicts(pairs: pd.DataFrame, picks: pd.DataFrame | None = None, mode
             "unstable subspace",
             "paired per (theme, SAE seed): d2 = combined score of the stable handle − the unstable subspace's (unit mean of "
             "the live unstable rows of every seed within the cosine threshold of the pick); 95 % t interval below the "
-            f"margin +{EQUIVALENCE_MARGIN} (non-inferiority; Holm over the 2 comparisons); fewer than {MIN_PAIRS} pairs: untested",
+            f"margin +{EQUIVALENCE_MARGIN} (non-inferiority; Holm over the 2 comparisons); fewer than {MIN_PAIRS} pairs: untested; "
+            + PREMISE,
         ),
     ]
     found, pvals = [], []
