@@ -30,7 +30,7 @@ GAP = "ΔEV"
 QUANTITIES = {
     "EV topk": "EV, TopK trained at k",
     f"EV {HIERARCHICAL}": "EV, HierarchicalTopK at k",
-    GAP: "ΔEV hierarchical − TopK at k",
+    GAP: "ΔEV, hierarchical − TopK",
 }
 """Columns of :func:`gaps` that the ladder figure and gate table show, with their labels."""
 
