@@ -249,3 +249,14 @@ def test_checks_name_the_ladder_settings():
         K.check_config(dataclasses.replace(p.study04, convergence_tokens=(4096, 2048)), p.lm.d_model, p.activations.n_tokens)
     with pytest.raises(ValueError, match=r"study04.convergence_seeds must be ≥ 2|at least 2 distinct"):
         load_profile("smoke", {"study04.convergence_seeds": [0]})
+
+
+def test_plot_ladder_draws_a_gap_table_by_k_with_a_zero_line():
+    from sae_studies.studies import ladder_plots
+
+    gap = planted({2: LEVEL, 8: MOVING}, by="k", column="ΔEV").assign(**{"EV topk": 0.5, f"EV {H.HIERARCHICAL}": 0.5})
+    fig = ladder_plots.plot_ladder(gap, HL.QUANTITIES, by="k", group_label="k = {}", reference={HL.GAP: 0.0}, read_at=131072)
+    assert len(fig.axes) == len(HL.QUANTITIES) and len(fig.axes[-1].containers) == 2  # one line per k
+    labels = fig.axes[-1].get_legend_handles_labels()[1]
+    assert "k = 2" in labels and "k = 8" in labels
+    assert any(list(line.get_ydata()) == [0.0, 0.0] for line in fig.axes[-1].lines)  # the reference level
