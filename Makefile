@@ -64,9 +64,9 @@ smoke:
 smollm2:
 	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[013456]_*"
 
-## The training-length sweeps of studies 1 and 3 (embedded model), figures in figures/convergence/.
+## The training-length sweeps and ladders of studies 1, 3 and 4 (embedded model), figures in figures/convergence/.
 convergence:
-	$(MAKE) figures PROFILE=convergence NOTEBOOK="0[13]_*"
+	$(MAKE) figures PROFILE=convergence NOTEBOOK="0[134]_*"
 
 ## figures/FINDINGS.md (every study's verdicts, both models side by side) and the README's summary table, from the committed findings.
 findings: $(STAMP)

@@ -156,7 +156,7 @@ def check_studies(profile: Profile) -> None:
     try:
         profile_checks.check_layers(profile, n_layers)
         stability.check(profile.study01, n_layers)
-        hierarchical.check(profile.study03, profile.study03.expansion_factor * d_model, n_layers)
+        hierarchical.check(profile.study03, profile.study03.expansion_factor * d_model, n_layers, profile.activations.batch_size)
         kron.check_config(profile.study04, d_model, profile.activations.n_tokens)
         flow.check_study05(profile.study05, n_layers, profile.sae.k, d_model, profile.corpus.source)
         architectures.check(profile.study06, d_model, n_layers)

@@ -153,6 +153,18 @@ class Study03Config:
     does HierarchicalTopK reach the TopK front when trained longer? () skips it. The
     `convergence` profile runs it and writes figures/convergence/03_budget_sweep.csv, which the
     default profile's notebook reads (the same model)."""
+    convergence_tokens: tuple[int, ...] = ()
+    """Rungs of study 3's token-budget ladder (tokens per SAE, strictly increasing multiples of
+    activations.batch_size; doublings, so the convergence gate reads the last doubling). () skips
+    it. Per seed of `convergence_seeds`, one warmup-stable-decay run (`sae_studies.ladder`) of TopK
+    at each k of `ks` and of HierarchicalTopK at K = max(ks): about (1 + ladder_decay_fraction) ×
+    the top rung's tokens per ladder. The `convergence` profile runs it and writes
+    figures/convergence/03_ladder.csv, which the default notebook reads to gate the Pareto verdict
+    on the gap ΔEV = hierarchical@k − TopK@k at `train_tokens` (so include rungs up to it)."""
+    convergence_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the ladder (at least 2: the gate compares the last doubling with the seed spread)."""
+    ladder_decay_fraction: float = 0.2
+    """Share of each rung's steps spent on its decay branch (learning rate linearly to 0), in (0, 1)."""
     baselines: tuple[str, ...] = ("topk", "batchtopk", "multi_topk", "matryoshka_batchtopk")
     """Architectures trained separately at each k of the grid."""
     reduced_baselines: tuple[str, ...] = ("matryoshka_batchtopk",)
@@ -318,6 +330,19 @@ class Study04Config:
     profile's 8e-4 (see Study01Config.lr); equal for both architectures."""
     convergence_multiples: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     """Budget multiples of the EV-vs-tokens curve (must include 1.0)."""
+    convergence_tokens: tuple[int, ...] = ()
+    """Rungs of study 4's token-budget ladder (tokens per SAE, strictly increasing multiples of
+    `batch_size`; doublings, so the convergence gate reads the last doubling). () skips it. Per
+    seed of `convergence_seeds`, one warmup-stable-decay run (`sae_studies.ladder`) of TopK and one
+    of KronSAE `main_mn` (mAND) at `sweep_expansion_factor`, with the study's k and lr: about
+    (1 + ladder_decay_fraction) × the top rung's tokens per ladder. The `convergence` profile runs
+    it and writes figures/convergence/04_ladder.csv, which the default notebook reads to gate the
+    equal-tokens verdict on the paired gap EV(KronSAE) − EV(TopK) at `train_tokens` (so include
+    rungs up to it)."""
+    convergence_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the ladder (at least 2: the gate compares the last doubling with the seed spread)."""
+    ladder_decay_fraction: float = 0.2
+    """Share of each rung's steps spent on its decay branch (learning rate linearly to 0), in (0, 1)."""
     n_ce_tokens: int = 8_192
     """Validation tokens (a multiple of lm.n_ctx) for loss recovered with the SAE spliced in."""
     n_top: int = 32
@@ -532,5 +557,13 @@ class Study06Config:
     """Absorption: letters whose LM probe F1 is below this are left out (SAEBench's min_GT_probe_f1)."""
     absorption_min_words: int = 5
     """Absorption: letters with fewer test words than this are left out."""
+    handle_subspace_cosine: float = 0.5
+    """Steering handles (`studies/architectures_steering.py`): the unstable subspace handle averages
+    the unstable pick's decoder row with every live unstable latent of every study-5 seed whose
+    decoder row has cosine ≥ this with it (flow graphs' residual threshold, 0.5)."""
+    handle_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    """Steering handles: strengths s (× the median residual norm at study 5's steering layer, as
+    study 5's constant single-layer schedule) at which every handle is steered; a handle's score is
+    its mean combined score over these strengths, prompts and samples."""
     threads: int | None = 1
     """torch threads for this notebook (None: torch's default); see Study01Config.threads."""

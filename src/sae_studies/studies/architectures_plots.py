@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analyses.intervals import t_interval
+
 #: (column, label, higher is better) of the heat-map table, in reading order.
 HEATMAP_METRICS = (
     ("explained_variance", "EV", True),
@@ -87,4 +89,61 @@ def stability_bars(summary: pd.DataFrame, null: float | None = None, untested: S
     a2.set_xlim(max(0.0, lo - 0.05), 1.0)
     fig.suptitle("Seed stability by architecture, at matched L0 and dictionary size (grey: collapsed, untested)")
     fig.tight_layout()
+    return fig
+
+
+def steering_handles(
+    summary: pd.DataFrame, pairs: pd.DataFrame, themes: Sequence[str], margin: float, scales: Sequence[float] = ()
+) -> plt.Figure:
+    """06_steering_handles: per theme one panel, the combined score (theme × coherence, mean over
+    prompts × samples × strengths) of each handle — stable feature, unstable feature, unstable
+    subspace — one line per SAE seed (the pairs the rule compares) with its 95 % interval over
+    generations; dotted: the unsteered baseline. Last panel: the paired differences d1 = stable −
+    unstable and d2 = stable − subspace over every (theme, seed), with their 95 % t intervals,
+    0 and the non-inferiority margin of d2 (dashed)."""
+    from .architectures_steering import HANDLES
+
+    themes = [t for t in themes if t in set(summary.theme)]
+    fig, axes = plt.subplots(1, len(themes) + 1, figsize=(3.0 * (len(themes) + 1) + 0.6, 3.9), squeeze=False)
+    axes = axes[0]
+    seeds = sorted(s for s in summary.sae_seed.dropna().unique())
+    x = np.arange(len(HANDLES))
+    for ax, theme in zip(axes, themes):
+        part = summary[summary.theme == theme]
+        base = part[part.handle == "none"]
+        if len(base):
+            ax.axhline(float(base.combined.mean()), color="grey", ls=":", lw=1.2, label="unsteered")
+        for i, seed in enumerate(seeds):
+            cur = part[part.sae_seed == seed].set_index("handle").reindex(list(HANDLES))
+            if cur.combined.isna().all():
+                continue
+            dx = (i - (len(seeds) - 1) / 2) * 0.08
+            ax.errorbar(
+                x + dx, cur.combined, yerr=cur.combined_ci, marker="o", capsize=3, color=f"C{i}", label=f"SAE seed {int(seed)}"
+            )
+        ax.set_xticks(x, ["stable\nfeature", "unstable\nfeature", "unstable\nsubspace"], fontsize=8)
+        ax.set_xlim(-0.4, len(HANDLES) - 0.6)
+        ax.set_title(theme)
+    axes[0].set_ylabel("combined score = theme × coherence")
+    ax = axes[-1]
+    for j, col in enumerate(("d1", "d2")):
+        d = pairs[col].to_numpy(float) if col in pairs else np.array([])
+        d = d[np.isfinite(d)]
+        ax.plot(np.full(len(d), j) + np.linspace(-0.12, 0.12, len(d)), d, "o", color="0.6", ms=4)
+        if len(d) >= 2:
+            mean, (lo, hi), _ = t_interval(d)
+            ax.errorbar([j + 0.25], [mean], yerr=[[mean - lo], [hi - mean]], fmt="s", color="k", capsize=4)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.hlines(margin, 0.6, 1.5, color="C2", ls="--", lw=1.5)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, -0.2 * margin), max(hi, 1.4 * margin))
+    ax.set_xticks([0, 1], ["d1 = stable −\nunstable", "d2 = stable −\nsubspace"], fontsize=8)
+    ax.set_xlim(-0.5, 1.6)
+    ax.set_ylabel("paired difference in combined score")
+    ax.set_title(f"all {len(pairs)} (theme, seed) pairs\nblack: 95 % t interval\ndashed: d2's margin +{margin:g}", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.45, -0.01))
+    at = f" at s = {', '.join(f'{s:g}' for s in scales)} × median residual norm" if len(scales) else ""
+    fig.suptitle(f"Steering handles{at}\nmean over prompts × samples × strengths; 95 % intervals over generations", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig

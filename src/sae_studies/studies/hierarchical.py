@@ -29,8 +29,9 @@ HIERARCHICAL = "hierarchical_topk"
 CUT = "topk@K cut to k"
 
 
-def check(cfg: Study03Config, d_sae: int, n_layers: int) -> list[int]:
-    """Fail early on a configuration that cannot run; returns the sorted k grid."""
+def check(cfg: Study03Config, d_sae: int, n_layers: int, batch_size: int | None = None) -> list[int]:
+    """Fail early on a configuration that cannot run; returns the sorted k grid. ``batch_size``
+    (activations.batch_size, the rows per training step) checks the ladder's rungs against it."""
     ks = check_sorted_ints("study03.ks", cfg.ks, 1, d_sae)
     if not set(cfg.reduced_ks) <= set(ks):
         raise ValueError(f"study03.reduced_ks {list(cfg.reduced_ks)} must be a subset of study03.ks {ks}")
@@ -46,6 +47,10 @@ def check(cfg: Study03Config, d_sae: int, n_layers: int) -> list[int]:
     for t in cfg.budget_sweep:
         if t <= 0:
             raise ValueError(f"study03.budget_sweep must hold positive token counts; got {list(cfg.budget_sweep)}")
+    if cfg.convergence_tokens:
+        from .budget_ladders import check_ladder
+
+        check_ladder("study03", cfg, batch_size)
     return ks
 
 

@@ -145,6 +145,10 @@ def check_config(cfg: Study04Config, d: int, n_tokens: int) -> None:
         raise ValueError(f"study04.convergence_multiples must be positive and include 1.0; got {list(cfg.convergence_multiples)}")
     if cfg.train_tokens < cfg.batch_size:
         raise ValueError(f"study04.train_tokens={cfg.train_tokens} is smaller than one batch ({cfg.batch_size})")
+    if cfg.convergence_tokens:
+        from .budget_ladders import check_ladder
+
+        check_ladder("study04", cfg, cfg.batch_size)
 
 
 def grid(cfg: Study04Config, d: int) -> list[Variant]:

@@ -21,11 +21,14 @@ def plot_ladder(
     null_label: str = "clipped-covariance",
     read_at: int | None = None,
     title: str = "",
+    group_label: str = "{}",
+    reference: Mapping[str, float] | None = None,
 ) -> plt.Figure:
     """One panel per column of ``quantities`` (column → axis label) of a ladder table with
     ``tokens``, ``seed`` and ``by`` columns. ``nulls`` maps a quantity to a column holding its
     null level (drawn dashed, named ``null_label`` in the legend); ``read_at`` marks the tokens the
-    verdicts read (dotted)."""
+    verdicts read (dotted). ``group_label`` formats each group's legend entry (e.g. "k = {}");
+    ``reference`` maps a quantity to a level drawn as a thin grey line (e.g. 0 for a gap)."""
     missing = ({"tokens", "seed", by} | set(quantities) | set((nulls or {}).values())) - set(table.columns)
     if missing:
         raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
@@ -33,7 +36,17 @@ def plot_ladder(
     for ax, (col, label) in zip(axes[0], quantities.items()):
         for i, (group, g) in enumerate(table.groupby(by, sort=False)):
             s = g.groupby("tokens")[col]
-            ax.errorbar(s.mean().index, s.mean(), yerr=s.std(ddof=1), marker="o", capsize=3, color=f"C{i}", label=str(group))
+            ax.errorbar(
+                s.mean().index,
+                s.mean(),
+                yerr=s.std(ddof=1),
+                marker="o",
+                capsize=3,
+                color=f"C{i}",
+                label=group_label.format(group),
+            )
+        if reference and col in reference:
+            ax.axhline(reference[col], color="grey", lw=0.8)
         if nulls and col in nulls:
             ax.axhline(table[nulls[col]].iloc[0], ls="--", color="k", lw=1, label=f"{null_label} null")
         if read_at is not None:

@@ -22,9 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..analyses import cosine, quality, seed_stability
-from ..analyses.convergence import Convergence, gate
+from ..analyses.convergence import Convergence
 from ..ladder import train_ladder
 from ..study_config import Study01Config
+from . import budget_ladders as BL
+from .budget_ladders import Arm
 from .stability import GridCell, cell_spec, firing_counts, sae_config
 from .stability_nulls import CHOSEN_NULL
 from .verdicts import Verdict
@@ -135,40 +137,43 @@ def ladder_table(run, cfg: Study01Config, progress: bool = True) -> tuple[pd.Dat
         CHOSEN_NULL, len(cfg.convergence_seeds), n_features, cov, torch.Generator().manual_seed(0)
     )
     null = seed_stability.null_stability(decs, cfg.tau)
-    rungs, rows, sweeps = _rungs(cfg), [], []
+    rungs, tables, sweeps = _rungs(cfg), [], []
     for arch in tqdm(cfg.convergence_architectures, desc="study 1 ladders", disable=not progress):
         sweep = lr_sweep(run, cfg, arch, acts, eval_x, progress)
         sweeps.append(sweep)
         lr = float(sweep.lr[sweep.chosen].iloc[0])
         cell = GridCell(cfg.layers[0], arch, cfg.analysis_expansion_factor)
-        sae_cfg = sae_config(run.profile, rungs[-1], lr)
-        ladders = [
-            train_ladder(
+        arm = Arm(
+            arch, lambda s, cell=cell: cell_spec(cell, acts.d, run.profile.sae.k, cfg, s), sae_config(run.profile, rungs[-1], lr)
+        )
+
+        def rows(label, saes, seeds, lr=lr):
+            return [
+                {
+                    "lr": lr,
+                    **row,
+                    "null_fraction_stable": null["fraction_stable"],
+                    "null_pair_share": null["pair_share"],
+                }
+                for row in rung_rows(saes, seeds, eval_x, cfg.tau, cfg.min_firings)
+            ]
+
+        tables.append(
+            BL.ladder_table(
                 acts,
-                cell_spec(cell, acts.d, run.profile.sae.k, cfg, s),
-                sae_cfg,
-                run.store,
+                [arm],
                 rungs,
+                cfg.convergence_seeds,
+                run.store,
+                rows,
                 cfg.batch_size,
                 cfg.ladder_decay_fraction,
-                progress=False,
-                warmup_tokens=cfg.ladder_warmup_tokens,
+                cfg.ladder_warmup_tokens,
+                label_column="architecture",
+                progress=progress,
             )
-            for s in tqdm(cfg.convergence_seeds, desc=f"{arch} ladders", disable=not progress, leave=False)
-        ]
-        for i, tokens in enumerate(rungs):
-            for row in rung_rows([lad.saes[i] for lad in ladders], cfg.convergence_seeds, eval_x, cfg.tau, cfg.min_firings):
-                rows.append(
-                    {
-                        "architecture": arch,
-                        "tokens": tokens,
-                        "lr": lr,
-                        **row,
-                        "null_fraction_stable": null["fraction_stable"],
-                        "null_pair_share": null["pair_share"],
-                    }
-                )
-    return pd.DataFrame(rows), pd.concat(sweeps, ignore_index=True)
+        )
+    return pd.concat(tables, ignore_index=True), pd.concat(sweeps, ignore_index=True)
 
 
 def convergence(
@@ -179,26 +184,16 @@ def convergence(
     the verdict's SAEs were trained for; all rungs by default). A verdict over several
     architectures has converged only if each has: the first architecture that has not is
     returned, else the one that converged last. None when the table has fewer than two such
-    rungs (no ladder to gate on: the verdict keeps "no ladder")."""
+    rungs (no ladder to gate on: the verdict keeps "no ladder"). (:func:`budget_ladders.convergence`
+    with ``by="architecture"``.)"""
     if quantity not in QUANTITIES:
         raise ValueError(f"quantity must be one of {sorted(QUANTITIES)}; got {quantity!r}")
     if table.empty:
         return None
-    archs = list(architectures) if architectures is not None else list(dict.fromkeys(table.architecture))
-    unknown = set(archs) - set(table.architecture)
+    unknown = set(architectures or ()) - set(table.architecture)
     if unknown:
         raise ValueError(f"architectures {sorted(unknown)} are not in the ladder table; it has {sorted(set(table.architecture))}")
-    found = []
-    for arch in archs:
-        t = table[(table.architecture == arch) & ((table.tokens <= up_to) if up_to is not None else True)]
-        values = t.pivot_table(index="tokens", columns="seed", values=quantity, dropna=False).sort_index()
-        if len(values) < 2:
-            return None
-        found.append(gate(f"{QUANTITIES[quantity]}, {arch}", list(values.index), values.to_numpy()))
-    not_converged = [c for c in found if not c.converged]
-    if not_converged:
-        return not_converged[0]
-    return max(found, key=lambda c: c.converged_at or 0)
+    return BL.convergence(table, quantity, architectures, up_to, by="architecture", name=QUANTITIES[quantity])
 
 
 def gate_verdict(verdict: Verdict, table: pd.DataFrame, quantity: str, up_to: int | None = None, architectures=None) -> Verdict:
@@ -211,18 +206,4 @@ def gate_verdict(verdict: Verdict, table: pd.DataFrame, quantity: str, up_to: in
 def gate_table(table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:
     """The gate of every quantity and architecture of a ladder table: what it read, whether it
     converged and from which rung (the notebook's convergence summary)."""
-    rows = []
-    for q in QUANTITIES:
-        for arch in dict.fromkeys(table.architecture):
-            c = convergence(table, q, [arch], up_to)
-            if c is not None:
-                rows.append(
-                    {
-                        "quantity": q,
-                        "architecture": arch,
-                        "converged": c.converged,
-                        "converged_at": c.converged_at,
-                        "gate": c.describe(),
-                    }
-                )
-    return pd.DataFrame(rows)
+    return BL.gate_table(table, QUANTITIES, up_to, by="architecture")

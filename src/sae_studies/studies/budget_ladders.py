@@ -1,0 +1,224 @@
+"""A set of SAEs on token-budget ladders, and the convergence gate of what a study reads off them.
+
+Studies 1, 3 and 4 each train a few *arms* (an architecture at a size and learning rate) on one
+warmup-stable-decay ladder per seed (:func:`sae_studies.ladder.train_ladder`: one run per SAE,
+an SAE at every rung) and read quantities off every rung's SAEs:
+
+* :func:`ladder_table` trains every (arm, seed) ladder and returns a tidy table, one row per
+  row that a study's callback returns for an arm's SAEs at a rung (``label``, ``tokens``, then
+  the callback's columns, ``seed`` among them);
+* :func:`paired_gap` turns it into per-seed differences between two models (a study's paired
+  quantity, e.g. ΔEV = HierarchicalTopK@k − TopK@k of the same seed);
+* :func:`convergence`, :func:`gate_verdict` and :func:`gate_table` apply
+  :func:`sae_studies.analyses.convergence.gate` to a quantity per group of a ``by`` column, on the
+  rungs up to the budget a verdict reads. A verdict over several groups has converged only if
+  every group has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..analyses.convergence import Convergence, gate
+from ..config import SAEConfig
+from ..ladder import Ladder, plan, train_ladder
+from ..saes.registry import SAESpec
+from .verdicts import Verdict
+
+__all__ = ["Arm", "check_ladder", "train_arms", "ladder_table", "paired_gap", "convergence", "gate_verdict", "gate_table"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One SAE of a ladder study, trained once per seed: its label, its spec for a seed and its
+    training settings (the learning rate of the ladder's constant phase among them)."""
+
+    label: str
+    spec: Callable[[int], SAESpec]
+    """seed → the SAE's spec (the seed sets the SAE's initialisation and data order)."""
+    sae_cfg: SAEConfig
+
+
+RungRows = Callable[[str, list, Sequence[int]], list[dict]]
+"""``rows(label, saes, seeds)``: the table rows of one arm at one rung, given that rung's SAE of
+every seed (in the order of ``seeds``); every row holds a ``seed``."""
+
+
+def check_ladder(section: str, cfg, batch_size: int | None) -> None:
+    """A study's ladder settings (``convergence_tokens``, ``convergence_seeds``,
+    ``ladder_decay_fraction``): a plan that `ladder.plan` accepts at ``batch_size`` (when given)
+    and at least two distinct seeds; the message names the fields."""
+    if len(set(cfg.convergence_seeds)) != len(cfg.convergence_seeds) or len(cfg.convergence_seeds) < 2:
+        raise ValueError(
+            f"{section}.convergence_seeds must be at least 2 distinct seeds (the gate's seed spread); got {list(cfg.convergence_seeds)}"
+        )
+    if batch_size is not None:
+        try:
+            plan(cfg.convergence_tokens, batch_size, cfg.ladder_decay_fraction)
+        except ValueError as err:
+            raise ValueError(f"{section}.convergence_tokens / ladder_decay_fraction: {err}") from err
+
+
+def train_arms(
+    acts,
+    arms: Sequence[Arm],
+    rungs: Sequence[int],
+    seeds: Sequence[int],
+    store,
+    batch_size: int,
+    decay_fraction: float = 0.2,
+    warmup_tokens: int | None = None,
+    progress: bool = True,
+) -> dict[str, list[Ladder]]:
+    """One ladder per (arm, seed) (trained, or loaded from the store): label → ladders in seed order."""
+    labels = [a.label for a in arms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"arm labels must be distinct; got {labels}")
+    out = {}
+    for arm in tqdm(arms, desc="ladders", disable=not progress):
+        out[arm.label] = [
+            train_ladder(
+                acts,
+                arm.spec(s),
+                arm.sae_cfg,
+                store,
+                rungs,
+                batch_size,
+                decay_fraction,
+                progress=False,
+                warmup_tokens=warmup_tokens,
+            )
+            for s in tqdm(seeds, desc=f"{arm.label} ladders", disable=not progress, leave=False)
+        ]
+    return out
+
+
+def ladder_table(
+    acts,
+    arms: Sequence[Arm],
+    rungs: Sequence[int],
+    seeds: Sequence[int],
+    store,
+    rows: RungRows,
+    batch_size: int,
+    decay_fraction: float = 0.2,
+    warmup_tokens: int | None = None,
+    label_column: str = "label",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train every (arm, seed) ladder (:func:`train_arms`) and tabulate ``rows`` of every arm at
+    every rung: columns ``label_column``, ``tokens`` and the callback's."""
+    ladders = train_arms(acts, arms, rungs, seeds, store, batch_size, decay_fraction, warmup_tokens, progress)
+    out = []
+    for arm in arms:
+        for i, tokens in enumerate(rungs):
+            for row in rows(arm.label, [lad.saes[i] for lad in ladders[arm.label]], list(seeds)):
+                if "seed" not in row:
+                    raise ValueError(f"every row of the rung callback needs a 'seed'; got columns {sorted(row)}")
+                out.append({label_column: arm.label, "tokens": int(tokens), **row})
+    return pd.DataFrame(out)
+
+
+def paired_gap(
+    table: pd.DataFrame,
+    a: str,
+    b: str,
+    quantity: str,
+    by: str = "label",
+    keys: Sequence[str] = ("tokens", "seed"),
+    name: str = "gap",
+) -> pd.DataFrame:
+    """Per ``keys`` (rung and seed, plus e.g. ``k``): ``quantity`` of model ``a`` minus that of
+    model ``b`` (rows told apart by column ``by``), as column ``name``, next to both values
+    (``"<quantity> <a>"``, ``"<quantity> <b>"``). Keys where either model is missing are dropped."""
+    missing = ({by, quantity} | set(keys)) - set(table.columns)
+    if missing:
+        raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
+    for m in (a, b):
+        if not (table[by] == m).any():
+            raise ValueError(f"{by}={m!r} is not in the ladder table; it has {sorted(set(table[by]))}")
+    wide = table[table[by].isin([a, b])].pivot_table(index=list(keys), columns=by, values=quantity, aggfunc="first")
+    wide = wide.dropna(subset=[a, b])
+    out = pd.DataFrame({f"{quantity} {a}": wide[a], f"{quantity} {b}": wide[b], name: wide[a] - wide[b]})
+    return out.reset_index()
+
+
+def _group_text(by: str, group) -> str:
+    return str(group) if isinstance(group, str) else f"{by}={group}"
+
+
+def convergence(
+    table: pd.DataFrame,
+    quantity: str,
+    labels: Sequence | None = None,
+    up_to: int | None = None,
+    by: str = "label",
+    name: str | None = None,
+) -> Convergence | None:
+    """The convergence gate of column ``quantity`` for a verdict that reads it: per group of
+    column ``by`` (``labels``; all groups of the table by default) on the rungs ≤ ``up_to`` (the
+    budget the verdict's SAEs were trained for; all rungs by default). A verdict over several
+    groups has converged only if each has: the first group that has not is returned, else the one
+    that converged last. None when the table is empty or has fewer than two such rungs (no ladder
+    to gate on: the verdict keeps "no ladder"). ``name`` labels the quantity (default: the column)."""
+    if table.empty:
+        return None
+    missing = {by, "tokens", "seed", quantity} - set(table.columns)
+    if missing:
+        raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
+    groups = list(labels) if labels is not None else list(dict.fromkeys(table[by]))
+    unknown = set(groups) - set(table[by])
+    if unknown:
+        raise ValueError(f"{by} {sorted(unknown)} are not in the ladder table; it has {sorted(set(table[by]))}")
+    found = []
+    for group in groups:
+        t = table[(table[by] == group) & ((table.tokens <= up_to) if up_to is not None else True)]
+        values = t.pivot_table(index="tokens", columns="seed", values=quantity, dropna=False).sort_index()
+        if len(values) < 2:
+            return None
+        found.append(gate(f"{name or quantity}, {_group_text(by, group)}", list(values.index), values.to_numpy()))
+    not_converged = [c for c in found if not c.converged]
+    if not_converged:
+        return not_converged[0]
+    return max(found, key=lambda c: c.converged_at or 0)
+
+
+def gate_verdict(
+    verdict: Verdict,
+    table: pd.DataFrame,
+    quantity: str,
+    labels: Sequence | None = None,
+    up_to: int | None = None,
+    by: str = "label",
+    name: str | None = None,
+) -> Verdict:
+    """``verdict.gated`` by the convergence of the quantity it reads (:func:`convergence`), or the
+    verdict unchanged when there is no ladder to gate on (its "converged at" says "no ladder")."""
+    conv = convergence(table, quantity, labels, up_to, by, name)
+    return verdict if conv is None else verdict.gated(conv)
+
+
+def gate_table(table: pd.DataFrame, quantities: Mapping[str, str], up_to: int | None = None, by: str = "label") -> pd.DataFrame:
+    """The gate of every quantity (column → name) and group of a ladder table: what it read,
+    whether it converged and from which rung (a notebook's convergence summary)."""
+    rows = []
+    if table.empty:
+        return pd.DataFrame(rows)
+    for q, name in quantities.items():
+        for group in dict.fromkeys(table[by]):
+            c = convergence(table, q, [group], up_to, by, name)
+            if c is not None:
+                rows.append(
+                    {
+                        "quantity": q,
+                        by: group,
+                        "converged": c.converged,
+                        "converged_at": c.converged_at,
+                        "gate": c.describe(),
+                    }
+                )
+    return pd.DataFrame(rows)

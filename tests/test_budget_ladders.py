@@ -1,0 +1,262 @@
+"""Sets of SAEs on token-budget ladders (studies.budget_ladders) and studies 3 and 4's ladders: the
+table and the convergence gate on planted cases with a known answer, the paired gaps against a
+plain loop, a tiny real ladder table, the resume of a killed KronSAE / HierarchicalTopK ladder and
+the profile checks of the new settings."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sae_lens.training.sae_trainer import SAETrainer
+
+from sae_studies import ladder
+from sae_studies.activations import ActivationSet
+from sae_studies.analyses import quality
+from sae_studies.config import SAEConfig, load_profile
+from sae_studies.saes import registry
+from sae_studies.store import Store
+from sae_studies.studies import budget_ladders as BL
+from sae_studies.studies import hierarchical as H
+from sae_studies.studies import hierarchical_ladder as HL
+from sae_studies.studies import kron as K
+from sae_studies.studies import kron_ladder as KL
+from sae_studies.studies.verdicts import Verdict
+
+RUNGS = [65536, 131072, 262144, 524288]
+LEVEL = [[0.40, 0.45, 0.35], [0.60, 0.62, 0.58], [0.61, 0.63, 0.59], [0.615, 0.635, 0.595]]  # levels off at 131k
+MOVING = [[0.10, 0.12, 0.08], [0.20, 0.22, 0.18], [0.30, 0.32, 0.28], [0.40, 0.42, 0.38]]  # +0.1 a doubling, sd 0.02
+
+
+def planted(values: dict, by: str = "label", column: str = "q") -> pd.DataFrame:
+    rows = []
+    for group, per_rung in values.items():
+        for tokens, seeds in zip(RUNGS, per_rung):
+            rows += [{by: group, "tokens": tokens, "seed": s, column: v} for s, v in enumerate(seeds)]
+    return pd.DataFrame(rows)
+
+
+def test_gate_finds_the_rung_a_planted_quantity_levels_off_at():
+    t = planted({"flat": LEVEL, "moving": MOVING})
+    c = BL.convergence(t, "q", ["flat"])
+    assert c.converged and c.converged_at == 131072 and c.rungs == (262144, 524288)
+    assert c.change == pytest.approx(0.005) and c.seed_spread == pytest.approx(0.02)
+    assert "flat" in c.quantity
+    m = BL.convergence(t, "q", ["moving"])
+    assert not m.converged and m.converged_at is None and m.change == pytest.approx(0.1)
+    both = BL.convergence(t, "q")  # a verdict over both groups: the one that has not converged
+    assert not both.converged and "moving" in both.quantity
+    early = BL.convergence(t, "q", ["flat"], up_to=131072)  # read at 131k: the jump 0.40 → 0.60 > sd
+    assert not early.converged and early.rungs == (65536, 131072)
+    assert BL.convergence(t, "q", up_to=65536) is None  # one rung below the budget: no ladder
+    assert BL.convergence(t.iloc[:0], "q") is None
+
+
+def test_gate_by_a_numeric_column_names_the_group_and_rejects_unknown_names():
+    t = planted({8: LEVEL, 16: MOVING}, by="k", column="ΔEV")
+    c = BL.convergence(t, "ΔEV", [16], by="k", name="gap")
+    assert c.quantity == "gap, k=16" and not c.converged
+    with pytest.raises(ValueError, match="lacks columns"):
+        BL.convergence(t, "EV", by="k")
+    with pytest.raises(ValueError, match=r"k \[32\]"):
+        BL.convergence(t, "ΔEV", [32], by="k")
+
+
+def test_gate_verdict_and_gate_table_on_the_planted_case():
+    t = planted({"flat": LEVEL, "moving": MOVING})
+    v = Verdict("claim", "paper", "0.6", "agrees", "rule")
+    kept = BL.gate_verdict(v, t, "q", ["flat"])
+    assert kept.outcome == "agrees" and kept.converged_at == "131,072 tokens"
+    gated = BL.gate_verdict(v, t, "q")
+    assert gated.outcome == "untested" and gated.converged_at == "not converged"
+    assert BL.gate_verdict(v, t, "q", up_to=65536) is v  # no ladder below the budget
+    g = BL.gate_table(t, {"q": "quantity q"})
+    assert list(g.label) == ["flat", "moving"] and list(g.converged) == [True, False]
+    assert BL.gate_table(t.iloc[:0], {"q": "q"}).empty
+
+
+def test_paired_gap_against_a_plain_loop():
+    rng = np.random.default_rng(0)
+    rows = [
+        {"model": m, "k": k, "tokens": t, "seed": s, "explained_variance": rng.random()}
+        for m in ("a", "b")
+        for k in (2, 4)
+        for t in RUNGS[:2]
+        for s in (0, 1, 2)
+    ]
+    table = pd.DataFrame(rows[:-1])  # b's last (k, tokens, seed) missing: that key is dropped
+    got = BL.paired_gap(table, "a", "b", "explained_variance", by="model", keys=("k", "tokens", "seed"))
+    ev = {(r["model"], r["k"], r["tokens"], r["seed"]): r["explained_variance"] for r in rows[:-1]}
+    ref = {key[1:]: ev[key] - ev[("b", *key[1:])] for key in ev if key[0] == "a" and ("b", *key[1:]) in ev}
+    assert len(got) == len(ref) == 11
+    for r in got.itertuples():
+        assert r.gap == pytest.approx(ref[(r.k, r.tokens, r.seed)])
+    with pytest.raises(ValueError, match="model='c'"):
+        BL.paired_gap(table, "c", "b", "explained_variance", by="model")
+
+
+def long_table_study3(rng) -> pd.DataFrame:
+    rows = []
+    for t in RUNGS[:3]:
+        for s in (0, 1):
+            rows += [{"arm": f"topk k={k}", "tokens": t, "model": "topk", "k": k, "seed": s} for k in (2, 4, 8)]
+            rows += [{"arm": "hierarchical_topk K=8", "tokens": t, "model": H.HIERARCHICAL, "k": k, "seed": s} for k in (2, 4, 8)]
+    return pd.DataFrame(rows).assign(explained_variance=rng.random(len(rows)), l0=1.0)
+
+
+def test_study3_gap_is_hierarchical_minus_topk_per_k_rung_and_seed():
+    table = long_table_study3(np.random.default_rng(1))
+    got = HL.gaps(table)
+    assert set(got.columns) >= {"k", "tokens", "seed", "EV topk", f"EV {H.HIERARCHICAL}", "ΔEV"}
+    assert len(got) == 3 * 3 * 2
+    for r in got.itertuples(index=False):
+        sel = (table.k == r.k) & (table.tokens == r.tokens) & (table.seed == r.seed)
+        hier = table[sel & (table.model == H.HIERARCHICAL)].explained_variance.item()
+        topk = table[sel & (table.model == "topk")].explained_variance.item()
+        assert r.ΔEV == pytest.approx(hier - topk)
+    g = HL.gate_table(got)
+    assert set(g.k) == {2, 4, 8} and set(g.quantity) == set(HL.QUANTITIES)
+
+
+def test_study3_gate_reads_the_gap_at_every_k():
+    gap = planted({2: LEVEL, 8: MOVING}, by="k", column="ΔEV")
+    v = Verdict("front", "paper", "x", "partly", "rule")
+    gated = HL.gate_verdict(v, gap, up_to=524288)
+    assert gated.outcome == "untested" and "k=8" in gated.convergence.quantity
+    assert HL.gate_verdict(v, gap, up_to=524288, ks=[2]).outcome == "partly"
+
+
+def test_study4_gap_is_kron_minus_topk_per_rung_and_seed():
+    rng = np.random.default_rng(2)
+    rows = [
+        {"model": m, "tokens": t, "d_sae": 128, "seed": s, "explained_variance": rng.random()}
+        for m in (KL.TOPK, KL.KRON)
+        for t in RUNGS
+        for s in (0, 1, 2)
+    ]
+    table = pd.DataFrame(rows)
+    got = KL.gaps(table)
+    assert len(got) == len(RUNGS) * 3
+    for r in got.itertuples(index=False):
+        sel = (table.tokens == r.tokens) & (table.seed == r.seed)
+        ref = (
+            table[sel & (table.model == KL.KRON)].explained_variance.item()
+            - table[sel & (table.model == KL.TOPK)].explained_variance.item()
+        )
+        assert r.ΔEV == pytest.approx(ref)
+    v = Verdict("equal tokens", "paper", "x", "agrees", "rule")
+    flat = planted({128: LEVEL}, by="d_sae", column="ΔEV")
+    assert KL.gate_verdict(v, flat, up_to=524288).outcome == "agrees"
+    assert KL.gate_verdict(v, flat, up_to=131072).outcome == "untested"
+
+
+# ---- real ladders on small synthetic activations ------------------------------------------
+B = 128
+STEPS = (16 * B, 32 * B)
+CFG = SAEConfig(lr=5e-3, dead_feature_window=8, train_tokens=STEPS[-1])
+
+
+@pytest.fixture
+def acts(tmp_path):
+    d, n = 16, 4096
+
+    def build(tmp):
+        g = torch.Generator().manual_seed(0)
+        dirs = torch.randn(24, d, generator=g)
+        codes = torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.15)
+        np.save(tmp / "acts.npy", (codes @ dirs + 0.05 * torch.randn(n, d, generator=g) + 1.0).numpy().astype(np.float32))
+
+    return ActivationSet("blocks.0.hook_resid_post", Store(tmp_path / "acts").get_or_build("test_acts", {"n": n, "d": d}, build))
+
+
+def spec(arch: str, seed: int = 0):
+    options = {"m": 2, "n": 4} if arch == "kron" else {}
+    return registry.get(arch).spec(64, 4, seed, **options)
+
+
+def test_ladder_table_rows_are_the_rung_saes_metrics(tmp_path, acts, one_thread):
+    arms = [BL.Arm("TopK", lambda s: spec("topk", s), CFG), BL.Arm("KronSAE", lambda s: spec("kron", s), CFG)]
+    x = acts.tensor()[:1024]
+
+    def rows(label, saes, seeds):
+        return [{"seed": s, "ev": quality.sae_reconstruction_metrics(m, x).explained_variance} for s, m in zip(seeds, saes)]
+
+    store = Store(tmp_path / "s")
+    table = BL.ladder_table(acts, arms, STEPS, [0, 1], store, rows, B, label_column="model", progress=False)
+    assert list(table.columns) == ["model", "tokens", "seed", "ev"] and len(table) == 2 * 2 * 2
+    lad = ladder.train_ladder(acts, spec("kron", 1), CFG, store, STEPS, B, progress=False)
+    assert lad.steps_run == 0  # the table's ladders are in the store
+    row = table[(table.model == "KronSAE") & (table.tokens == STEPS[0]) & (table.seed == 1)]
+    assert row.ev.item() == quality.sae_reconstruction_metrics(lad.saes[0], x).explained_variance
+    with pytest.raises(ValueError, match="distinct"):
+        BL.train_arms(acts, arms[:1] * 2, STEPS, [0], store, B, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["kron", "hierarchical_topk"])
+def test_killed_ladder_resumes_to_the_same_saes(tmp_path, acts, monkeypatch, one_thread, arch):
+    rungs = (16 * B, 32 * B, 64 * B)
+    whole = ladder.train_ladder(acts, spec(arch), CFG, Store(tmp_path / "a"), rungs, B, progress=False)
+    store = Store(tmp_path / "b")
+    real = SAETrainer._checkpoint_if_needed
+    saved = []
+
+    def killed_after_two(self):
+        before = len(self.checkpoint_thresholds)
+        real(self)
+        saved.extend([1] * (before - len(self.checkpoint_thresholds)))
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # killed right after the second checkpoint was published
+
+    monkeypatch.setattr(SAETrainer, "_checkpoint_if_needed", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        ladder.train_ladder(acts, spec(arch), CFG, store, rungs, B, progress=False)
+    monkeypatch.undo()
+    resumed = ladder.train_ladder(acts, spec(arch), CFG, store, rungs, B, progress=False)
+    assert resumed.steps_run == resumed.plan.cost_steps - resumed.plan.branch_steps[1]
+    for a, b in zip(whole.saes, resumed.saes):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+
+
+def test_study3_rung_rows_encode_the_hierarchical_model_at_every_k(one_thread):
+    from sae_lens import SAE
+
+    hier = SAE.from_dict(
+        {"architecture": "hierarchical_topk", "d_in": 8, "d_sae": 32, "k": 4, "dtype": "float32", "device": "cpu"}
+    )
+    x = torch.randn(256, 8)
+    rows = HL.rung_rows("hierarchical_topk K=4", [hier], [3], x, [1, 2, 4])
+    assert [(r["model"], r["k"], r["seed"]) for r in rows] == [(H.HIERARCHICAL, k, 3) for k in (1, 2, 4)]
+    assert all(r["l0"] <= r["k"] for r in rows)
+
+
+def test_checks_name_the_ladder_settings():
+    p = load_profile("smoke")
+    d_sae = p.study03.expansion_factor * p.lm.d_model
+    H.check(p.study03, d_sae, p.lm.n_layers, p.activations.batch_size)
+    K.check_config(p.study04, p.lm.d_model, p.activations.n_tokens)
+    for change, match in [
+        ({"convergence_seeds": (0,)}, "study03.convergence_seeds"),
+        ({"convergence_tokens": (1000, 2048)}, "study03.convergence_tokens"),
+        ({"ladder_decay_fraction": 1.0}, "study03.convergence_tokens / ladder_decay_fraction"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            H.check(dataclasses.replace(p.study03, **change), d_sae, p.lm.n_layers, p.activations.batch_size)
+    with pytest.raises(ValueError, match="study04.convergence_tokens"):
+        K.check_config(dataclasses.replace(p.study04, convergence_tokens=(4096, 2048)), p.lm.d_model, p.activations.n_tokens)
+    with pytest.raises(ValueError, match=r"study04.convergence_seeds must be ≥ 2|at least 2 distinct"):
+        load_profile("smoke", {"study04.convergence_seeds": [0]})
+
+
+def test_plot_ladder_draws_a_gap_table_by_k_with_a_zero_line():
+    from sae_studies.studies import ladder_plots
+
+    gap = planted({2: LEVEL, 8: MOVING}, by="k", column="ΔEV").assign(**{"EV topk": 0.5, f"EV {H.HIERARCHICAL}": 0.5})
+    fig = ladder_plots.plot_ladder(gap, HL.QUANTITIES, by="k", group_label="k = {}", reference={HL.GAP: 0.0}, read_at=131072)
+    assert len(fig.axes) == len(HL.QUANTITIES) and len(fig.axes[-1].containers) == 2  # one line per k
+    labels = fig.axes[-1].get_legend_handles_labels()[1]
+    assert "k = 2" in labels and "k = 8" in labels
+    assert any(list(line.get_ydata()) == [0.0, 0.0] for line in fig.axes[-1].lines)  # the reference level
