@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_studies import ladder
 from sae_studies.activations import ActivationSet
@@ -191,34 +190,6 @@ def test_ladder_table_rows_are_the_rung_saes_metrics(tmp_path, acts, one_thread)
     assert row.ev.item() == quality.sae_reconstruction_metrics(lad.saes[0], x).explained_variance
     with pytest.raises(ValueError, match="distinct"):
         BL.train_arms(acts, arms[:1] * 2, STEPS, [0], store, B, progress=False)
-
-
-@pytest.mark.parametrize("arch", ["kron", "hierarchical_topk"])
-def test_killed_ladder_resumes_to_the_same_saes(tmp_path, acts, monkeypatch, one_thread, arch):
-    rungs = (16 * B, 32 * B, 64 * B)
-    whole = ladder.train_ladder(acts, spec(arch), CFG, Store(tmp_path / "a"), rungs, B, progress=False)
-    store = Store(tmp_path / "b")
-    real = SAETrainer._checkpoint_if_needed
-    saved = []
-
-    def killed_after_two(self):
-        before = len(self.checkpoint_thresholds)
-        real(self)
-        saved.extend([1] * (before - len(self.checkpoint_thresholds)))
-        if len(saved) == 2:
-            raise KeyboardInterrupt  # killed right after the second checkpoint was published
-
-    monkeypatch.setattr(SAETrainer, "_checkpoint_if_needed", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        ladder.train_ladder(acts, spec(arch), CFG, store, rungs, B, progress=False)
-    monkeypatch.undo()
-    resumed = ladder.train_ladder(acts, spec(arch), CFG, store, rungs, B, progress=False)
-    assert resumed.steps_run == resumed.plan.cost_steps - resumed.plan.branch_steps[1]
-    for a, b in zip(whole.saes, resumed.saes):
-        sa, sb = a.state_dict(), b.state_dict()
-        assert sa.keys() == sb.keys()
-        for k in sa:
-            assert torch.equal(sa[k], sb[k]), k
 
 
 def test_study3_rung_rows_encode_the_hierarchical_model_at_every_k(one_thread):

@@ -40,7 +40,8 @@ def acts(tmp_path):
 
 
 def spec(arch: str = "topk", seed: int = 0):
-    return registry.get(arch).spec(64, 4, seed)
+    options = {"m": 2, "n": 4} if arch == "kron" else {}
+    return registry.get(arch).spec(64, 4, seed, **options)
 
 
 def state(sae) -> dict:
@@ -81,7 +82,7 @@ def test_feed_start_continues_the_stream(acts):
         assert all(torch.equal(a, b) for a, b in zip(ref, got))
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "kron", "hierarchical_topk"])
 def test_killed_ladder_resumes_to_the_same_saes(tmp_path, acts, monkeypatch, one_thread, arch):
     whole = ladder.train_ladder(acts, spec(arch), CFG, Store(tmp_path / "a"), RUNGS, B, progress=False)
     assert whole.steps_run == whole.plan.cost_steps
