@@ -146,3 +146,5 @@ def test_pair_table_and_figure():
     fig = AP.steering_handles(summary, pairs, ["limerick", "startrek", "zippy"], AS.EQUIVALENCE_MARGIN, (0.5, 2.0))
     assert len(fig.axes) == 3  # two themes with data and the paired-difference panel
     assert fig.axes[0].get_ylabel().startswith("combined score")
+    judged = AP.steering_handles(summary, pairs[pairs.theme == "limerick"], ["limerick", "startrek"], 0.05, (0.5, 2.0))
+    assert [ax.get_title() for ax in judged.axes[:2]] == ["limerick", "startrek\n(not judged)"]

@@ -123,7 +123,8 @@ def steering_handles(
             )
         ax.set_xticks(x, ["stable\nfeature", "unstable\nfeature", "unstable\nsubspace"], fontsize=8)
         ax.set_xlim(-0.4, len(HANDLES) - 0.6)
-        ax.set_title(theme)
+        # a theme the rule leaves out (unsteered score above study 5's ceiling) is drawn, marked
+        ax.set_title(theme if theme in set(pairs.get("theme", ())) else f"{theme}\n(not judged)")
     axes[0].set_ylabel("combined score = theme × coherence")
     ax = axes[-1]
     for j, col in enumerate(("d1", "d2")):
