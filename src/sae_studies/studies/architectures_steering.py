@@ -235,16 +235,7 @@ def _generate(run, directions: Mapping[tuple, Tensor], layer: int, norm: float) 
     jobs = pd.DataFrame(rows)
     bos = run.loaded.bos_token_id if run.loaded.bos_token_id is not None else tok.bos_token_id
     prompt_ids = [[bos] + tok(t, add_special_tokens=False)["input_ids"] for t in C.prompts]
-    train_entries, _ = corpus.load(P.corpus)
-    fit_on = train_entries
-    if C.classifier_entries is not None:
-        fit_on = [train_entries[i] for i in np.random.default_rng(0).permutation(len(train_entries))[: C.classifier_entries]]
-    clf = steering.ThemeClassifier(C.classifier_max_features, C.classifier_c).fit(
-        [e.text for e in fit_on], [e.category for e in fit_on]
-    )
-    anchors = steering.coherence_anchors(
-        model, run.eval_contexts(C.anchor_windows * run.loaded.n_ctx), n_prefix=run.loaded.n_prefix
-    )
+    clf, anchors = sf.theme_scorers(run, C, corpus.load(P.corpus)[0])
     conts = sf.generate_all(model, jobs, plans, prompt_ids, C, pad_id=tok.eos_token_id)
     return sf.score_generations(jobs, conts, prompt_ids, clf, model, anchors, tok, C)
 

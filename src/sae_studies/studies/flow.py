@@ -347,6 +347,24 @@ def pick_seed_features(
 # --------------------------------------------------------------------------------------------
 
 
+def theme_scorers(run, C: Study05Config, train_entries: Sequence[corpus.Entry]):
+    """Study 5's two offline scorers: ``(clf, anchors)`` — the theme classifier fitted on the
+    training entries (a fixed random ``classifier_entries`` of them when set) and the coherence
+    anchors (the LM's loss on ``anchor_windows`` validation windows, real and shuffled)."""
+    fit_on = (
+        train_entries
+        if C.classifier_entries is None
+        else [train_entries[i] for i in np.random.default_rng(0).permutation(len(train_entries))[: C.classifier_entries]]
+    )
+    clf = steering.ThemeClassifier(C.classifier_max_features, C.classifier_c).fit(
+        [e.text for e in fit_on], [e.category for e in fit_on]
+    )
+    anchors = steering.coherence_anchors(
+        run.model, run.eval_contexts(C.anchor_windows * run.loaded.n_ctx), n_prefix=run.loaded.n_prefix
+    )
+    return clf, anchors
+
+
 def removal_prompt_texts(entries: Sequence[corpus.Entry], theme: str, n: int, words: int, seed: int = 0) -> list[str]:
     """``n`` prompts for steering away from ``theme``: the first ``words`` words of validation
     entries of that theme (drawn with ``seed`` among entries that have more words than that)."""
