@@ -24,6 +24,7 @@ from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..saes.registry import SAESpec
 from ..study_config import Study03Config
+from .budget_ladders import check_ladder
 
 HIERARCHICAL = "hierarchical_topk"
 CUT = "topk@K cut to k"
@@ -48,8 +49,6 @@ def check(cfg: Study03Config, d_sae: int, n_layers: int, batch_size: int | None 
         if t <= 0:
             raise ValueError(f"study03.budget_sweep must hold positive token counts; got {list(cfg.budget_sweep)}")
     if cfg.convergence_tokens:
-        from .budget_ladders import check_ladder
-
         check_ladder("study03", cfg, batch_size)
     return ks
 

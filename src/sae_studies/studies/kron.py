@@ -36,6 +36,7 @@ from ..config import SAEConfig
 from ..saes import registry
 from ..saes.kron import COMPOSITIONS, kron_select, kron_shape
 from ..study_config import Study04Config
+from .budget_ladders import check_ladder
 
 COMPOSITION_LABELS = {"mand": "mAND", "relu_product": "ReLU(u)·ReLU(v)", "product": "u·v"}
 
@@ -146,8 +147,6 @@ def check_config(cfg: Study04Config, d: int, n_tokens: int) -> None:
     if cfg.train_tokens < cfg.batch_size:
         raise ValueError(f"study04.train_tokens={cfg.train_tokens} is smaller than one batch ({cfg.batch_size})")
     if cfg.convergence_tokens:
-        from .budget_ladders import check_ladder
-
         check_ladder("study04", cfg, cfg.batch_size)
 
 
