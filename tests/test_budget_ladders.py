@@ -127,7 +127,9 @@ def test_study3_budget_verdict_reads_the_ladder_over_seeds_where_there_is_one():
     assert "ladder: 3 budgets, 2 seed(s)" in hc.verdict_budget(table, source=source).ours
     # one seed or no ladder: the sweep
     assert HL.budget_evidence(gaps[gaps.seed == 0], sweep)[1] == "budget sweep"
-    assert HL.budget_evidence(pd.DataFrame(), sweep) == (sweep, "budget sweep")
+    table, source = HL.budget_evidence(pd.DataFrame(), sweep)
+    assert table is sweep and source == "budget sweep"
+
 
 def test_study3_gate_reads_the_gap_at_every_k():
     gap = planted({2: LEVEL, 8: MOVING}, by="k", column="ΔEV")
