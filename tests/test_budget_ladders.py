@@ -18,6 +18,7 @@ from sae_studies.saes import registry
 from sae_studies.store import Store
 from sae_studies.studies import budget_ladders as BL
 from sae_studies.studies import hierarchical as H
+from sae_studies.studies import hierarchical_claims as hc
 from sae_studies.studies import hierarchical_ladder as HL
 from sae_studies.studies import kron as K
 from sae_studies.studies import kron_ladder as KL
@@ -116,6 +117,18 @@ def test_study3_gap_is_hierarchical_minus_topk_per_k_rung_and_seed():
         assert r.ΔEV == pytest.approx(hier - topk)
     g = HL.gate_table(got)
     assert set(g.k) == {2, 4, 8} and set(g.quantity) == set(HL.QUANTITIES)
+
+
+def test_study3_budget_verdict_reads_the_ladder_over_seeds_where_there_is_one():
+    gaps = HL.gaps(long_table_study3(np.random.default_rng(2)))
+    sweep = pd.DataFrame({"tokens": [2**18, 2**20], "k": [2, 2], "ΔEV": [-0.1, -0.05]})
+    table, source = HL.budget_evidence(gaps, sweep)
+    assert source == "ladder" and len(table) == len(gaps) and table.seed.nunique() == 2
+    assert "ladder: 3 budgets, 2 seed(s)" in hc.verdict_budget(table, source=source).ours
+    # one seed or no ladder: the sweep
+    assert HL.budget_evidence(gaps[gaps.seed == 0], sweep)[1] == "budget sweep"
+    table, source = HL.budget_evidence(pd.DataFrame(), sweep)
+    assert table is sweep and source == "budget sweep"
 
 
 def test_study3_gate_reads_the_gap_at_every_k():

@@ -12,9 +12,11 @@ import torch
 
 from sae_studies.config import Profile, load_profile
 from sae_studies.store import Store
+from sae_studies.studies import budget_ladders as BL
 from sae_studies.studies import synthetic as S2
 from sae_studies.studies import synthetic_claims
 from sae_studies.studies import synthetic_control as S2C
+from sae_studies.studies import synthetic_ladder as S2L
 from sae_studies.studies.verdicts import Verdict
 from sae_studies.study_config import Study02Config
 
@@ -30,7 +32,8 @@ TINY = Study02Config(
     sweep_train_tokens=1024,
     batch_size=256,
     lr=5e-3,
-    budgets=(1024,),
+    convergence_tokens=(1024, 2048),
+    convergence_seeds=(0, 1),
     architectures=("topk", "standard"),
     sweep_seeds=(0, 1),
     sweep_ranks=(2,),
@@ -152,7 +155,56 @@ def test_tiny_run_through_train_sae(tmp_path):
     assert set(ov.columns) >= {"group", "control", "overlap", "dim"}
     wide, _ = S2C.study1_subspace(res, classes, cov, TINY, torch.Generator().manual_seed(0), dim=10**6, not_stable=True)
     assert wide.empty or (wide.dim == 12 // 2).all()  # capped at d / 2, skipped when the class is smaller
-    conv = S2.convergence(profile, store, acts, eval_x, progress=False)
-    assert len(conv) == len(TINY.architectures) * len(TINY.budgets) * len(TINY.budget_seeds)
+    # the ladder: one row per architecture, rung and seed, the same numbers evaluate() gives its rung SAEs
+    lad = S2L.ladder_table(profile, store, acts, eval_x, progress=False)
+    assert len(lad) == len(TINY.architectures) * 2 * 2 and set(S2L.QUANTITIES) <= set(lad.columns)
+    rungs = list(TINY.convergence_tokens)
+    ladders = BL.train_arms(
+        acts, S2L.arms(profile, spec), rungs, TINY.convergence_seeds, store, TINY.batch_size, 0.2, progress=False
+    )
+    assert [lad_.saes[-1].cfg.d_sae for lad_ in ladders["topk"]] == [d_sae, d_sae]
+    top = S2.evaluate(
+        [lad_.saes[-1] for lad_ in ladders["topk"]], acts, eval_x, TINY, "topk", TINY.convergence_seeds, torch.Generator()
+    )
+    got = lad[(lad.architecture == "topk") & (lad.tokens == 2048)].sort_values("seed")
+    np.testing.assert_allclose(got.ev, top.per_seed.ev, rtol=1e-6)
+    np.testing.assert_allclose(got.iso_recovered, top.per_seed.iso_recovered)
     phase = S2.sweep(profile, store, *S2.phase_models(TINY), progress=False)
     assert list(phase.multiple.fillna(-1)) == [1, -1] and phase.dir_recovered.notna().tolist() == [True, False]
+
+
+# ------------------------------------------------------------------ the ladder's gate
+
+
+def _ladder(moving: str | None) -> pd.DataFrame:
+    """Two architectures, three rungs, three seeds: every quantity level (seed sd 0.01) except
+    ``moving``, which rises by 0.1 per doubling for "standard"."""
+    rows = []
+    for arch in ("topk", "standard"):
+        for i, t in enumerate((1024, 2048, 4096)):
+            for seed in range(3):
+                row = {"architecture": arch, "tokens": t, "seed": seed}
+                for q in S2L.QUANTITIES:
+                    row[q] = 0.5 + 0.01 * (seed - 1) + (0.1 * i if q == moving and arch == "standard" else 0.0)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_ladder_gate_reads_every_quantity_of_a_verdict_for_every_architecture():
+    v = Verdict("isolated features are recovered", "p", "o", "agrees", "r")
+    assert S2L.gate_verdict(v, _ladder(None), S2L.READS["isolated"], 4096).outcome == "agrees"
+    moved = S2L.gate_verdict(v, _ladder("isolated_stable"), S2L.READS["isolated"], 4096)
+    assert moved.outcome == "untested" and "isolated latents' fraction stable, standard" in moved.convergence.quantity
+    # a quantity the verdict does not read does not gate it, nor do rungs above its budget
+    assert S2L.gate_verdict(v, _ladder("group_stable"), S2L.READS["isolated"], 4096).outcome == "agrees"
+    assert S2L.gate_verdict(v, pd.DataFrame(), S2L.READS["isolated"], 4096).converged_at == "no ladder"
+    table = S2L.gate_table(_ladder("ev"), 4096)
+    assert set(table.architecture) == {"topk", "standard"} and set(table.quantity) == set(S2L.QUANTITIES)
+    assert not table[(table.quantity == "ev") & (table.architecture == "standard")].converged.item()
+
+
+def test_ladder_settings_are_checked_at_load():
+    with pytest.raises(ValueError, match="study02.convergence_seeds"):
+        S2.check(dataclasses.replace(TINY, convergence_seeds=(0,)))
+    with pytest.raises(ValueError, match="study02.convergence_tokens"):
+        S2.check(dataclasses.replace(TINY, convergence_tokens=(1024, 1000)))

@@ -158,5 +158,7 @@ def test_heatmap_and_bars_draw_every_cell(tmp_path):
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert len(texts) == 3 * 4 and "0.910\n±0.025" in texts
     assert "standard (collapsed)" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    dead = AP.architecture_heatmap(summary, untested={"standard": "dead share 0.52 > 0.5"})
+    assert "standard (mostly dead)" in [t.get_text() for t in dead.axes[0].get_yticklabels()]
     fig2 = AP.stability_bars(summary, 0.01, untested=["standard"])
     assert len(fig2.axes[0].patches) == 3

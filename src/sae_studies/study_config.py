@@ -235,8 +235,8 @@ class Study02Config:
     train_tokens: int = 1_048_576
     """Training rows per SAE of the main model. Measured on the default model (2 seeds, lr 2e-3):
     held-out EV at 262k / 524k / 1M / 2M rows was TopK 0.83 / 0.86 / 0.88 / 0.87, BatchTopK
-    0.91 / 0.97 / 0.985 / 0.985, standard 0.93 / 0.97 / 0.97 / 0.97 (d = 32 pilot; `budgets`
-    re-measures it in the notebook): 1M is where every architecture has levelled off."""
+    0.91 / 0.97 / 0.985 / 0.985, standard 0.93 / 0.97 / 0.97 / 0.97 (d = 32 pilot; the ladder
+    of `convergence_tokens` re-measures it in the notebook): 1M is where every architecture has levelled off."""
     sweep_train_tokens: int = 524_288
     """Training rows per SAE of the sweeps (TopK only; there EV is within ~0.02 of its plateau at
     524k, and the notebook compares the sweep cell equal to the main model with the main model)."""
@@ -245,11 +245,17 @@ class Study02Config:
     lr: float = 2e-3
     l1_coefficient: float = 1.0
     """L1 coefficient of the standard (ReLU + L1) SAE."""
-    budgets: tuple[int, ...] = (131_072, 262_144, 524_288, 1_048_576, 2_097_152)
-    """Training lengths of the convergence check (every architecture, `budget_seeds`; the main
-    model's seeds at `train_tokens` are reused from the cache); () skips it."""
-    budget_seeds: tuple[int, ...] = (0,)
-    """Seeds of the convergence check (at least 1)."""
+    convergence_tokens: tuple[int, ...] = (131_072, 262_144, 524_288, 1_048_576, 2_097_152)
+    """Rungs of study 2's token-budget ladder (rows per SAE, strictly increasing multiples of
+    batch_size; doublings, so the convergence gate reads the last doubling). () skips it. Per
+    architecture and seed of `convergence_seeds`, one warmup-stable-decay run
+    (`sae_studies.ladder`) of the main model's SAE, about (1 + ladder_decay_fraction) × the top
+    rung's rows each; the notebook gates the main model's verdicts on the quantities they read at
+    `train_tokens` (so include rungs up to it). Replaces `budgets` (separate runs, one seed)."""
+    convergence_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the ladder (at least 2: the gate compares the last doubling with the seed spread)."""
+    ladder_decay_fraction: float = 0.2
+    """Share of each rung's steps spent on its decay branch (learning rate linearly to 0), in (0, 1)."""
     sweep_architecture: str = "topk"
     sweep_seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of every sweep cell (at least 2)."""

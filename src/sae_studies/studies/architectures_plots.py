@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,10 +35,19 @@ def _fmt(value: float, ci: float, column: str) -> str:
     return f"{value:.3f}\n±{ci:.3f}" if np.isfinite(ci) else f"{value:.3f}"
 
 
-def architecture_heatmap(summary: pd.DataFrame, untested: Sequence[str] = (), title: str = "") -> plt.Figure:
+def untested_tag(untested: Mapping[str, str] | Sequence[str], variant: str) -> str:
+    """How a figure names an untested row: "mostly dead" where ``architectures.collapsed`` gave a
+    dead share as the reason (a HierarchicalTopK prefix well below K leaves most latents unused by
+    design), else "collapsed" (within-seed duplicates, or no reason given)."""
+    why = untested.get(variant, "") if isinstance(untested, Mapping) else ""
+    return "mostly dead" if why.startswith("dead share") else "collapsed"
+
+
+def architecture_heatmap(summary: pd.DataFrame, untested: Mapping[str, str] | Sequence[str] = (), title: str = "") -> plt.Figure:
     """Architectures (rows) × metrics (columns): each cell the mean over seeds ± the 95 % t
     half-width; colour = the column's rank scaled 0..1 with green = better (L0: grey, it is matched,
-    not scored). Rows in ``untested`` (collapsed) are hatched and marked."""
+    not scored). Rows in ``untested`` (``architectures.collapsed``: variant → why) are hatched and
+    marked with :func:`untested_tag`."""
     cols = [(c, lab, good) for c, lab, good in HEATMAP_METRICS if c in summary]
     n_rows, n_cols = len(summary), len(cols)
     colour = np.full((n_rows, n_cols), np.nan)
@@ -61,7 +70,9 @@ def architecture_heatmap(summary: pd.DataFrame, untested: Sequence[str] = (), ti
         if variant in untested:
             ax.add_patch(plt.Rectangle((-0.5, i - 0.5), n_cols, 1, fill=False, hatch="//", edgecolor="k", lw=0))
     ax.set_xticks(range(n_cols), [lab for _, lab, _ in cols], fontsize=8)
-    ax.set_yticks(range(n_rows), [f"{v} (collapsed)" if v in untested else v for v in summary.index], fontsize=8)
+    ax.set_yticks(
+        range(n_rows), [f"{v} ({untested_tag(untested, v)})" if v in untested else v for v in summary.index], fontsize=8
+    )
     ax.xaxis.tick_top()
     ax.grid(False)
     n = int(summary["n"].min()) if "n" in summary else None
@@ -70,7 +81,9 @@ def architecture_heatmap(summary: pd.DataFrame, untested: Sequence[str] = (), ti
     return fig
 
 
-def stability_bars(summary: pd.DataFrame, null: float | None = None, untested: Sequence[str] = ()) -> plt.Figure:
+def stability_bars(
+    summary: pd.DataFrame, null: float | None = None, untested: Mapping[str, str] | Sequence[str] = ()
+) -> plt.Figure:
     """Fraction stable (live latents matched at cosine ≥ τ in every other seed) per architecture
     with 95 % t intervals over seeds, beside EV; the dashed line is the covariance null."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(summary) + 1.8), sharey=True)
@@ -87,7 +100,7 @@ def stability_bars(summary: pd.DataFrame, null: float | None = None, untested: S
     a2.set_xlabel("explained variance (held out)")
     lo = float(np.nanmin(summary.explained_variance - summary.get("explained_variance_ci", 0)))
     a2.set_xlim(max(0.0, lo - 0.05), 1.0)
-    fig.suptitle("Seed stability by architecture, at matched L0 and dictionary size (grey: collapsed, untested)")
+    fig.suptitle("Seed stability by architecture, at matched L0 and dictionary size (grey: collapsed or mostly dead, untested)")
     fig.tight_layout()
     return fig
 

@@ -134,12 +134,13 @@ def budget_slopes(sweep: pd.DataFrame, column: str = "ΔEV") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict_budget(sweep: pd.DataFrame, tolerance: float = 0.01) -> Verdict:
+def verdict_budget(sweep: pd.DataFrame, tolerance: float = 0.01, source: str = "budget sweep") -> Verdict:
     """The paper trains ~1,000× longer. Rule: the gap to the TopK front closes with training
     length if, at every k, ΔEV rises with log2(tokens): the slope's 95 % interval
     (:func:`budget_slopes`) above 0 agrees, below 0 disagrees, covering 0 is inconclusive; k's
     combined. An overall "agrees" becomes "partly" where the largest budget still leaves some k
-    with ΔEV < −tolerance (closing, not yet closed)."""
+    with ΔEV < −tolerance (closing, not yet closed). ``source`` names the table in the verdict
+    (``hierarchical_ladder.budget_evidence`` picks the ladder over the one-seed sweep)."""
     rule = (
         "at every k: the slope of ΔEV (hierarchical − TopK at equal L0) against log2(tokens), 95 % interval (over seeds, "
         f"or the regression's own over budgets with one seed) above 0; all k → agrees (partly if some k still has ΔEV < "
@@ -147,7 +148,8 @@ def verdict_budget(sweep: pd.DataFrame, tolerance: float = 0.01) -> Verdict:
     )
     previous = (
         "smallest k only: ΔEV(largest budget) > ΔEV(smallest), ≥ −0.01 for agrees (embedded: partly; SmolLM2: agrees); "
-        "changed because the smallest k hid the other ks (SmolLM2's k = 64 gap widened) and one pair of budgets has no interval"
+        "changed because the smallest k hid the other ks (SmolLM2's k = 64 gap widened) and one pair of budgets has no interval; "
+        "until 2026-12-05 the embedded model's row read the one-seed budget sweep even where the 3-seed ladder exists"
     )
     slopes = budget_slopes(sweep)
     if slopes.empty:
@@ -167,7 +169,7 @@ def verdict_budget(sweep: pd.DataFrame, tolerance: float = 0.01) -> Verdict:
         + "; ".join(f"{k}: {interval_text(*v, fmt='+.4f')}" for k, v in stats.items())
         + f"; ΔEV at {int(budgets[-1]):,} tokens: "
         + ", ".join(f"k={r.k} {r.last:+.3f}" for r in slopes.itertuples())
-        + f" ({len(budgets)} budgets, {sweep['seed'].nunique() if 'seed' in sweep else 1} seed(s)) — {note}"
+        + f" ({source}: {len(budgets)} budgets, {sweep['seed'].nunique() if 'seed' in sweep else 1} seed(s)) — {note}"
     )
     return Verdict(
         "the gap closes with training length",

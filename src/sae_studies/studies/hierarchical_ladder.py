@@ -24,7 +24,7 @@ from . import budget_ladders as BL
 from .hierarchical import HIERARCHICAL, sae_config
 from .verdicts import Verdict
 
-__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "gate_table"]
+__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "gate_table", "budget_evidence"]
 
 GAP = "ΔEV"
 QUANTITIES = {
@@ -101,3 +101,13 @@ def gate_verdict(verdict: Verdict, gap_table: pd.DataFrame, up_to: int | None, k
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:
     """The gate of each quantity of :data:`QUANTITIES` per k at ``up_to``."""
     return BL.gate_table(gap_table, QUANTITIES, up_to, by="k")
+
+
+def budget_evidence(gap_table: pd.DataFrame, sweep: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The table the budget verdict (``hierarchical_claims.verdict_budget``) reads, and its name:
+    the ladder's gaps where the ladder has at least two seeds and two rungs (an interval over seeds
+    at every k, rungs up to the ladder's top), else the budget sweep (one seed, the regression's
+    own interval over budgets)."""
+    if len(gap_table) and gap_table["seed"].nunique() > 1 and gap_table["tokens"].nunique() > 1:
+        return gap_table[["k", "tokens", "seed", GAP]], "ladder"
+    return sweep, "budget sweep"

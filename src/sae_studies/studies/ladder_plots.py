@@ -23,17 +23,24 @@ def plot_ladder(
     title: str = "",
     group_label: str = "{}",
     reference: Mapping[str, float] | None = None,
+    ncols: int | None = None,
+    x_label: str = "training tokens per SAE",
 ) -> plt.Figure:
     """One panel per column of ``quantities`` (column → axis label) of a ladder table with
     ``tokens``, ``seed`` and ``by`` columns. ``nulls`` maps a quantity to a column holding its
     null level (drawn dashed, named ``null_label`` in the legend); ``read_at`` marks the tokens the
     verdicts read (dotted). ``group_label`` formats each group's legend entry (e.g. "k = {}");
-    ``reference`` maps a quantity to a level drawn as a thin grey line (e.g. 0 for a gap)."""
+    ``reference`` maps a quantity to a level drawn as a thin grey line (e.g. 0 for a gap).
+    ``ncols`` wraps the panels into rows of that many (default: one row)."""
     missing = ({"tokens", "seed", by} | set(quantities) | set((nulls or {}).values())) - set(table.columns)
     if missing:
         raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
-    fig, axes = plt.subplots(1, len(quantities), figsize=(4.2 * len(quantities), 3.4), squeeze=False)
-    for ax, (col, label) in zip(axes[0], quantities.items()):
+    ncols = min(ncols or len(quantities), len(quantities))
+    nrows = -(-len(quantities) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.1 * nrows + 0.3), squeeze=False)
+    for ax in axes.flat[len(quantities) :]:
+        ax.set_visible(False)
+    for ax, (col, label) in zip(axes.flat, quantities.items()):
         for i, (group, g) in enumerate(table.groupby(by, sort=False)):
             s = g.groupby("tokens")[col]
             ax.errorbar(
@@ -52,11 +59,11 @@ def plot_ladder(
         if read_at is not None:
             ax.axvline(read_at, ls=":", color="grey", label="verdicts read here")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("training tokens per SAE")
+        ax.set_xlabel(x_label)
         ax.set_ylabel(label)
-    handles, labels = axes[0, -1].get_legend_handles_labels()
+    handles, labels = axes.flat[len(quantities) - 1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.08 / nrows, 1, 1))
     return fig

@@ -25,8 +25,8 @@ def _layer_color(layers: Sequence[int], layer: int) -> str:
 
 def fraction_stable(per_seed: pd.DataFrame, nulls: pd.DataFrame, d: int, tau: float, n_seeds: int, chosen: str) -> plt.Figure:
     """Fraction stable (live latents, mean ± sd over seeds) against dictionary size: one row per
-    layer, one column per architecture, each panel with **its own layer's** nulls (grey markers;
-    the chosen null in black); dashed: the all-latent share."""
+    layer, one column per architecture, each panel with **its own layer's** nulls (hollow grey
+    markers; the chosen null filled black, on top); dashed: the all-latent share."""
     archs, layers = list(dict.fromkeys(per_seed.architecture)), sorted(per_seed.layer.unique())
     fig, axes = plt.subplots(len(layers), len(archs), figsize=(3.5 * len(archs), 2.9 * len(layers)), squeeze=False, sharex=True)
     for i, layer in enumerate(layers):
@@ -39,14 +39,18 @@ def fraction_stable(per_seed: pd.DataFrame, nulls: pd.DataFrame, d: int, tau: fl
             for kind, marker in NULL_MARKERS.items():
                 nl = nulls[(nulls.architecture == arch) & (nulls.layer == layer) & (nulls.null == kind)].sort_values("expansion")
                 if len(nl):
+                    # several nulls sit at 0: the chosen one is drawn filled and on top, the others hollow
+                    is_chosen = kind == chosen
                     ax.plot(
                         nl.expansion * d,
                         nl.fraction_stable,
                         marker=marker,
                         ls=":",
-                        ms=6,
-                        color="k" if kind == chosen else "0.6",
-                        label=f"null: {kind}" + (" (chosen)" if kind == chosen else ""),
+                        ms=7 if is_chosen else 8,
+                        mfc="k" if is_chosen else "none",
+                        zorder=4 if is_chosen else 2,
+                        color="k" if is_chosen else "0.6",
+                        label=f"null: {kind}" + (" (chosen)" if is_chosen else ""),
                     )
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(per_seed.expansion.unique() * d), [str(x) for x in sorted(per_seed.expansion.unique() * d)])

@@ -33,6 +33,7 @@ from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..store import Store
 from ..study_config import Study02Config
+from .budget_ladders import check_ladder
 
 PAPER = "arXiv 2606.12138 (abstract only): unstable features are individually non-reproducible but live in reproducible low-rank subspaces"
 
@@ -115,8 +116,6 @@ def check(cfg: Study02Config) -> syn.LowRankSpec:
             raise ValueError(f"{where}: {err}") from err
     _seeds("study02.seeds", cfg.seeds)
     _seeds("study02.sweep_seeds", cfg.sweep_seeds)
-    if cfg.budgets:
-        _seeds("study02.budget_seeds", cfg.budget_seeds, 1)
     if not cfg.architectures:
         raise ValueError(f"study02.architectures must name at least one of {registry.names()}")
     for a in (*cfg.architectures, cfg.sweep_architecture):
@@ -132,13 +131,15 @@ def check(cfg: Study02Config) -> syn.LowRankSpec:
     check_int("study02.n_rows", cfg.n_rows, cfg.batch_size, hint=f" (at least one batch of {cfg.batch_size})")
     if cfg.n_rows % cfg.batch_size:
         raise ValueError(f"study02.batch_size ({cfg.batch_size}) must divide study02.n_rows ({cfg.n_rows})")
-    for t in (cfg.train_tokens, cfg.sweep_train_tokens, *cfg.budgets):
+    for t in (cfg.train_tokens, cfg.sweep_train_tokens):
         check_int(
-            "study02.train_tokens / sweep_train_tokens / budgets entries",
+            "study02.train_tokens / sweep_train_tokens",
             t,
             cfg.batch_size,
             hint=f" (at least one batch of {cfg.batch_size})",
         )
+    if cfg.convergence_tokens:
+        check_ladder("study02", cfg, cfg.batch_size)
     check_int("study02.n_eval_rows", cfg.n_eval_rows, 1)
     check_tau(cfg.tau, "study02.tau")
     check_tau(cfg.recovered_cos, "study02.recovered_cos")
@@ -382,39 +383,8 @@ def summary_row(res: CellResult) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# convergence and sweeps
+# sweeps
 # --------------------------------------------------------------------------------------------
-
-
-def convergence(
-    profile: Profile, store: Store, acts: syn.SyntheticActivations, eval_x: torch.Tensor, progress: bool = True, runner=None
-) -> pd.DataFrame:
-    """Held-out EV, L0 and dead share of the main model's SAEs at every training length of
-    ``budgets`` (each length its own run with its own learning-rate schedule), per architecture
-    and ``budget_seeds``; the whole grid goes to the sweep `runner` at once (in process by default)."""
-    from ..sweep import train_all
-
-    cfg = profile.study02
-    d_sae = dictionary_size(cfg.dict_factor, acts.spec.n_gt_dims, cfg.n_isolated)
-    rows = []
-    combos = [(a, t) for a in cfg.architectures for t in cfg.budgets]
-    grid = [j for a, t in combos for j in jobs(acts, a, d_sae, cfg, sae_config(profile, t), cfg.budget_seeds)]
-    trained = iter(train_all(grid, store, runner, "training budgets"))
-    for arch, tokens in combos:
-        for seed in cfg.budget_seeds:
-            sae, _ = next(trained)
-            rep = quality.sae_reconstruction_metrics(sae, eval_x)
-            rows.append(
-                {
-                    "architecture": arch,
-                    "tokens": tokens,
-                    "seed": seed,
-                    "ev": rep.explained_variance,
-                    "l0": rep.l0,
-                    "dead": rep.dead_fraction,
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def sweep(
