@@ -292,6 +292,9 @@ RULES: dict[str, dict[str, Rule]] = {
         "threads": POS,
     },
     "study05": {
+        "convergence_tokens": increasing_or_empty(),
+        "convergence_seeds": seeds(2),
+        "ladder_decay_fraction": OPEN_UNIT,
         "first_layer": LAYER,
         "last_layer": LAYER,
         "expansion_factor": POS,

@@ -398,6 +398,18 @@ class Study05Config:
     lr: float | None = 2e-3
     """Adam learning rate for these SAEs (None: sae.lr); study 1 measured 2e-3 as a good rate for
     runs this short (EV ≈ 0.9 for TopK 8× at 262k tokens on the default model)."""
+    convergence_tokens: tuple[int, ...] = ()
+    """Rungs of study 5's token-budget ladder (tokens per SAE, strictly increasing multiples of
+    `batch_size`; doublings, so the convergence gate reads the last doubling). () skips it. Per
+    seed of `convergence_seeds` and residual position of the window, one warmup-stable-decay run
+    (`sae_studies.ladder`) of the study's SAE: about (1 + ladder_decay_fraction) × the top rung's
+    tokens per ladder, (layers + 1) × seeds ladders. At every rung the persistence share the
+    verdict reads (`studies.flow_ladder`); the persistence verdict is gated on it at
+    `train_tokens` (so include rungs up to it)."""
+    convergence_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the ladder (at least 2: the gate compares the last doubling with the seed spread)."""
+    ladder_decay_fraction: float = 0.2
+    """Share of each rung's steps spent on its decay branch (learning rate linearly to 0), in (0, 1)."""
     match_k: int = 5
     """Matches kept per feature and source (the general top-k operator; ≥ 5 for the random-top-5
     deactivation baseline). Groups and graphs use the best match unless stated."""

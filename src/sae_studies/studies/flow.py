@@ -23,6 +23,7 @@ from ..checks import check_choice, check_cosine_threshold, check_int, check_posi
 from ..config import SAEConfig
 from ..saes import registry
 from ..study_config import Study05Config
+from .budget_ladders import check_ladder
 
 #: Published numbers (Laptev et al. 2025, Gemma-2-2B, 1,894 features): deactivation of the
 #: matched predecessor, mean activation change and success rate.
@@ -68,6 +69,8 @@ def check_study05(C: Study05Config, n_layers: int, sae_k: int, d_model: int, cor
     if not 0 < C.null_quantile < 1:
         raise ValueError(f"study05.null_quantile must be in (0, 1); got {C.null_quantile!r}")
     check_cosine_threshold("study05.graph_resid_threshold", C.graph_resid_threshold)
+    if C.convergence_tokens:
+        check_ladder("study05", C, C.batch_size)
     check_cosine_threshold("study05.graph_module_threshold", C.graph_module_threshold)
     for name in (
         "deactivation_windows",
