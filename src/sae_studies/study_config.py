@@ -342,8 +342,8 @@ class Study04Config:
     seed of `convergence_seeds`, one warmup-stable-decay run (`sae_studies.ladder`) of TopK and one
     of KronSAE `main_mn` (mAND) at `sweep_expansion_factor`, with the study's k and lr: about
     (1 + ladder_decay_fraction) × the top rung's tokens per ladder. The `convergence` profile runs
-    it and writes figures/convergence/04_ladder.csv, which the default notebook reads to gate the
-    equal-tokens verdict on the paired gap EV(KronSAE) − EV(TopK) at `train_tokens` (so include
+    it and writes figures/convergence/04_ladder.csv, which the default notebook reads (the smollm2
+    profile runs its own) to gate the equal-tokens verdict on the paired gap EV(KronSAE) − EV(TopK) at `train_tokens` (so include
     rungs up to it)."""
     convergence_seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of the ladder (at least 2: the gate compares the last doubling with the seed spread)."""
