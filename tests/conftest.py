@@ -1,10 +1,13 @@
 """Shared fixtures: a micro profile whose whole pipeline (tokenizer, LM, activations) builds in
 seconds into a temporary data folder, so unit tests never touch the repository's cache."""
 
+import numpy as np
 import pytest
 import torch
 
 from sae_studies import pipeline
+from sae_studies.activations import ActivationSet
+from sae_studies.store import Store
 
 MICRO = {
     "lm.train_epochs": 0.02,
@@ -48,3 +51,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def acts(tmp_path) -> ActivationSet:
+    """8,192 rows of d = 16 with a few strong sparse directions (so an SAE has something to learn),
+    as a store artifact: the ladder tests' activations (a test file's own ``acts`` overrides it)."""
+    n, d = 8192, 16
+
+    def build(tmp):
+        g = torch.Generator().manual_seed(0)
+        dirs = torch.randn(24, d, generator=g)
+        codes = torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.15)
+        x = codes @ dirs + 0.05 * torch.randn(n, d, generator=g) + 1.0
+        np.save(tmp / "acts.npy", x.numpy().astype(np.float32))
+
+    return ActivationSet("blocks.0.hook_resid_post", Store(tmp_path / "acts").get_or_build("test_acts", {"n": n, "d": d}, build))

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from sae_studies import ladder
-from sae_studies.activations import ActivationSet
 from sae_studies.analyses import quality
 from sae_studies.config import SAEConfig, load_profile
 from sae_studies.saes import registry
@@ -167,19 +166,6 @@ def test_study4_gap_is_kron_minus_topk_per_rung_and_seed():
 B = 128
 STEPS = (16 * B, 32 * B)
 CFG = SAEConfig(lr=5e-3, dead_feature_window=8, train_tokens=STEPS[-1])
-
-
-@pytest.fixture
-def acts(tmp_path):
-    d, n = 16, 4096
-
-    def build(tmp):
-        g = torch.Generator().manual_seed(0)
-        dirs = torch.randn(24, d, generator=g)
-        codes = torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.15)
-        np.save(tmp / "acts.npy", (codes @ dirs + 0.05 * torch.randn(n, d, generator=g) + 1.0).numpy().astype(np.float32))
-
-    return ActivationSet("blocks.0.hook_resid_post", Store(tmp_path / "acts").get_or_build("test_acts", {"n": n, "d": d}, build))
 
 
 def spec(arch: str, seed: int = 0):

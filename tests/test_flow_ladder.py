@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from sae_studies import ladder
-from sae_studies.activations import ActivationSet
 from sae_studies.analyses import flow, quality
 from sae_studies.config import SAEConfig, load_profile
 from sae_studies.saes import registry
@@ -73,19 +72,6 @@ def test_planted_copies_are_all_above_the_null_and_fresh_draws_at_its_rate():
 
 B = 128
 RUNGS = (8 * B, 16 * B)
-
-
-@pytest.fixture
-def acts(tmp_path):
-    d, n = 16, 2048
-
-    def build(tmp):
-        g = torch.Generator().manual_seed(0)
-        dirs = torch.randn(24, d, generator=g)
-        codes = torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.15)
-        np.save(tmp / "acts.npy", (codes @ dirs + 0.05 * torch.randn(n, d, generator=g)).numpy().astype(np.float32))
-
-    return ActivationSet("blocks.0.hook_resid_post", Store(tmp_path / "acts").get_or_build("test_acts", {"n": n, "d": d}, build))
 
 
 def test_ladder_table_rows_are_the_rung_saes_shares(tmp_path, acts, one_thread):

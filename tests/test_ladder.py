@@ -10,7 +10,6 @@ from sae_lens import SAE
 from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_studies import feed, ladder
-from sae_studies.activations import ActivationSet
 from sae_studies.config import SAEConfig
 from sae_studies.saes import registry
 from sae_studies.store import Store
@@ -19,24 +18,6 @@ from sae_studies.train import train_sae
 B = 128
 RUNGS = (40 * B, 80 * B, 160 * B)  # 40 / 80 / 160 steps: warm-up 2 steps, decay 8 / 16 / 32
 CFG = SAEConfig(lr=5e-3, dead_feature_window=16, train_tokens=RUNGS[-1])
-
-
-def synthetic_acts(store: Store, n: int = 8192, d: int = 16) -> ActivationSet:
-    """Rows with a few strong directions (so an SAE has something to learn), as a store artifact."""
-
-    def build(tmp):
-        g = torch.Generator().manual_seed(0)
-        dirs = torch.randn(24, d, generator=g)
-        codes = torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.15)
-        x = codes @ dirs + 0.05 * torch.randn(n, d, generator=g) + 1.0
-        np.save(tmp / "acts.npy", x.numpy().astype(np.float32))
-
-    return ActivationSet("blocks.0.hook_resid_post", store.get_or_build("test_acts", {"n": n, "d": d}, build))
-
-
-@pytest.fixture
-def acts(tmp_path):
-    return synthetic_acts(Store(tmp_path / "acts"))
 
 
 def spec(arch: str = "topk", seed: int = 0):
