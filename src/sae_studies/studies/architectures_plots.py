@@ -63,12 +63,13 @@ def architecture_heatmap(summary: pd.DataFrame, untested: Mapping[str, str] | Se
     ax.imshow(np.ma.masked_invalid(colour), cmap="RdYlGn", vmin=-0.4, vmax=1.4, aspect="auto")
     ax.imshow(np.where(np.isnan(colour), 0.12, np.nan), cmap="Greys", vmin=0, vmax=1, aspect="auto")
     for i, variant in enumerate(summary.index):
+        # an untested row is hatched; its numbers sit on a pale box so the hatching does not cross them
+        box = dict(facecolor="white", alpha=0.8, lw=0, pad=1.5) if variant in untested else None
         for j, (c, _, _) in enumerate(cols):
-            ax.text(
-                j, i, _fmt(summary.iloc[i][c], summary.iloc[i].get(f"{c}_ci", np.nan), c), ha="center", va="center", fontsize=7
-            )
+            text = _fmt(summary.iloc[i][c], summary.iloc[i].get(f"{c}_ci", np.nan), c)
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, bbox=box)
         if variant in untested:
-            ax.add_patch(plt.Rectangle((-0.5, i - 0.5), n_cols, 1, fill=False, hatch="//", edgecolor="k", lw=0))
+            ax.add_patch(plt.Rectangle((-0.5, i - 0.5), n_cols, 1, fill=False, hatch="//", edgecolor="0.45", lw=0))
     ax.set_xticks(range(n_cols), [lab for _, lab, _ in cols], fontsize=8)
     ax.set_yticks(
         range(n_rows), [f"{v} ({untested_tag(untested, v)})" if v in untested else v for v in summary.index], fontsize=8
