@@ -29,7 +29,17 @@ from ..ladder import Ladder, plan, train_ladder
 from ..saes.registry import SAESpec
 from .verdicts import Verdict
 
-__all__ = ["Arm", "check_ladder", "train_arms", "ladder_table", "paired_gap", "convergence", "gate_verdict", "gate_table"]
+__all__ = [
+    "Arm",
+    "check_ladder",
+    "train_arms",
+    "ladder_table",
+    "paired_gap",
+    "convergence",
+    "weakest",
+    "gate_verdict",
+    "gate_table",
+]
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,12 @@ def convergence(
         if len(values) < 2:
             return None
         found.append(gate(f"{name or quantity}, {_group_text(by, group)}", list(values.index), values.to_numpy()))
+    return weakest(found)
+
+
+def weakest(found: Sequence[Convergence]) -> Convergence:
+    """The gate of a verdict that reads several gated quantities or groups: converged only if each
+    has, so the first that has not is returned, else the one that levelled off last."""
     not_converged = [c for c in found if not c.converged]
     if not_converged:
         return not_converged[0]

@@ -69,9 +69,9 @@ def check_study05(C: Study05Config, n_layers: int, sae_k: int, d_model: int, cor
     if not 0 < C.null_quantile < 1:
         raise ValueError(f"study05.null_quantile must be in (0, 1); got {C.null_quantile!r}")
     check_cosine_threshold("study05.graph_resid_threshold", C.graph_resid_threshold)
+    check_cosine_threshold("study05.graph_module_threshold", C.graph_module_threshold)
     if C.convergence_tokens:
         check_ladder("study05", C, C.batch_size)
-    check_cosine_threshold("study05.graph_module_threshold", C.graph_module_threshold)
     for name in (
         "deactivation_windows",
         "deactivation_features",

@@ -99,13 +99,17 @@ def ladder_table(
             progress=progress,
         )
         ladders[pos[1]] = trained[arm.label]
+    # a null dictionary depends only on the seed and its shape: drawn once per seed, the same at every rung
+    nulls_of = {}
+    for j, seed in enumerate(seeds):
+        sources = {("resid", lay - 1): ladders[lay - 1][j].saes[0].W_dec.detach().float().cpu() for lay in layers}
+        nulls_of[seed] = {pos[1]: w for pos, w in null_sources(sources, covariances, C.null_kind, seed=seed).items()}
     rows = []
     for i, tokens in enumerate(rungs):
         for j, seed in enumerate(seeds):
             saes = {layer: ladders[layer][j].saes[i] for layer in ladders}
             decoders = {layer: sae.W_dec.detach().float().cpu() for layer, sae in saes.items()}
-            sources = {("resid", lay - 1): decoders[lay - 1] for lay in layers}
-            nulls = {pos[1]: w for pos, w in null_sources(sources, covariances, C.null_kind, seed=seed).items()}
+            nulls = nulls_of[seed]
             reports = {lay: quality.sae_reconstruction_metrics(saes[lay], val_x[("resid", lay)]) for lay in layers}
             alive = {lay: reports[lay].density * len(val_x[("resid", lay)]) >= C.min_firings for lay in layers}
             shares = persistence_shares(decoders, nulls, alive, layers, C.null_quantile)

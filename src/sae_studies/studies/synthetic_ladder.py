@@ -94,8 +94,7 @@ def gate_verdict(verdict: Verdict, table: pd.DataFrame, quantities: Sequence[str
     found = [c for c in found if c is not None]
     if not found:
         return verdict
-    not_converged = [c for c in found if not c.converged]
-    return verdict.gated(not_converged[0] if not_converged else max(found, key=lambda c: c.converged_at or 0))
+    return verdict.gated(BL.weakest(found))
 
 
 def gate_table(table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:
