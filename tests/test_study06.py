@@ -80,6 +80,16 @@ def test_nearest_l0_in_log_ratio():
         A.nearest_l0({}, 32)
 
 
+def test_standard_lr_applies_to_the_standard_sae_only():
+    P = load_profile("smoke", {"study06.lr": 0.002, "study06.standard_lr": 0.01})
+    assert A.sae_config(P, 5.0).lr == 0.01 and A.sae_config(P, 5.0).l1_coefficient == 5.0
+    assert A.sae_config(P).lr == 0.002  # every other architecture keeps the study's rate
+    P = load_profile("smoke", {"study06.lr": 0.002})
+    assert A.sae_config(P, 5.0).lr == 0.002  # unset: the study's rate
+    with pytest.raises(ValueError, match="study06.standard_lr"):
+        load_profile("smoke", {"study06.standard_lr": -1.0})
+
+
 def test_collapsed_flags_duplicates_and_dead():
     t = pd.DataFrame(
         {

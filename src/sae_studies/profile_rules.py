@@ -348,6 +348,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "train_tokens": POS,
         "batch_size": POS,
         "lr": above(0),
+        "standard_lr": above(0),
         "matryoshka_prefixes": both(increasing(0), OPEN_UNIT),
         "hierarchical_ks": increasing(),
         "kron_mn": POS,

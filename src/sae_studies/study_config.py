@@ -530,6 +530,12 @@ class Study06Config:
     """Rows per SAE training step (must divide activations.n_tokens)."""
     lr: float | None = 2e-3
     """Adam learning rate of every SAE of this study (None: sae.lr); study 1's choice for short runs."""
+    standard_lr: float | None = None
+    """Adam learning rate of the standard ReLU SAE, its L1 search included (None: `lr`). Adam's
+    step is about lr whatever the L1 coefficient, so in a short run the L0 the standard SAE can
+    reach is set by lr × steps more than by the coefficient: on SmolLM2 at 524k tokens (128 steps)
+    and lr 4e-4, coefficients 2 / 5 / 10 / 40 / 160 left L0 at 1,030 / 720 / 658 / 495 / 455 (while
+    training) against k = 32."""
     matryoshka_prefixes: tuple[float, ...] = (0.125, 0.25, 0.5)
     """Matryoshka nested prefix widths as fractions of F (F itself is added)."""
     hierarchical_ks: tuple[int, ...] = (8, 16, 32, 64)

@@ -110,13 +110,14 @@ def spec(cfg: Study06Config, arch: str, d_sae: int, seed: int) -> SAESpec:
 
 
 def sae_config(profile: Profile, l1_coefficient: float | None = None) -> SAEConfig:
-    """The profile's SAE settings with this study's budget and learning rate (and an L1 coefficient
-    for the standard SAE)."""
+    """The profile's SAE settings with this study's budget and learning rate (and, for the standard
+    SAE, an L1 coefficient and `standard_lr` where the profile sets one)."""
     cfg = profile.study06
+    lr = next(r for r in (cfg.standard_lr if l1_coefficient is not None else None, cfg.lr, profile.sae.lr) if r is not None)
     return dataclasses.replace(
         profile.sae,
         train_tokens=cfg.train_tokens,
-        lr=cfg.lr if cfg.lr is not None else profile.sae.lr,
+        lr=lr,
         l1_coefficient=l1_coefficient if l1_coefficient is not None else profile.sae.l1_coefficient,
     )
 
