@@ -230,3 +230,14 @@ def test_plot_ladder_draws_a_gap_table_by_k_with_a_zero_line():
     labels = fig.axes[-1].get_legend_handles_labels()[1]
     assert "k = 2" in labels and "k = 8" in labels
     assert any(list(line.get_ydata()) == [0.0, 0.0] for line in fig.axes[-1].lines)  # the reference level
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear"] * len(HL.QUANTITIES)
+
+
+def test_plot_ladder_puts_a_named_quantity_on_a_symmetric_log_axis():
+    from sae_studies.studies import ladder_plots
+
+    gap = planted({2: LEVEL}, by="k", column="ΔEV").assign(**{"EV topk": 0.5, f"EV {H.HIERARCHICAL}": 0.5})
+    fig = ladder_plots.plot_ladder(gap, HL.QUANTITIES, by="k", symlog={HL.GAP: 0.01})
+    scales = {ax.get_ylabel(): ax.get_yscale() for ax in fig.axes}
+    assert scales[HL.QUANTITIES[HL.GAP]] == "symlog" and list(scales.values()).count("symlog") == 1
+    assert fig.axes[-1].yaxis.get_transform().linthresh == 0.01

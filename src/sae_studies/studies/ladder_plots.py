@@ -25,13 +25,16 @@ def plot_ladder(
     reference: Mapping[str, float] | None = None,
     ncols: int | None = None,
     x_label: str = "training tokens per SAE",
+    symlog: Mapping[str, float] | None = None,
 ) -> plt.Figure:
     """One panel per column of ``quantities`` (column → axis label) of a ladder table with
     ``tokens``, ``seed`` and ``by`` columns. ``nulls`` maps a quantity to a column holding its
     null level (drawn dashed, named ``null_label`` in the legend); ``read_at`` marks the tokens the
     verdicts read (dotted). ``group_label`` formats each group's legend entry (e.g. "k = {}");
     ``reference`` maps a quantity to a level drawn as a thin grey line (e.g. 0 for a gap).
-    ``ncols`` wraps the panels into rows of that many (default: one row)."""
+    ``ncols`` wraps the panels into rows of that many (default: one row). ``symlog`` maps a quantity
+    to the half-width of a linear band around 0 on a symmetric-log y axis: a gap that starts large
+    and then settles near 0 (a fast start one architecture loses later) stays readable at both ends."""
     missing = ({"tokens", "seed", by} | set(quantities) | set((nulls or {}).values())) - set(table.columns)
     if missing:
         raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
@@ -59,6 +62,8 @@ def plot_ladder(
         if read_at is not None:
             ax.axvline(read_at, ls=":", color="grey", label="verdicts read here")
         ax.set_xscale("log", base=2)
+        if symlog and col in symlog:
+            ax.set_yscale("symlog", linthresh=symlog[col])
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
     handles, labels = axes.flat[len(quantities) - 1].get_legend_handles_labels()
