@@ -102,6 +102,22 @@ def test_collapsed_flags_duplicates_and_dead():
     assert set(out) == {"standard", "kron"} and "duplicates" in out["standard"] and "dead" in out["kron"]
 
 
+def test_off_target_l0_flags_rows_that_miss_their_read_k():
+    t = pd.DataFrame(
+        {
+            "variant": ["topk", "topk", "hierarchical_topk@8", "batchtopk", "standard", "standard"],
+            "read_k": [32, 32, 8, 32, 32, 32],
+            "l0": [32.0, 32.0, 8.0, 35.7, 140.0, 146.0],
+        }
+    )
+    out = A.off_target_l0(t)
+    assert list(out) == ["standard"] and "143 vs k = 32" in out["standard"]  # ×1.12 passes, ×4.5 does not
+    assert "batchtopk" in A.off_target_l0(t, tolerance=0.1)
+    from sae_studies.studies import architectures_plots as AP
+
+    assert AP.untested_tag(out, "standard") == "L0 off target"
+
+
 def test_variants_and_check():
     cfg = Study06Config(hierarchical_ks=(8, 32), k=32)
     labels = [v[0] for v in A.variants(cfg)]

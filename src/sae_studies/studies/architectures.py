@@ -295,6 +295,20 @@ def collapsed(per_seed: pd.DataFrame, duplicate_share: float) -> dict[str, str]:
     return out
 
 
+def off_target_l0(per_seed: pd.DataFrame, tolerance: float | None = None) -> dict[str, str]:
+    """Variants whose mean L0 misses the k they are read at (``read_k``) by more than a factor
+    1 + ``tolerance`` (default ``L0_TOLERANCE``, the stability rule's): the table compares
+    architectures at matched L0, so such a row is untested. It happens to the standard SAE when its
+    L1 search cannot reach k in a short run (Adam's step bounds how far its L0 falls)."""
+    tolerance = L0_TOLERANCE if tolerance is None else tolerance
+    out = {}
+    for variant, g in per_seed.groupby("variant", sort=False):
+        l0, k = g.l0.mean(), float(g.read_k.iloc[0])
+        if abs(np.log(l0 / k)) > np.log1p(tolerance):
+            out[variant] = f"L0 {l0:.0f} vs k = {k:g}"
+    return out
+
+
 METRICS = (
     "explained_variance",
     "loss_recovered",

@@ -38,8 +38,11 @@ def _fmt(value: float, ci: float, column: str) -> str:
 def untested_tag(untested: Mapping[str, str] | Sequence[str], variant: str) -> str:
     """How a figure names an untested row: "mostly dead" where ``architectures.collapsed`` gave a
     dead share as the reason (a HierarchicalTopK prefix well below K leaves most latents unused by
-    design), else "collapsed" (within-seed duplicates, or no reason given)."""
+    design), "L0 off target" where ``architectures.off_target_l0`` did, else "collapsed"
+    (within-seed duplicates, or no reason given)."""
     why = untested.get(variant, "") if isinstance(untested, Mapping) else ""
+    if why.startswith("L0"):
+        return "L0 off target"
     return "mostly dead" if why.startswith("dead share") else "collapsed"
 
 
