@@ -241,3 +241,7 @@ def test_plot_ladder_puts_a_named_quantity_on_a_symmetric_log_axis():
     scales = {ax.get_ylabel(): ax.get_yscale() for ax in fig.axes}
     assert scales[HL.QUANTITIES[HL.GAP]] == "symlog" and list(scales.values()).count("symlog") == 1
     assert fig.axes[-1].yaxis.get_transform().linthresh == 0.01
+    # a gap that never leaves the linear band by a decade stays on a linear axis
+    small = gap.assign(**{"ΔEV": gap["ΔEV"] / 100})
+    fig = ladder_plots.plot_ladder(small, HL.QUANTITIES, by="k", symlog={HL.GAP: 0.01})
+    assert fig.axes[-1].get_yscale() == "linear"

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 __all__ = ["plot_ladder"]
 
@@ -33,8 +34,9 @@ def plot_ladder(
     verdicts read (dotted). ``group_label`` formats each group's legend entry (e.g. "k = {}");
     ``reference`` maps a quantity to a level drawn as a thin grey line (e.g. 0 for a gap).
     ``ncols`` wraps the panels into rows of that many (default: one row). ``symlog`` maps a quantity
-    to the half-width of a linear band around 0 on a symmetric-log y axis: a gap that starts large
-    and then settles near 0 (a fast start one architecture loses later) stays readable at both ends."""
+    to the half-width of a linear band around 0 on a symmetric-log y axis, used where the quantity
+    leaves that band by more than a decade: a gap that starts large and then settles near 0 (a fast
+    start one architecture loses later) stays readable at both ends."""
     missing = ({"tokens", "seed", by} | set(quantities) | set((nulls or {}).values())) - set(table.columns)
     if missing:
         raise ValueError(f"the ladder table lacks columns {sorted(missing)}; it has {sorted(table.columns)}")
@@ -44,6 +46,10 @@ def plot_ladder(
     for ax in axes.flat[len(quantities) :]:
         ax.set_visible(False)
     for ax, (col, label) in zip(axes.flat, quantities.items()):
+        if symlog and col in symlog and table[col].abs().max() > 10 * symlog[col]:
+            # before drawing, so the limits fit the scale; only where the data leave the band by a decade
+            ax.set_yscale("symlog", linthresh=symlog[col])
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         for i, (group, g) in enumerate(table.groupby(by, sort=False)):
             s = g.groupby("tokens")[col]
             ax.errorbar(
@@ -62,8 +68,6 @@ def plot_ladder(
         if read_at is not None:
             ax.axvline(read_at, ls=":", color="grey", label="verdicts read here")
         ax.set_xscale("log", base=2)
-        if symlog and col in symlog:
-            ax.set_yscale("symlog", linthresh=symlog[col])
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
     handles, labels = axes.flat[len(quantities) - 1].get_legend_handles_labels()
