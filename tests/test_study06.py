@@ -116,6 +116,9 @@ def test_off_target_l0_flags_rows_that_miss_their_read_k():
     from sae_studies.studies import architectures_plots as AP
 
     assert AP.untested_tag(out, "standard") == "L0 off target"
+    assert A.l0_matched(35.7, 32) and not A.l0_matched(143.0, 32) and not A.l0_matched(24.4, 32)
+    both = A.untested_rows(t.assign(duplicate_share=0.0, dead_fraction=[0.1, 0.1, 0.9, 0.1, 0.0, 0.0]), 0.5)
+    assert set(both) == {"standard", "hierarchical_topk@8"} and both["hierarchical_topk@8"].startswith("dead share")
 
 
 def test_variants_and_check():

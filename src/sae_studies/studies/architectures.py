@@ -295,18 +295,34 @@ def collapsed(per_seed: pd.DataFrame, duplicate_share: float) -> dict[str, str]:
     return out
 
 
-def off_target_l0(per_seed: pd.DataFrame, tolerance: float | None = None) -> dict[str, str]:
+#: Equal EV and L0: the per-seed mean differences a comparison tolerates (the rule's premise).
+EV_TOLERANCE = 0.02
+L0_TOLERANCE = 0.25
+"""|log(L0 candidate / L0 TopK)| at most log(1.25)."""
+
+
+def l0_matched(l0: float, target: float, tolerance: float = L0_TOLERANCE) -> bool:
+    """Whether ``l0`` is within a factor 1 + ``tolerance`` of ``target`` (either side)."""
+    return bool(abs(np.log(l0 / target)) <= np.log1p(tolerance))
+
+
+def off_target_l0(per_seed: pd.DataFrame, tolerance: float = L0_TOLERANCE) -> dict[str, str]:
     """Variants whose mean L0 misses the k they are read at (``read_k``) by more than a factor
-    1 + ``tolerance`` (default ``L0_TOLERANCE``, the stability rule's): the table compares
+    1 + ``tolerance`` (the stability rule's premise, :func:`l0_matched`): the table compares
     architectures at matched L0, so such a row is untested. It happens to the standard SAE when its
     L1 search cannot reach k in a short run (Adam's step bounds how far its L0 falls)."""
-    tolerance = L0_TOLERANCE if tolerance is None else tolerance
     out = {}
     for variant, g in per_seed.groupby("variant", sort=False):
         l0, k = g.l0.mean(), float(g.read_k.iloc[0])
-        if abs(np.log(l0 / k)) > np.log1p(tolerance):
+        if not l0_matched(l0, k, tolerance):
             out[variant] = f"L0 {l0:.0f} vs k = {k:g}"
     return out
+
+
+def untested_rows(per_seed: pd.DataFrame, duplicate_share: float) -> dict[str, str]:
+    """Every row the table hatches and the stability rule leaves untested, with why: L0 off
+    target (:func:`off_target_l0`) or collapsed (:func:`collapsed`, whose reason wins)."""
+    return {**off_target_l0(per_seed), **collapsed(per_seed, duplicate_share)}
 
 
 METRICS = (
@@ -341,12 +357,6 @@ def summary_table(per_seed: pd.DataFrame, null: Mapping[str, float] | None = Non
             row["stable_null"] = null["fraction_stable"]
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant")
-
-
-#: Equal EV and L0: the per-seed mean differences a comparison tolerates (the rule's premise).
-EV_TOLERANCE = 0.02
-L0_TOLERANCE = 0.25
-"""|log(L0 candidate / L0 TopK)| at most log(1.25)."""
 
 
 def stability_verdicts(
@@ -394,7 +404,7 @@ def stability_verdicts(
             f"ΔEV {d_ev:+.3f}, L0 ratio {l0_ratio:.2f}"
         )
         outcome = decide(interval, 0.0, "above")
-        if abs(d_ev) > EV_TOLERANCE or abs(np.log(l0_ratio)) > np.log(1 + L0_TOLERANCE):
+        if abs(d_ev) > EV_TOLERANCE or not l0_matched(l0_ratio, 1.0):
             outcome, ours = "inconclusive", ours + " — not at equal EV and L0"
         found.append(Verdict(claim, paper, ours, outcome, rule, statistic=mean, interval=interval, n=n))
         pvals.append(t_pvalue(delta, 0.0, "two-sided"))
