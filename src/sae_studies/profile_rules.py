@@ -369,6 +369,9 @@ RULES: dict[str, dict[str, Rule]] = {
         "absorption_min_words": POS,
         "handle_subspace_cosine": OPEN_UNIT,
         "handle_scales": both(increasing(0), above(0)),
+        "convergence_tokens": increasing_or_empty(),
+        "convergence_seeds": seeds(2),
+        "ladder_decay_fraction": OPEN_UNIT,
         "threads": POS,
     },
 }

@@ -589,5 +589,19 @@ class Study06Config:
     """Steering handles: strengths s (× the median residual norm at study 5's steering layer, as
     study 5's constant single-layer schedule) at which every handle is steered; a handle's score is
     its mean combined score over these strengths, prompts and samples."""
+    convergence_tokens: tuple[int, ...] = ()
+    """Rungs of study 6's token-budget ladder (tokens per SAE, strictly increasing doublings; ()
+    skips it). Per architecture of `convergence_architectures` and seed of `convergence_seeds`,
+    one warmup-stable-decay run (`sae_studies.ladder`, at the study's F, k, rate and batch); the
+    stability verdict on each candidate is gated on its gap to TopK up to `train_tokens`
+    (`studies/architectures_ladder.py`). About (1 + ladder_decay_fraction) × the top rung's
+    tokens per ladder."""
+    convergence_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of every ladder (≥ 2: stability and the gate's seed spread need them)."""
+    convergence_architectures: tuple[str, ...] = ("topk", "hierarchical_topk", "kron")
+    """Architectures on the ladder: TopK (the gap's reference) and the stability rule's candidates
+    (HierarchicalTopK is read at `k`); not the standard SAE (its L1 coefficient is the table's)."""
+    ladder_decay_fraction: float = 0.2
+    """Share of each rung's steps spent on its decay branch (learning rate linearly to 0)."""
     threads: int | None = 1
     """torch threads for this notebook (None: torch's default); see Study01Config.threads."""

@@ -33,6 +33,7 @@ from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..saes.registry import SAESpec
 from ..study_config import Study06Config
+from .budget_ladders import check_ladder
 from .verdicts import STUDIES, Verdict, spread
 
 HIERARCHICAL = "hierarchical_topk"
@@ -50,6 +51,7 @@ __all__ = [
     "encoder",
     "ProbeData",
     "probe_data",
+    "quality_and_stability",
     "evaluate",
     "null_table",
     "collapsed",
@@ -79,6 +81,18 @@ def check(cfg: Study06Config, d_model: int, n_layers: int) -> int:
         problem = registry.get(arch).problem(d_sae, cfg.k, **_options(cfg, arch))
         if problem:
             raise ValueError(f"study06: {arch} cannot be built at F={d_sae}, k={cfg.k}: {problem}")
+    if cfg.convergence_tokens:
+        ladder = list(cfg.convergence_architectures)
+        if (
+            any(a not in cfg.architectures or a == STANDARD for a in ladder)
+            or REFERENCE not in ladder
+            or len(set(ladder)) != len(ladder)
+        ):
+            raise ValueError(
+                f"study06.convergence_architectures must be distinct architectures of study06.architectures other than "
+                f"{STANDARD!r} (its L1 coefficient is the table's choice), including {REFERENCE!r}; got {ladder}"
+            )
+        check_ladder("study06", cfg, cfg.batch_size)
     return d_sae
 
 
@@ -215,6 +229,22 @@ def probe_data(cfg: Study06Config, eval_set, tokenizer, seed: int = 0) -> ProbeD
     return ProbeData(starts, ends, labels, words, probes, residual)
 
 
+def quality_and_stability(sae, read_k: int | None, eval_x: torch.Tensor, fraction, min_firings: int) -> tuple[dict, np.ndarray]:
+    """``({explained_variance, l0, dead_fraction, stable}, live)`` of one SAE read at ``read_k``
+    on held-out ``eval_x``: ``fraction`` is each latent's share of other seeds matched at τ
+    (`seed_stability.stability_scores`); a latent firing fewer than ``min_firings`` times is dead;
+    ``stable`` is the share of live latents matched in every other seed."""
+    rep = quality.reconstruction_metrics(encoder(sae, read_k), sae.decode, eval_x.split(4096), sae.cfg.d_sae)
+    cls = seed_stability.stability_class(fraction, rep.density * len(eval_x), min_firings)
+    live = cls != "dead"
+    return {
+        "explained_variance": rep.explained_variance,
+        "l0": rep.l0,
+        "dead_fraction": float((~live).mean()),
+        "stable": float((cls[live] == "stable").mean()) if live.any() else np.nan,
+    }, live
+
+
 def evaluate(
     trained: Trained, cfg: Study06Config, eval_x: torch.Tensor, splicer, probes: ProbeData, progress: bool = True
 ) -> pd.DataFrame:
@@ -237,21 +267,15 @@ def evaluate(
     for (label, arch, read_k), s in tqdm(todo, desc="study 6 metrics", disable=not progress):
         sae, seed = trained.saes[arch][s], cfg.seeds[s]
         enc = encoder(sae, read_k)
-        rep = quality.reconstruction_metrics(enc, sae.decode, eval_x.split(4096), sae.cfg.d_sae)
+        held_out, live = quality_and_stability(sae, read_k, eval_x, scores[arch].fraction[s], cfg.min_firings)
         ce = splicer.report(lambda a, enc=enc, sae=sae: sae.decode(enc(a)))
-        fires = rep.density * len(eval_x)
-        cls = seed_stability.stability_class(scores[arch].fraction[s], fires, cfg.min_firings)
-        live = cls != "dead"
         row = {
             "variant": label,
             "architecture": arch,
             "read_k": read_k if read_k is not None else cfg.k,
             "seed": seed,
-            "explained_variance": rep.explained_variance,
-            "l0": rep.l0,
-            "dead_fraction": float((~live).mean()),
+            **held_out,
             "loss_recovered": ce.loss_recovered,
-            "stable": float((cls[live] == "stable").mean()) if live.any() else np.nan,
             "mean_best": float(scores[arch].mean_best[s].numpy()[live].mean()) if live.any() else np.nan,
             "duplicate_share": dups[arch][s],
             "tokens_per_second": float(speed.loc[(arch, seed)]),

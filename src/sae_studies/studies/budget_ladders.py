@@ -237,4 +237,5 @@ def gate_table(table: pd.DataFrame, quantities: Mapping[str, str], up_to: int | 
                         "gate": c.describe(),
                     }
                 )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out.astype({"converged_at": "Int64"}) if len(out) else out  # token counts, not floats (None → <NA>)

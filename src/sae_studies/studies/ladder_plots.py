@@ -70,7 +70,11 @@ def plot_ladder(
         ax.set_xscale("log", base=2)
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
-    handles, labels = axes.flat[len(quantities) - 1].get_legend_handles_labels()
+    legend = {}  # every panel's entries once (a null drawn in one panel only is still named)
+    for ax in axes.flat[: len(quantities)]:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     if title:
         fig.suptitle(title)

@@ -1,0 +1,134 @@
+"""Study 6 on a token-budget ladder: has each candidate's stability gap to TopK levelled off?
+
+The stability rule (:func:`.architectures.stability_verdicts`) reads, per seed, Δ = live fraction
+stable of a candidate (HierarchicalTopK read at ``k``, KronSAE) − TopK's at ``train_tokens``. Per
+seed of ``convergence_seeds``, one warmup-stable-decay ladder (:mod:`sae_studies.ladder`, rungs
+``convergence_tokens``) of every architecture of ``convergence_architectures``, with the study's
+F, k, learning rate and batch. At every rung the held-out EV, L0, dead share and live fraction
+stable (study 1's score among the ladder's seeds at that rung) of each, and the paired gap Δ of
+each candidate; the rule's verdict on a candidate is gated on that gap (:func:`gate_verdict`).
+
+The ladder's seeds are fewer than the table's (fraction stable falls as seeds are added: a latent
+must match in every other seed), so its levels sit above the table's; the gate reads whether the
+gap still moves, not its level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from ..config import Profile
+from ..study_config import Study06Config
+from . import architectures as A
+from . import budget_ladders as BL
+from .verdicts import Verdict
+
+__all__ = ["GAP", "QUANTITIES", "label", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "gate_table"]
+
+GAP = "Δ stable"
+QUANTITIES = {
+    "explained_variance": "held-out EV",
+    "stable": "live fraction stable",
+    GAP: "Δ fraction stable vs TopK",
+}
+"""Columns of :func:`gaps` that the ladder figure and gate table show, with their labels."""
+
+
+def label(cfg: Study06Config, arch: str) -> str:
+    """An architecture's label in the ladder: its table row's (HierarchicalTopK read at ``k``)."""
+    return f"{A.HIERARCHICAL}@{cfg.k}" if arch == A.HIERARCHICAL else arch
+
+
+def _read_k(cfg: Study06Config, arch: str) -> int | None:
+    return cfg.k if arch == A.HIERARCHICAL else None
+
+
+def arms(profile: Profile, d_sae: int) -> list[BL.Arm]:
+    """One arm per architecture of ``convergence_architectures`` at F = ``d_sae``, with the
+    study's SAE settings (`architectures.sae_config`: its rate and batch)."""
+    cfg = profile.study06
+    sae_cfg = A.sae_config(profile)
+    return [
+        BL.Arm(label(cfg, arch), lambda s, arch=arch: A.spec(cfg, arch, d_sae, s), sae_cfg)
+        for arch in cfg.convergence_architectures
+    ]
+
+
+def rung_rows(saes: Sequence, seeds: Sequence[int], read_k: int | None, eval_x: torch.Tensor, cfg: Study06Config) -> list[dict]:
+    """One row per seed of one architecture at one rung: held-out EV, L0, dead share and live
+    fraction stable among these seeds' SAEs (:func:`architectures.quality_and_stability`)."""
+    from ..analyses import seed_stability
+
+    scores = seed_stability.stability_scores([m.W_dec for m in saes], cfg.tau)
+    rows = []
+    for s, (seed, sae) in enumerate(zip(seeds, saes)):
+        held_out, _ = A.quality_and_stability(sae, read_k, eval_x, scores.fraction[s], cfg.min_firings)
+        rows.append({"seed": seed, **held_out})
+    return rows
+
+
+def ladder_table(run, eval_x: torch.Tensor, null_fraction_stable: float | None = None, progress: bool = True) -> pd.DataFrame:
+    """The ladder's long table: architecture, tokens, seed, explained_variance, l0, dead_fraction,
+    stable (and ``null_fraction_stable``, study 1's covariance null at the ladder's seed count,
+    when given)."""
+    from ..activations import hook_name
+
+    cfg = run.profile.study06
+    hook = hook_name(cfg.layer)
+    acts = run.activations([hook])[hook]
+    by_label = {label(cfg, a): _read_k(cfg, a) for a in cfg.convergence_architectures}
+
+    def rows(arm_label, saes, seeds):
+        out = rung_rows(saes, seeds, by_label[arm_label], eval_x, cfg)
+        return [r | {"null_fraction_stable": null_fraction_stable} for r in out] if null_fraction_stable is not None else out
+
+    return BL.ladder_table(
+        acts,
+        arms(run.profile, cfg.expansion_factor * acts.d),
+        list(cfg.convergence_tokens),
+        cfg.convergence_seeds,
+        run.store,
+        rows,
+        cfg.batch_size,
+        cfg.ladder_decay_fraction,
+        label_column="architecture",
+        progress=progress,
+    )
+
+
+def gaps(table: pd.DataFrame, reference: str = A.REFERENCE) -> pd.DataFrame:
+    """The ladder table with column :data:`GAP`: each row's fraction stable minus the reference's
+    of the same rung and seed (NaN on the reference's own rows, which are kept for the figure)."""
+    ref = table[table.architecture == reference].set_index(["tokens", "seed"]).stable
+    if ref.empty:
+        raise ValueError(f"the ladder table has no {reference!r} rows; it has {sorted(set(table.architecture))}")
+    out = table.copy()
+    out[GAP] = out.stable.to_numpy() - ref.reindex(pd.MultiIndex.from_frame(out[["tokens", "seed"]])).to_numpy()
+    out.loc[out.architecture == reference, GAP] = float("nan")
+    return out
+
+
+def gate_verdict(verdict: Verdict, gap_table: pd.DataFrame, candidate: str, up_to: int | None) -> Verdict:
+    """``verdict`` (the stability rule on ``candidate``) gated on its gap Δ on the rungs ≤
+    ``up_to``; unchanged when there is no ladder or the candidate has none (its "converged at" says
+    "no ladder"). An untested verdict stays untested (the gate adds its reading)."""
+    if gap_table.empty or candidate not in set(gap_table.architecture):
+        return verdict
+    return BL.gate_verdict(verdict, gap_table, GAP, [candidate], up_to, by="architecture", name=QUANTITIES[GAP])
+
+
+def gate_table(gap_table: pd.DataFrame, up_to: int | None = None, reference: str = A.REFERENCE) -> pd.DataFrame:
+    """The gate of each quantity of :data:`QUANTITIES` per architecture at ``up_to`` (the gap
+    per candidate only: the reference has none)."""
+    levels = {q: name for q, name in QUANTITIES.items() if q != GAP}
+    candidates = gap_table[gap_table.architecture != reference] if len(gap_table) else gap_table
+    return pd.concat(
+        [
+            BL.gate_table(gap_table, levels, up_to, by="architecture"),
+            BL.gate_table(candidates, {GAP: QUANTITIES[GAP]}, up_to, by="architecture"),
+        ],
+        ignore_index=True,
+    )
