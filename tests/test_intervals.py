@@ -51,5 +51,8 @@ def test_gated_verdict_is_untested_until_converged():
     assert v.gated(moving).outcome == "untested" and "rule alone would say agrees" in v.gated(moving).ours
     assert v.gated(flat).outcome == "agrees" and v.gated(flat).converged_at == "1 tokens"
     assert v.converged_at == "no ladder"
+    collapsed = verdicts.Verdict("c", "p", "dead share 0.52 > 0.5", "untested", "r")
+    assert collapsed.gated(moving).ours == "dead share 0.52 > 0.5"  # its own reason, not "the rule alone would say untested"
+    assert collapsed.gated(moving).converged_at == "not converged"
     with pytest.raises(ValueError, match="interval"):
         verdicts.Verdict("c", "p", "o", "agrees", "r", interval=(0.3, 0.1))

@@ -114,7 +114,7 @@ def gaps(table: pd.DataFrame, reference: str = A.REFERENCE) -> pd.DataFrame:
 def gate_verdict(verdict: Verdict, gap_table: pd.DataFrame, candidate: str, up_to: int | None) -> Verdict:
     """``verdict`` (the stability rule on ``candidate``) gated on its gap Δ on the rungs ≤
     ``up_to``; unchanged when there is no ladder or the candidate has none (its "converged at" says
-    "no ladder"). An untested verdict stays untested (the gate adds its reading)."""
+    "no ladder")."""
     if gap_table.empty or candidate not in set(gap_table.architecture):
         return verdict
     return BL.gate_verdict(verdict, gap_table, GAP, [candidate], up_to, by="architecture", name=QUANTITIES[GAP])

@@ -57,8 +57,9 @@ class Verdict:
     def gated(self, convergence: Convergence) -> Verdict:
         """This verdict behind the convergence gate: a quantity that moved over the last doubling
         by more than its seed spread makes the outcome "untested" (the rule's own outcome is kept
-        in `ours`, so the reader sees what an unconverged reading would have said)."""
-        if convergence.converged:
+        in `ours`, so the reader sees what an unconverged reading would have said). An untested
+        verdict keeps its own reason (collapsed, not run) and gains the gate's reading."""
+        if convergence.converged or self.outcome == "untested":
             return replace(self, convergence=convergence)
         return replace(
             self,
