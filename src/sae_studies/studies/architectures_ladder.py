@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from ..analyses import seed_stability
 from ..config import Profile
 from ..study_config import Study06Config
 from . import architectures as A
@@ -60,8 +61,6 @@ def arms(profile: Profile, d_sae: int) -> list[BL.Arm]:
 def rung_rows(saes: Sequence, seeds: Sequence[int], read_k: int | None, eval_x: torch.Tensor, cfg: Study06Config) -> list[dict]:
     """One row per seed of one architecture at one rung: held-out EV, L0, dead share and live
     fraction stable among these seeds' SAEs (:func:`architectures.quality_and_stability`)."""
-    from ..analyses import seed_stability
-
     scores = seed_stability.stability_scores([m.W_dec for m in saes], cfg.tau)
     rows = []
     for s, (seed, sae) in enumerate(zip(seeds, saes)):
