@@ -1,6 +1,6 @@
 """A set of SAEs on token-budget ladders, and the convergence gate of what a study reads off them.
 
-Studies 1, 3 and 4 each train a few *arms* (an architecture at a size and learning rate) on one
+Studies 1, 3, 4 and 6 each train a few *arms* (an architecture at a size and learning rate) on one
 warmup-stable-decay ladder per seed (:func:`sae_studies.ladder.train_ladder`: one run per SAE,
 an SAE at every rung) and read quantities off every rung's SAEs:
 
