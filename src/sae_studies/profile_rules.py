@@ -129,6 +129,13 @@ LAYER = at_least(0)  # upper bound: the model's layer count, checked in `check_l
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 
 #: section → field → rule. Fields that are not numbers (names, free text) need none.
+#: Every study with a token-budget ladder (`studies/budget_ladders.py`) has these three settings.
+LADDER: dict[str, Rule] = {
+    "convergence_tokens": increasing_or_empty(),
+    "convergence_seeds": seeds(2),
+    "ladder_decay_fraction": OPEN_UNIT,
+}
+
 RULES: dict[str, dict[str, Rule]] = {
     "corpus": {
         "source": corpus_source,
@@ -206,12 +213,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "pool_seeds": seeds(2),
         "pool_group_size": at_least(2),
         "pool_refit_tokens": POS,
-        "convergence_tokens": increasing_or_empty(),
-        "ladder_decay_fraction": OPEN_UNIT,
+        **LADDER,
         "ladder_warmup_tokens": NONNEG,
         "lr_sweep_rung": NONNEG,
         "convergence_lrs": both(increasing(0), above(0)),
-        "convergence_seeds": seeds(2),
         "threads": POS,
     },
     "study02": {
@@ -237,9 +242,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "batch_size": POS,
         "lr": above(0),
         "l1_coefficient": NONNEG,
-        "convergence_tokens": increasing_or_empty(),
-        "convergence_seeds": seeds(2),
-        "ladder_decay_fraction": OPEN_UNIT,
+        **LADDER,
         "sweep_seeds": seeds(2),
         "sweep_ranks": increasing(),
         "sweep_dict_factors": both(increasing(0), above(0)),
@@ -260,9 +263,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "seeds": seeds(1),
         "train_tokens": POS,
         "budget_sweep": increasing_or_empty(),
-        "convergence_tokens": increasing_or_empty(),
-        "convergence_seeds": seeds(2),
-        "ladder_decay_fraction": OPEN_UNIT,
+        **LADDER,
         "reduced_ks": increasing_or_empty(),
         "matryoshka_fractions": both(increasing(0), UNIT),
         "n_ce_tokens": POS,
@@ -281,9 +282,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "batch_size": POS,
         "lr": above(0),
         "convergence_multiples": both(increasing(0), above(0)),
-        "convergence_tokens": increasing_or_empty(),
-        "convergence_seeds": seeds(2),
-        "ladder_decay_fraction": OPEN_UNIT,
+        **LADDER,
         "n_ce_tokens": POS,
         "n_top": POS,
         "min_firings": POS,
@@ -292,9 +291,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "threads": POS,
     },
     "study05": {
-        "convergence_tokens": increasing_or_empty(),
-        "convergence_seeds": seeds(2),
-        "ladder_decay_fraction": OPEN_UNIT,
+        **LADDER,
         "first_layer": LAYER,
         "last_layer": LAYER,
         "expansion_factor": POS,
@@ -369,9 +366,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "absorption_min_words": POS,
         "handle_subspace_cosine": OPEN_UNIT,
         "handle_scales": both(increasing(0), above(0)),
-        "convergence_tokens": increasing_or_empty(),
-        "convergence_seeds": seeds(2),
-        "ladder_decay_fraction": OPEN_UNIT,
+        **LADDER,
         "threads": POS,
     },
 }
