@@ -31,7 +31,12 @@ def test_ladder_rows_are_the_rung_saes_metrics(tmp_path, acts, one_thread):
     table = AL.ladder_table(run, x, null_fraction_stable=0.01, progress=False)
     assert len(table) == len(RUNGS) * 2 * 3
     assert set(table.architecture) == {"topk", "hierarchical_topk@2", "kron"}
-    assert {"tokens", "seed", "explained_variance", "l0", "dead_fraction", "stable", "null_fraction_stable"} <= set(table.columns)
+    want_columns = {"tokens", "seed", "explained_variance", "l0", "dead_fraction", "stable", "read_k", "duplicate_share"}
+    assert want_columns | {"null_fraction_stable"} <= set(table.columns)
+    assert (
+        set(table[table.architecture == "hierarchical_topk@2"].read_k) == set(table[table.architecture == "kron"].read_k) == {2}
+    )
+    assert table.duplicate_share.between(0, 1).all()
 
     # HierarchicalTopK at rung 0, recomputed from the ladders in the store (no step trained again;
     # the study's rate, not the sae section's, trained them)
@@ -51,15 +56,23 @@ def test_ladder_rows_are_the_rung_saes_metrics(tmp_path, acts, one_thread):
     assert got.l0 <= 2 + 1e-6 < full["l0"]  # read at its top-2 prefix, not at the trained K = 4
 
 
-def _table(gap_by_rung, seeds=(0, 1, 2), base=0.2):
+def _table(gap_by_rung, seeds=(0, 1, 2), base=0.2, kron_dead=0.05):
     rows = []
+    common = {"explained_variance": 0.9, "l0": 32.0, "read_k": 32, "duplicate_share": 0.0}
     for tokens, gap in gap_by_rung.items():
         for s in seeds:
             rows.append(
-                {"architecture": "topk", "tokens": tokens, "seed": s, "stable": base + 0.001 * s, "explained_variance": 0.9}
+                {"architecture": "topk", "tokens": tokens, "seed": s, "stable": base + 0.001 * s, "dead_fraction": 0.05, **common}
             )
             rows.append(
-                {"architecture": "kron", "tokens": tokens, "seed": s, "stable": base + gap + 0.002 * s, "explained_variance": 0.9}
+                {
+                    "architecture": "kron",
+                    "tokens": tokens,
+                    "seed": s,
+                    "stable": base + gap + 0.002 * s,
+                    "dead_fraction": kron_dead,
+                    **common,
+                }
             )
     return pd.DataFrame(rows)
 
@@ -74,19 +87,43 @@ def test_gap_is_paired_by_rung_and_seed_and_nan_for_the_reference():
         AL.gaps(_table({65536: 0.0}).query("architecture == 'kron'"))
 
 
-def test_gate_untests_a_moving_gap_and_keeps_a_levelled_one():
-    v = Verdict("kron is more reproducible", "paper", "x", "disagrees", "rule")
-    moving = AL.gaps(_table({65536: -0.10, 131072: -0.05, 262144: 0.0}))
-    gated = AL.gate_verdict(v, moving, "kron", up_to=262144)
-    assert gated.outcome == "untested" and "rule alone would say disagrees" in gated.ours
+CFG = Study06Config(train_tokens=131072, seeds=(0, 1, 2, 3, 4))
+
+
+def test_verdict_is_read_at_the_top_rung_and_gated_on_the_whole_ladder():
+    table_verdict = Verdict("kron is more reproducible", "paper", "table: Δ -0.030", "disagrees", "rule")
+    # moving: the top rung's rule says disagrees, the gap still moved over the last doubling
+    moving = AL.gaps(_table({65536: -0.10, 131072: -0.05, 262144: -0.02}))
+    (v,) = AL.ladder_verdicts(moving, [table_verdict], ["kron"], CFG)
+    assert v.outcome == "untested" and "rule alone would say disagrees" in v.ours
+    assert "read on the ladder at 262,144 tokens (3 seeds)" in v.ours
+    assert v.statistic == pytest.approx(-0.02 + 0.001)  # the top rung's mean paired gap (seed offsets 0.002 s − 0.001 s)
+    assert v.n == 3 and v.converged_at == "not converged"
+    # the table's verdict, gated up to train_tokens (131k: moving too), is what `previous` records
+    assert "131,072 tokens (5 seeds)" in v.previous and "untested" in v.previous and "table: Δ -0.030" in v.previous
+    # levelled off from 131k: the top rung's reading stands, with where it levelled off
     levelled = AL.gaps(_table({65536: -0.10, 131072: -0.04, 262144: -0.04}))
-    kept = AL.gate_verdict(v, levelled, "kron", up_to=262144)
+    (kept,) = AL.ladder_verdicts(levelled, [table_verdict], ["kron"], CFG)
     assert kept.outcome == "disagrees" and kept.converged_at == "131,072 tokens"
-    # up_to reads the rungs the verdict's SAEs were trained for: the moving ladder up to 131k moved too
-    assert AL.gate_verdict(v, moving, "kron", up_to=131072).outcome == "untested"
-    assert AL.gate_verdict(v, pd.DataFrame(), "kron", up_to=262144) is v
-    assert AL.gate_verdict(v, moving, "hierarchical_topk@32", up_to=262144) is v  # not on this ladder
-    gates = AL.gate_table(levelled, 262144)
+    assert kept.interval[1] < 0
+
+
+def test_ladder_verdicts_keep_the_table_where_there_is_no_ladder_and_untest_a_dead_top_rung():
+    table_verdicts = [Verdict(f"{c} claim", "p", f"table {c}", "inconclusive", "r") for c in ("hierarchical_topk@32", "kron")]
+    levelled = AL.gaps(_table({65536: -0.10, 131072: -0.04, 262144: -0.04}))
+    hier, kron = AL.ladder_verdicts(levelled, table_verdicts, ["hierarchical_topk@32", "kron"], CFG)
+    assert hier is table_verdicts[0]  # not on this ladder
+    assert kron.outcome == "disagrees"
+    assert AL.ladder_verdicts(pd.DataFrame(), table_verdicts, ["hierarchical_topk@32", "kron"], CFG) == table_verdicts
+    dead = AL.gaps(_table({65536: -0.10, 131072: -0.04, 262144: -0.04}, kron_dead=0.6))
+    (v,) = AL.ladder_verdicts(dead, table_verdicts[1:], ["kron"], CFG)
+    assert v.outcome == "untested" and "dead share 0.60 > 0.5" in v.ours
+    with pytest.raises(ValueError, match="one table verdict per candidate"):
+        AL.ladder_verdicts(levelled, table_verdicts, ["kron"], CFG)
+
+
+def test_gate_table_gates_the_gap_of_candidates_only():
+    gates = AL.gate_table(AL.gaps(_table({65536: -0.10, 131072: -0.04, 262144: -0.04})), 262144)
     assert set(gates[gates.quantity == AL.GAP].architecture) == {"kron"}
     assert set(gates[gates.quantity == "stable"].architecture) == {"topk", "kron"}
 

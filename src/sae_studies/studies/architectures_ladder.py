@@ -6,15 +6,18 @@ seed of ``convergence_seeds``, one warmup-stable-decay ladder (:mod:`sae_studies
 ``convergence_tokens``) of every architecture of ``convergence_architectures``, with the study's
 F, k, learning rate and batch. At every rung the held-out EV, L0, dead share and live fraction
 stable (study 1's score among the ladder's seeds at that rung) of each, and the paired gap Δ of
-each candidate; the rule's verdict on a candidate is gated on that gap (:func:`gate_verdict`).
+each candidate. The rule's verdict on a candidate is read on the ladder's top rung and gated on that
+gap over the whole ladder (:func:`ladder_verdicts`): the table's budget is where every architecture
+is compared, the ladder's top where the gap has had the longest to level off.
 
 The ladder's seeds are fewer than the table's (fraction stable falls as seeds are added: a latent
-must match in every other seed), so its levels sit above the table's; the gate reads whether the
-gap still moves, not its level.
+must match in every other seed), so its levels sit above the table's: a verdict read there is a
+statement about 3-seed stability, and its interval is a 3-seed interval.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pandas as pd
@@ -27,7 +30,7 @@ from . import architectures as A
 from . import budget_ladders as BL
 from .verdicts import Verdict
 
-__all__ = ["GAP", "QUANTITIES", "label", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "gate_table"]
+__all__ = ["GAP", "QUANTITIES", "label", "arms", "rung_rows", "ladder_table", "gaps", "ladder_verdicts", "gate_table"]
 
 GAP = "Δ stable"
 QUANTITIES = {
@@ -60,12 +63,15 @@ def arms(profile: Profile, d_sae: int) -> list[BL.Arm]:
 
 def rung_rows(saes: Sequence, seeds: Sequence[int], read_k: int | None, eval_x: torch.Tensor, cfg: Study06Config) -> list[dict]:
     """One row per seed of one architecture at one rung: held-out EV, L0, dead share and live
-    fraction stable among these seeds' SAEs (:func:`architectures.quality_and_stability`)."""
+    fraction stable among these seeds' SAEs (:func:`architectures.quality_and_stability`), the k
+    it is read at and its within-seed duplicate share (the table's premises: L0 on target, not
+    collapsed)."""
     scores = seed_stability.stability_scores([m.W_dec for m in saes], cfg.tau)
     rows = []
     for s, (seed, sae) in enumerate(zip(seeds, saes)):
         held_out, _ = A.quality_and_stability(sae, read_k, eval_x, scores.fraction[s], cfg.min_firings)
-        rows.append({"seed": seed, **held_out})
+        duplicates = float((seed_stability.within_seed_best(sae.W_dec) >= cfg.duplicate_cosine).double().mean())
+        rows.append({"seed": seed, **held_out, "read_k": read_k if read_k is not None else cfg.k, "duplicate_share": duplicates})
     return rows
 
 
@@ -110,13 +116,47 @@ def gaps(table: pd.DataFrame, reference: str = A.REFERENCE) -> pd.DataFrame:
     return out
 
 
-def gate_verdict(verdict: Verdict, gap_table: pd.DataFrame, candidate: str, up_to: int | None) -> Verdict:
-    """``verdict`` (the stability rule on ``candidate``) gated on its gap Δ on the rungs ≤
-    ``up_to``; unchanged when there is no ladder or the candidate has none (its "converged at" says
-    "no ladder")."""
-    if gap_table.empty or candidate not in set(gap_table.architecture):
-        return verdict
-    return BL.gate_verdict(verdict, gap_table, GAP, [candidate], up_to, by="architecture", name=QUANTITIES[GAP])
+def ladder_verdicts(
+    gap_table: pd.DataFrame,
+    table_verdicts: Sequence[Verdict],
+    candidates: Sequence[str],
+    cfg: Study06Config,
+    model: str = "",
+) -> list[Verdict]:
+    """The stability rule (:func:`architectures.stability_verdicts`) on each candidate that has a
+    ladder, read at the ladder's top rung and gated on the candidate's gap Δ over the whole ladder
+    (issue 18: a verdict is read where its quantity has levelled off, or at the ladder's top
+    reported as not converged). The top rung's rows are the rule's per-seed table (its premises
+    too: L0 on target, not collapsed, EV within tolerance). ``table_verdicts`` (the rule on the
+    table at ``train_tokens``, one per candidate), gated on the rungs up to ``train_tokens``, become
+    each verdict's ``previous``; a candidate with no ladder keeps its table verdict ("no ladder")."""
+    if len(table_verdicts) != len(candidates):
+        raise ValueError(f"one table verdict per candidate: got {len(table_verdicts)} for {list(candidates)}")
+    on_ladder = [c for c in candidates if len(gap_table) and c in set(gap_table.architecture)]
+    if not on_ladder:
+        return list(table_verdicts)
+    top = int(gap_table.tokens.max())
+    at_top = gap_table[gap_table.tokens == top].rename(columns={"architecture": "variant"})
+    untested = A.untested_rows(at_top, cfg.collapse_duplicate_share)
+    read = dict(zip(on_ladder, A.stability_verdicts(at_top, on_ladder, collapsed_variants=untested, model=model)))
+    out = []
+    for cand, before in zip(candidates, table_verdicts):
+        if cand not in read:
+            out.append(before)
+            continue
+        before = BL.gate_verdict(before, gap_table, GAP, [cand], cfg.train_tokens, by="architecture", name=QUANTITIES[GAP])
+        v = read[cand]
+        n = at_top[at_top.variant == cand].seed.nunique()
+        v = dataclasses.replace(
+            v,
+            ours=f"{v.ours}; read on the ladder at {top:,} tokens ({n} seeds)",
+            previous=f"until 2026-12-06 read on the table at {cfg.train_tokens:,} tokens ({len(cfg.seeds)} seeds) and "
+            f"gated up to there: {before.outcome} — {before.ours}. Changed (issue 18) so that a verdict is read "
+            "where its quantity has levelled off, or at the ladder's top reported as not converged",
+        )
+        conv = BL.convergence(gap_table, GAP, [cand], by="architecture", name=QUANTITIES[GAP])
+        out.append(v if conv is None else v.gated(conv))
+    return out
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None, reference: str = A.REFERENCE) -> pd.DataFrame:
