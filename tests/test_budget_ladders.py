@@ -245,3 +245,30 @@ def test_plot_ladder_puts_a_named_quantity_on_a_symmetric_log_axis():
     small = gap.assign(**{"ΔEV": gap["ΔEV"] / 100})
     fig = ladder_plots.plot_ladder(small, HL.QUANTITIES, by="k", symlog={HL.GAP: 0.01})
     assert fig.axes[-1].get_yscale() == "linear"
+
+
+def test_widen_sweep_widens_past_the_edge_that_holds_the_best_and_stops_inside():
+    import math
+
+    def peaked_at(target):
+        calls = []
+
+        def measure(lr):
+            calls.append(lr)
+            return -((math.log2(lr) - math.log2(target)) ** 2)
+
+        return measure, calls
+
+    measure, calls = peaked_at(2.0)
+    found, best, inside = BL.widen_sweep(measure, [1.0, 2.0, 4.0])
+    assert (best, inside, calls) == (2.0, True, [1.0, 2.0, 4.0])  # already inside: nothing added
+    measure, calls = peaked_at(16.0)
+    found, best, inside = BL.widen_sweep(measure, [1.0, 2.0, 4.0], max_extensions=2)
+    assert calls == [1.0, 2.0, 4.0, 8.0, 16.0] and (best, inside) == (16.0, False)  # out of extensions, at the edge
+    measure, calls = peaked_at(16.0)
+    assert BL.widen_sweep(measure, [1.0, 2.0, 4.0], max_extensions=3)[1:] == (16.0, True)  # 32 measured: inside
+    measure, calls = peaked_at(0.25)
+    found, best, inside = BL.widen_sweep(measure, [1.0, 2.0, 4.0])
+    assert sorted(found) == [0.25, 0.5, 1.0, 2.0, 4.0] and (best, inside) == (0.25, False)
+    with pytest.raises(ValueError, match="at least one rate"):
+        BL.widen_sweep(measure, [])

@@ -56,6 +56,31 @@ def test_ladder_rows_are_the_rung_saes_metrics(tmp_path, acts, one_thread):
     assert got.l0 <= 2 + 1e-6 < full["l0"]  # read at its top-2 prefix, not at the trained K = 4
 
 
+def test_lr_check_sweeps_each_ladder_architecture_and_shares_the_ladder_at_the_study_rate(tmp_path, acts, one_thread):
+    C = Study06Config(
+        layer=0, expansion_factor=4, k=2, hierarchical_ks=(2, 4), batch_size=B, lr=5e-3, min_firings=1,
+        train_tokens=RUNGS[-1], convergence_tokens=RUNGS, convergence_seeds=(0, 1), convergence_lrs=(2.5e-3, 5e-3, 1e-2),
+    )  # fmt: skip
+    profile = SimpleNamespace(study06=C, sae=SAEConfig(lr=1e-4, dead_feature_window=8, train_tokens=RUNGS[-1]))
+    run = SimpleNamespace(profile=profile, store=Store(tmp_path / "s"), activations=lambda hooks, split=None: {hooks[0]: acts})
+    x = acts.tensor()[:1024]
+    table = AL.ladder_table(run, x, progress=False)
+    sweep = AL.lr_sweep(run, x, progress=False)
+    assert set(sweep.architecture) == {"topk", "hierarchical_topk@2", "kron"}
+    assert (sweep.tokens == RUNGS[-1]).all() and (sweep.study_lr == 5e-3).all()
+    for arch, g in sweep.groupby("architecture"):
+        assert {2.5e-3, 5e-3, 1e-2} <= set(g.lr) and g.chosen.sum() == 1
+        best = g[g.chosen].iloc[0]
+        at_study = g[g.lr == 5e-3].explained_variance.iloc[0]
+        assert best.explained_variance == g.explained_variance.max()
+        assert g.ev_given_up.iloc[0] == pytest.approx(best.explained_variance - at_study)
+        assert bool(g.inside.iloc[0]) == (g.lr.min() < best.lr < g.lr.max())
+        # at the study's rate the check reads the main ladder's first seed (its SAE, read at the same k)
+        main = table[(table.architecture == arch) & (table.tokens == RUNGS[-1]) & (table.seed == 0)].explained_variance
+        assert at_study == pytest.approx(float(main.iloc[0]), abs=1e-9)
+    assert AL.lr_sweep(SimpleNamespace(profile=SimpleNamespace(study06=Study06Config())), x).empty
+
+
 def _table(gap_by_rung, seeds=(0, 1, 2), base=0.2, kron_dead=0.05):
     rows = []
     common = {"explained_variance": 0.9, "l0": 32.0, "read_k": 32, "duplicate_share": 0.0}
@@ -143,6 +168,10 @@ def test_check_names_the_ladder_settings():
         A.check(dataclasses.replace(C, convergence_tokens=(1000, 2048)), d, layers)
     with pytest.raises(ValueError, match="study06.convergence_seeds"):
         load_profile("smoke", {"study06.convergence_seeds": [0]})
+    with pytest.raises(ValueError, match="study06.convergence_lrs"):
+        A.check(dataclasses.replace(C, convergence_lrs=(1e-3,), train_tokens=4096), d, layers)
+    with pytest.raises(ValueError, match="study06.convergence_lrs"):
+        load_profile("smoke", {"study06.convergence_lrs": [2e-3, 1e-3]})
 
 
 def test_ladder_figure_names_every_panel_s_entries_once():
@@ -153,3 +182,25 @@ def test_ladder_figure_names_every_panel_s_entries_once():
     names = [t.get_text() for t in fig.legends[0].get_texts()]
     assert names == ["topk", "kron", "covariance null"]  # the null is drawn in the middle panel only
     assert AL.gate_table(g).converged_at.dtype == "Int64"
+
+
+def test_lr_sweep_figure_draws_each_architecture_s_gap_to_its_best_rate():
+    from sae_studies.studies import ladder_plots
+
+    sweep = pd.DataFrame(
+        {
+            "architecture": ["topk"] * 3 + ["kron"] * 3,
+            "lr": [1e-3, 2e-3, 4e-3] * 2,
+            "explained_variance": [0.90, 0.93, 0.92, 0.80, 0.81, 0.85],
+            "chosen": [False, True, False, False, False, True],
+        }
+    )
+    fig = ladder_plots.plot_lr_sweep(sweep, study_lr=2e-3, title="t")
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if ln.get_label().startswith(("topk", "kron"))]
+    assert [ln.get_label() for ln in lines] == ["topk (best EV 0.930)", "kron (best EV 0.850)"]
+    assert list(lines[0].get_ydata()) == pytest.approx([-0.03, 0.0, -0.01])
+    assert list(lines[1].get_ydata()) == pytest.approx([-0.05, -0.04, 0.0])
+    assert "the study's rate 0.002" in [t.get_text() for t in ax.get_legend().get_texts()]
+    with pytest.raises(ValueError, match="lacks columns"):
+        ladder_plots.plot_lr_sweep(sweep.drop(columns="chosen"))

@@ -367,6 +367,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "handle_subspace_cosine": OPEN_UNIT,
         "handle_scales": both(increasing(0), above(0)),
         **LADDER,
+        "convergence_lrs": both(increasing_or_empty(0), above(0)),
         "threads": POS,
     },
 }

@@ -593,9 +593,15 @@ class Study06Config:
     """Rungs of study 6's token-budget ladder (tokens per SAE, strictly increasing doublings; ()
     skips it). Per architecture of `convergence_architectures` and seed of `convergence_seeds`,
     one warmup-stable-decay run (`sae_studies.ladder`, at the study's F, k, rate and batch); the
-    stability verdict on each candidate is gated on its gap to TopK up to `train_tokens`
-    (`studies/architectures_ladder.py`). About (1 + ladder_decay_fraction) × the top rung's
-    tokens per ladder."""
+    stability verdict on each candidate is read at the top rung and gated on its gap to TopK over
+    the whole ladder (`studies/architectures_ladder.py`). About (1 + ladder_decay_fraction) × the
+    top rung's tokens per ladder."""
+    convergence_lrs: tuple[float, ...] = ()
+    """Learning-rate check of the study's one rate `lr` (() skips it): per architecture of
+    `convergence_architectures`, the first ladder seed's ladder up to the largest rung ≤
+    `train_tokens` at each rate, held-out EV at that rung (HierarchicalTopK read at `k`), the grid
+    widened by factors of 2 while the best sits at its edge. It reports each architecture's best
+    rate and the EV the study's rate gives up; it does not change the rate."""
     convergence_seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of every ladder (≥ 2: stability and the gate's seed spread need them)."""
     convergence_architectures: tuple[str, ...] = ("topk", "hierarchical_topk", "kron")

@@ -93,6 +93,11 @@ def check(cfg: Study06Config, d_model: int, n_layers: int) -> int:
                 f"{STANDARD!r} (its L1 coefficient is the table's choice), including {REFERENCE!r}; got {ladder}"
             )
         check_ladder("study06", cfg, cfg.batch_size)
+    if cfg.convergence_lrs and not any(t <= cfg.train_tokens for t in cfg.convergence_tokens):
+        raise ValueError(
+            f"study06.convergence_lrs checks the rate at the largest rung of study06.convergence_tokens ≤ "
+            f"study06.train_tokens={cfg.train_tokens}; got rungs {list(cfg.convergence_tokens)}"
+        )
     return d_sae
 
 

@@ -22,15 +22,29 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from ..analyses import seed_stability
+from ..analyses import quality, seed_stability
 from ..config import Profile
+from ..ladder import train_ladder
 from ..study_config import Study06Config
 from . import architectures as A
 from . import budget_ladders as BL
 from .verdicts import Verdict
 
-__all__ = ["GAP", "QUANTITIES", "label", "arms", "rung_rows", "ladder_table", "gaps", "ladder_verdicts", "gate_table"]
+__all__ = [
+    "GAP",
+    "QUANTITIES",
+    "label",
+    "arms",
+    "rung_rows",
+    "ladder_table",
+    "gaps",
+    "ladder_verdicts",
+    "gate_table",
+    "lr_sweep",
+    "MAX_LR_EXTENSIONS",
+]
 
 GAP = "Δ stable"
 QUANTITIES = {
@@ -39,6 +53,10 @@ QUANTITIES = {
     GAP: "Δ fraction stable vs TopK",
 }
 """Columns of :func:`gaps` that the ladder figure and gate table show, with their labels."""
+
+
+MAX_LR_EXTENSIONS = 2
+"""How many times the rate check widens its grid past an edge that holds the best rate."""
 
 
 def label(cfg: Study06Config, arch: str) -> str:
@@ -102,6 +120,62 @@ def ladder_table(run, eval_x: torch.Tensor, null_fraction_stable: float | None =
         label_column="architecture",
         progress=progress,
     )
+
+
+def lr_sweep(run, eval_x: torch.Tensor, progress: bool = True) -> pd.DataFrame:
+    """The check of the study's one learning rate (``study06.convergence_lrs``; empty table when
+    unset): per architecture of the ladder, the first ladder seed's ladder up to the largest rung ≤
+    ``train_tokens`` at every rate of the grid (widened by factors of 2 while the best sits at its
+    edge, :func:`budget_ladders.widen_sweep`), held-out EV at that rung read where the table reads
+    it (HierarchicalTopK at ``k``). Columns: architecture, tokens, lr, explained_variance,
+    ``chosen`` (the best rate), ``inside`` (the best ended strictly inside the grid), ``study_lr``
+    and ``ev_given_up`` (best EV − EV at the study's rate; NaN when the study's rate was not swept).
+    At the study's rate the sweep's ladder is the main ladder's first seed up to that rung."""
+    from ..activations import hook_name
+
+    cfg = run.profile.study06
+    if not cfg.convergence_lrs:
+        return pd.DataFrame()
+    hook = hook_name(cfg.layer)
+    acts = run.activations([hook])[hook]
+    rungs = [t for t in cfg.convergence_tokens if t <= cfg.train_tokens]
+    seed, base = cfg.convergence_seeds[0], A.sae_config(run.profile)
+    rows = []
+    for arch in tqdm(cfg.convergence_architectures, desc="lr check", disable=not progress):
+        spec = A.spec(cfg, arch, cfg.expansion_factor * acts.d, seed)
+
+        def measure(lr, spec=spec, arch=arch):
+            lad = train_ladder(
+                acts,
+                spec,
+                dataclasses.replace(base, lr=lr),
+                run.store,
+                rungs,
+                cfg.batch_size,
+                cfg.ladder_decay_fraction,
+                progress=False,
+            )
+            encode = A.encoder(lad.saes[-1], _read_k(cfg, arch))
+            return quality.reconstruction_metrics(
+                encode, lad.saes[-1].decode, eval_x.split(4096), lad.saes[-1].cfg.d_sae
+            ).explained_variance
+
+        evs, best, inside = BL.widen_sweep(measure, cfg.convergence_lrs, MAX_LR_EXTENSIONS)
+        given_up = evs[best] - evs[base.lr] if base.lr in evs else float("nan")
+        rows += [
+            {
+                "architecture": label(cfg, arch),
+                "tokens": rungs[-1],
+                "lr": lr,
+                "explained_variance": evs[lr],
+                "chosen": lr == best,
+                "inside": inside,
+                "study_lr": base.lr,
+                "ev_given_up": given_up,
+            }
+            for lr in sorted(evs)
+        ]
+    return pd.DataFrame(rows)
 
 
 def gaps(table: pd.DataFrame, reference: str = A.REFERENCE) -> pd.DataFrame:

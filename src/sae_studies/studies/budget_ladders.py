@@ -33,6 +33,7 @@ __all__ = [
     "Arm",
     "check_ladder",
     "train_arms",
+    "widen_sweep",
     "ladder_table",
     "paired_gap",
     "convergence",
@@ -105,6 +106,29 @@ def train_arms(
             for s in tqdm(seeds, desc=f"{arm.label} ladders", disable=not progress, leave=False)
         ]
     return out
+
+
+def widen_sweep(
+    measure: Callable[[float], float], grid: Sequence[float], max_extensions: int = 2
+) -> tuple[dict[float, float], float, bool]:
+    """A learning-rate sweep that ends inside its grid where it can: ``measure(lr)`` (higher is
+    better, e.g. held-out EV) at every rate of ``grid``, then the grid widened by a factor 2 beyond
+    whichever edge holds the best, at most ``max_extensions`` times. Returns (value by rate, the
+    best rate, whether the best ended strictly inside the swept grid)."""
+    if not grid:
+        raise ValueError("a learning-rate sweep needs at least one rate")
+    found: dict[float, float] = {}
+    todo = list(grid)
+    for _ in range(max_extensions + 1):
+        for lr in todo:
+            if lr not in found:
+                found[lr] = float(measure(lr))
+        rates, best = sorted(found), max(found, key=found.get)
+        if rates[0] < best < rates[-1]:
+            break
+        todo = [best * 2 if best == rates[-1] else best / 2]
+    rates, best = sorted(found), max(found, key=found.get)
+    return found, best, len(rates) >= 3 and rates[0] < best < rates[-1]
 
 
 def ladder_table(

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-__all__ = ["plot_ladder"]
+__all__ = ["plot_ladder", "plot_lr_sweep"]
 
 
 def plot_ladder(
@@ -21,6 +21,7 @@ def plot_ladder(
     nulls: Mapping[str, str] | None = None,
     null_label: str = "clipped-covariance",
     read_at: int | None = None,
+    read_label: str = "verdicts read here",
     title: str = "",
     group_label: str = "{}",
     reference: Mapping[str, float] | None = None,
@@ -31,7 +32,7 @@ def plot_ladder(
     """One panel per column of ``quantities`` (column → axis label) of a ladder table with
     ``tokens``, ``seed`` and ``by`` columns. ``nulls`` maps a quantity to a column holding its
     null level (drawn dashed, named ``null_label`` in the legend); ``read_at`` marks the tokens the
-    verdicts read (dotted). ``group_label`` formats each group's legend entry (e.g. "k = {}");
+    verdicts read (dotted, named ``read_label``). ``group_label`` formats each group's legend entry (e.g. "k = {}");
     ``reference`` maps a quantity to a level drawn as a thin grey line (e.g. 0 for a gap).
     ``ncols`` wraps the panels into rows of that many (default: one row). ``symlog`` maps a quantity
     to the half-width of a linear band around 0 on a symmetric-log y axis, used where the quantity
@@ -66,7 +67,7 @@ def plot_ladder(
         if nulls and col in nulls:
             ax.axhline(table[nulls[col]].iloc[0], ls="--", color="k", lw=1, label=f"{null_label} null")
         if read_at is not None:
-            ax.axvline(read_at, ls=":", color="grey", label="verdicts read here")
+            ax.axvline(read_at, ls=":", color="grey", label=read_label)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
@@ -79,4 +80,32 @@ def plot_ladder(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.08 / nrows, 1, 1))
+    return fig
+
+
+def plot_lr_sweep(sweep: pd.DataFrame, *, by: str = "architecture", study_lr: float | None = None, title: str = "") -> plt.Figure:
+    """A learning-rate sweep (columns ``lr``, ``explained_variance``, ``chosen``, ``by``): held-out
+    EV against the rate, one line per group, its best rate starred and the rate the study trains
+    at dotted. EV is drawn as the gap to each group's best (0 at the star), so groups whose EV
+    differs by more than the rate moves it stay readable on one axis."""
+    missing = {"lr", "explained_variance", "chosen", by} - set(sweep.columns)
+    if missing:
+        raise ValueError(f"the sweep table lacks columns {sorted(missing)}; it has {sorted(sweep.columns)}")
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for i, (group, g) in enumerate(sweep.groupby(by, sort=False)):
+        g = g.sort_values("lr")
+        gap = g.explained_variance - g.explained_variance.max()
+        best = g[g.chosen].iloc[0]
+        ax.plot(g.lr, gap, marker="o", color=f"C{i}", label=f"{group} (best EV {best.explained_variance:.3f})")
+        ax.plot([best.lr], [0.0], marker="*", ms=14, color=f"C{i}", ls="none")
+    if study_lr is not None:
+        ax.axvline(study_lr, ls=":", color="grey", label=f"the study's rate {study_lr:g}")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("learning rate (constant phase)")
+    ax.set_ylabel("held-out EV − the group's best EV")
+    ax.legend(fontsize=8, loc="lower center")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
     return fig

@@ -80,32 +80,26 @@ def lr_sweep(run, cfg: Study01Config, arch: str, acts, eval_x: torch.Tensor, pro
     upto = rungs[: index + 1]
     cell = GridCell(cfg.layers[0], arch, cfg.analysis_expansion_factor)
     spec = cell_spec(cell, acts.d, run.profile.sae.k, cfg, cfg.convergence_seeds[0])
-    evs: dict[float, float] = {}
+    bar = tqdm(desc=f"lr sweep {arch}", disable=not progress, leave=False)
 
-    def measure(lrs):
-        for lr in tqdm([x for x in lrs if x not in evs], desc=f"lr sweep {arch}", disable=not progress, leave=False):
-            lad = train_ladder(
-                acts,
-                spec,
-                sae_config(run.profile, upto[-1], lr),
-                run.store,
-                upto,
-                cfg.batch_size,
-                cfg.ladder_decay_fraction,
-                progress=False,
-                warmup_tokens=cfg.ladder_warmup_tokens,
-            )
-            evs[lr] = quality.sae_reconstruction_metrics(lad.saes[-1], eval_x).explained_variance
+    def measure(lr):
+        bar.update()
+        lad = train_ladder(
+            acts,
+            spec,
+            sae_config(run.profile, upto[-1], lr),
+            run.store,
+            upto,
+            cfg.batch_size,
+            cfg.ladder_decay_fraction,
+            progress=False,
+            warmup_tokens=cfg.ladder_warmup_tokens,
+        )
+        return quality.sae_reconstruction_metrics(lad.saes[-1], eval_x).explained_variance
 
-    measure(cfg.convergence_lrs)
-    for _ in range(MAX_LR_EXTENSIONS):
-        grid = sorted(evs)
-        best = max(evs, key=evs.get)
-        if grid[0] < best < grid[-1]:
-            break
-        measure([best * 2 if best == grid[-1] else best / 2])
-    grid, best = sorted(evs), max(evs, key=evs.get)
-    inside = len(grid) >= 3 and grid[0] < best < grid[-1]
+    evs, best, inside = BL.widen_sweep(measure, cfg.convergence_lrs, MAX_LR_EXTENSIONS)
+    bar.close()
+    grid = sorted(evs)
     return pd.DataFrame(
         [
             {
