@@ -91,7 +91,7 @@ def plot_lr_sweep(sweep: pd.DataFrame, *, by: str = "architecture", study_lr: fl
     missing = {"lr", "explained_variance", "chosen", by} - set(sweep.columns)
     if missing:
         raise ValueError(f"the sweep table lacks columns {sorted(missing)}; it has {sorted(sweep.columns)}")
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = plt.subplots(figsize=(7.6, 3.4))
     for i, (group, g) in enumerate(sweep.groupby(by, sort=False)):
         g = g.sort_values("lr")
         gap = g.explained_variance - g.explained_variance.max()
@@ -101,10 +101,12 @@ def plot_lr_sweep(sweep: pd.DataFrame, *, by: str = "architecture", study_lr: fl
     if study_lr is not None:
         ax.axvline(study_lr, ls=":", color="grey", label=f"the study's rate {study_lr:g}")
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    rates = sorted(set(sweep.lr))
+    ax.set_xticks(rates, [f"{r:g}" for r in rates])  # the swept rates, not powers of 2
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("learning rate (constant phase)")
     ax.set_ylabel("held-out EV − the group's best EV")
-    ax.legend(fontsize=8, loc="lower center")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the axes, clear of the data
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
