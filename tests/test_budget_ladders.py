@@ -162,6 +162,42 @@ def test_study4_gap_is_kron_minus_topk_per_rung_and_seed():
     assert KL.gate_verdict(v, flat, up_to=131072).outcome == "untested"
 
 
+def test_read_at_top_gates_the_top_rung_s_reading_over_the_whole_ladder():
+    t = planted({"flat": LEVEL, "moving": MOVING})
+    before = Verdict("claim", "paper", "budget: 0.60", "agrees", "rule", n=5)
+    read = Verdict("claim", "paper", "top: 0.615", "agrees", "rule", n=3, previous="rule revised once")
+    kept = BL.read_at_top(read, before, t, "q", 131072, ["flat"])
+    assert kept.outcome == "agrees" and kept.converged_at == "131,072 tokens"
+    assert kept.ours == "top: 0.615; read on the ladder at 524,288 tokens (3 seeds)"
+    # `before` gated on the rungs up to its budget (131k: the jump 0.40 → 0.60 moved), earlier revisions kept
+    assert kept.previous.startswith("rule revised once; until 2026-12-06 read at the profile's budget (131,072 tokens, 5 seeds)")
+    assert "gated up to there: untested — budget: 0.60 [not converged" in kept.previous
+    moving = BL.read_at_top(read, before, t, "q", 131072, ["moving"])
+    assert moving.outcome == "untested" and "the rule alone would say agrees" in moving.ours
+    assert BL.read_at_top(read, before, t.iloc[:0], "q", 131072) is before  # no ladder: the budget's reading stands
+
+
+def test_study4_equal_tokens_verdict_reads_the_ladder_s_top_rung():
+    rows = []
+    for tokens, gap in zip(RUNGS, (-0.05, -0.004, -0.003, -0.003)):
+        for s in range(3):
+            rows.append({"model": KL.TOPK, "tokens": tokens, "d_sae": 128, "seed": s, "explained_variance": 0.90 + 0.001 * s})
+            rows.append(
+                {"model": KL.KRON, "tokens": tokens, "d_sae": 128, "seed": s, "explained_variance": 0.90 + gap + 0.0012 * s}
+            )
+    ladder = pd.DataFrame(rows)
+    before = Verdict("KronSAE matches TopK's explained variance at equal F, k and tokens", "p", "grid", "disagrees", "r", n=3)
+    v = KL.ladder_verdict(before, ladder, KL.gaps(ladder), budget=131072)
+    # −0.003 + 0.0002 s at the top: above −0.01; the gap's last move (131k → 262k, 0.001) exceeds its seed sd 0.0002
+    assert v.outcome == "agrees" and v.converged_at == "262,144 tokens"
+    assert v.statistic == pytest.approx(-0.003 + 0.0002) and v.n == 3
+    assert (
+        "read on the ladder at 524,288 tokens (3 seeds)" in v.ours
+        and "untested — grid [not converged; the rule alone would say disagrees]" in v.previous
+    )
+    assert KL.ladder_verdict(before, ladder, pd.DataFrame(), budget=131072) is before
+
+
 # ---- real ladders on small synthetic activations ------------------------------------------
 B = 128
 STEPS = (16 * B, 32 * B)

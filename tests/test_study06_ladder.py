@@ -125,7 +125,7 @@ def test_verdict_is_read_at_the_top_rung_and_gated_on_the_whole_ladder():
     assert v.statistic == pytest.approx(-0.02 + 0.001)  # the top rung's mean paired gap (seed offsets 0.002 s − 0.001 s)
     assert v.n == 3 and v.converged_at == "not converged"
     # the table's verdict, gated up to train_tokens (131k: moving too), is what `previous` records
-    assert "131,072 tokens (5 seeds)" in v.previous and "untested" in v.previous and "table: Δ -0.030" in v.previous
+    assert "budget (131,072 tokens) and gated up to there: untested — table: Δ -0.030" in v.previous
     # levelled off from 131k: the top rung's reading stands, with where it levelled off
     levelled = AL.gaps(_table({65536: -0.10, 131072: -0.04, 262144: -0.04}))
     (kept,) = AL.ladder_verdicts(levelled, [table_verdict], ["kron"], CFG)

@@ -213,24 +213,12 @@ def ladder_verdicts(
     at_top = gap_table[gap_table.tokens == top].rename(columns={"architecture": "variant"})
     untested = A.untested_rows(at_top, cfg.collapse_duplicate_share)
     read = dict(zip(on_ladder, A.stability_verdicts(at_top, on_ladder, collapsed_variants=untested, model=model)))
-    out = []
-    for cand, before in zip(candidates, table_verdicts):
-        if cand not in read:
-            out.append(before)
-            continue
-        before = BL.gate_verdict(before, gap_table, GAP, [cand], cfg.train_tokens, by="architecture", name=QUANTITIES[GAP])
-        v = read[cand]
-        n = at_top[at_top.variant == cand].seed.nunique()
-        v = dataclasses.replace(
-            v,
-            ours=f"{v.ours}; read on the ladder at {top:,} tokens ({n} seeds)",
-            previous=f"until 2026-12-06 read on the table at {cfg.train_tokens:,} tokens ({len(cfg.seeds)} seeds) and "
-            f"gated up to there: {before.outcome} — {before.ours}. Changed (issue 18) so that a verdict is read "
-            "where its quantity has levelled off, or at the ladder's top reported as not converged",
-        )
-        conv = BL.convergence(gap_table, GAP, [cand], by="architecture", name=QUANTITIES[GAP])
-        out.append(v if conv is None else v.gated(conv))
-    return out
+    return [
+        BL.read_at_top(read[c], before, gap_table, GAP, cfg.train_tokens, [c], by="architecture", name=QUANTITIES[GAP])
+        if c in read
+        else before
+        for c, before in zip(candidates, table_verdicts)
+    ]
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None, reference: str = A.REFERENCE) -> pd.DataFrame:

@@ -12,13 +12,16 @@ an SAE at every rung) and read quantities off every rung's SAEs:
 * :func:`convergence`, :func:`gate_verdict` and :func:`gate_table` apply
   :func:`sae_studies.analyses.convergence.gate` to a quantity per group of a ``by`` column, on the
   rungs up to the budget a verdict reads. A verdict over several groups has converged only if
-  every group has.
+  every group has;
+* :func:`read_at_top` gives a verdict whose rule was applied to the ladder's top rung (issue 18: a
+  verdict is read where its quantity has levelled off, or at the ladder's top reported as not
+  converged), gated over the whole ladder, with the profile budget's reading as its ``previous``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -39,6 +42,7 @@ __all__ = [
     "convergence",
     "weakest",
     "gate_verdict",
+    "read_at_top",
     "gate_table",
 ]
 
@@ -240,6 +244,37 @@ def gate_verdict(
     verdict unchanged when there is no ladder to gate on (its "converged at" says "no ladder")."""
     conv = convergence(table, quantity, labels, up_to, by, name)
     return verdict if conv is None else verdict.gated(conv)
+
+
+def read_at_top(
+    read: Verdict,
+    before: Verdict,
+    table: pd.DataFrame,
+    quantity: str,
+    budget: int,
+    labels: Sequence | None = None,
+    by: str = "label",
+    name: str | None = None,
+) -> Verdict:
+    """``read``, a rule's verdict on the rows of the ladder's top rung, gated on ``quantity`` over
+    the whole ladder (:func:`convergence`); ``before``, the same rule where the profile's budget
+    (``budget`` tokens) reads it, gated on the rungs up to there, goes into ``previous`` with why
+    it changed. Without a ladder to gate on, ``before`` stands."""
+    conv = convergence(table, quantity, labels, None, by, name)
+    if conv is None:
+        return before
+    before = gate_verdict(before, table, quantity, labels, budget, by, name)
+    top = int(table.tokens.max())
+    seeds = f" ({read.n} seeds)" if read.n else ""
+    earlier = f"{read.previous}; " if read.previous else ""
+    return replace(
+        read,
+        ours=f"{read.ours}; read on the ladder at {top:,} tokens{seeds}",
+        previous=f"{earlier}until 2026-12-06 read at the profile's budget ({budget:,} tokens"
+        f"{f', {before.n} seeds' if before.n else ''}) and gated up to there: "
+        f"{before.outcome} — {before.ours}. Changed (issue 18) so that a verdict is read where its quantity has "
+        "levelled off, or at the ladder's top reported as not converged",
+    ).gated(conv)
 
 
 def gate_table(table: pd.DataFrame, quantities: Mapping[str, str], up_to: int | None = None, by: str = "label") -> pd.DataFrame:

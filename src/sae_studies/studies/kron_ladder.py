@@ -3,9 +3,10 @@
 Per seed of ``convergence_seeds``: one warmup-stable-decay ladder (:mod:`sae_studies.ladder`,
 rungs ``convergence_tokens``) for TopK and one for KronSAE ``main_mn`` (mAND) at the study's
 ``sweep_expansion_factor``, with the study's k, learning rate and batch. At every rung the
-held-out EV of both and their paired gap ΔEV = EV(KronSAE) − EV(TopK) of the same seed; the
-equal-tokens verdict, which reads that gap at ``train_tokens``, is gated on it
-(:func:`gate_verdict`).
+held-out EV of both and their paired gap ΔEV = EV(KronSAE) − EV(TopK) of the same seed. The
+equal-tokens rule is read on the ladder's top rung (the ladder's one F) and gated on that gap over
+the whole ladder (:func:`ladder_verdict`); its reading on the main grid at ``train_tokens`` (every
+F), gated up to there, becomes the verdict's ``previous``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import torch
 from ..analyses import quality
 from ..study_config import Study04Config
 from . import budget_ladders as BL
+from . import kron_claims
 from .kron import Variant, training_config
 from .verdicts import Verdict
 
-__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "gate_table"]
+__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "ladder_verdict", "gate_table"]
 
 TOPK, KRON = "TopK", "KronSAE"
 GAP = "ΔEV"
@@ -95,6 +97,17 @@ def gate_verdict(verdict: Verdict, gap_table: pd.DataFrame, up_to: int | None) -
     """``verdict`` gated on ΔEV (every F of the ladder) on the rungs ≤ ``up_to``; unchanged when
     there is no ladder."""
     return BL.gate_verdict(verdict, gap_table, GAP, None, up_to, by="d_sae", name=QUANTITIES[GAP])
+
+
+def ladder_verdict(before: Verdict, ladder: pd.DataFrame, gap_table: pd.DataFrame, budget: int) -> Verdict:
+    """The equal-tokens rule (:func:`kron_claims.verdict_equal_tokens`) on the ladder's top rung
+    (``ladder``: :func:`ladder_table`'s rows), gated on ΔEV over the whole ladder, with ``before``
+    (the rule on the main grid at ``budget`` tokens) as its ``previous``
+    (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
+    if gap_table.empty:
+        return before
+    read = kron_claims.verdict_equal_tokens(ladder[ladder.tokens == ladder.tokens.max()])
+    return BL.read_at_top(read, before, gap_table, GAP, budget, None, by="d_sae", name=QUANTITIES[GAP])
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:
