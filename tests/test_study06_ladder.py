@@ -121,7 +121,7 @@ def test_verdict_is_read_at_the_top_rung_and_gated_on_the_whole_ladder():
     moving = AL.gaps(_table({65536: -0.10, 131072: -0.05, 262144: -0.02}))
     (v,) = AL.ladder_verdicts(moving, [table_verdict], ["kron"], CFG)
     assert v.outcome == "untested" and "rule alone would say disagrees" in v.ours
-    assert "read on the ladder at 262,144 tokens (3 seeds)" in v.ours
+    assert "read on the ladder at 262,144 tokens (3 seeds); at 131,072 tokens the rule alone says disagrees" in v.ours
     assert v.statistic == pytest.approx(-0.02 + 0.001)  # the top rung's mean paired gap (seed offsets 0.002 s − 0.001 s)
     assert v.n == 3 and v.converged_at == "not converged"
     # the table's verdict, gated up to train_tokens (131k: moving too), is what `previous` records

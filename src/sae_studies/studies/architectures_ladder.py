@@ -209,12 +209,18 @@ def ladder_verdicts(
     on_ladder = [c for c in candidates if len(gap_table) and c in set(gap_table.architecture)]
     if not on_ladder:
         return list(table_verdicts)
-    top = int(gap_table.tokens.max())
-    at_top = gap_table[gap_table.tokens == top].rename(columns={"architecture": "variant"})
-    untested = A.untested_rows(at_top, cfg.collapse_duplicate_share)
-    read = dict(zip(on_ladder, A.stability_verdicts(at_top, on_ladder, collapsed_variants=untested, model=model)))
+
+    def rule_at(tokens: int) -> dict[str, Verdict]:
+        rows = gap_table[gap_table.tokens == tokens].rename(columns={"architecture": "variant"})
+        untested = A.untested_rows(rows, cfg.collapse_duplicate_share)
+        return dict(zip(on_ladder, A.stability_verdicts(rows, on_ladder, collapsed_variants=untested, model=model)))
+
+    rungs = sorted(set(gap_table.tokens))
+    if len(rungs) < 2:
+        return list(table_verdicts)
+    read, below = rule_at(rungs[-1]), rule_at(rungs[-2])
     return [
-        BL.read_at_top(read[c], before, gap_table, GAP, cfg.train_tokens, [c], by="architecture", name=QUANTITIES[GAP])
+        BL.read_at_top(read[c], before, gap_table, GAP, cfg.train_tokens, [c], "architecture", QUANTITIES[GAP], below[c])
         if c in read
         else before
         for c, before in zip(candidates, table_verdicts)

@@ -255,11 +255,14 @@ def read_at_top(
     labels: Sequence | None = None,
     by: str = "label",
     name: str | None = None,
+    below: Verdict | None = None,
 ) -> Verdict:
     """``read``, a rule's verdict on the rows of the ladder's top rung, gated on ``quantity`` over
     the whole ladder (:func:`convergence`); ``before``, the same rule where the profile's budget
     (``budget`` tokens) reads it, gated on the rungs up to there, goes into ``previous`` with why
-    it changed. Without a ladder to gate on, ``before`` stands."""
+    it changed. ``below``, the rule on the rung under the top, is named in ``ours``: whether the
+    last doubling changed what the rule says, which the gate (a change against the seed spread)
+    does not tell. Without a ladder to gate on, ``before`` stands."""
     conv = convergence(table, quantity, labels, None, by, name)
     if conv is None:
         return before
@@ -267,9 +270,13 @@ def read_at_top(
     top = int(table.tokens.max())
     seeds = f" ({read.n} seeds)" if read.n else ""
     earlier = f"{read.previous}; " if read.previous else ""
+    under = ""
+    if below is not None:
+        stat = f" {below.statistic:+.3g} [{below.interval[0]:+.3g}, {below.interval[1]:+.3g}]" if below.interval else ""
+        under = f"; at {conv.rungs[0]:,} tokens the rule alone says {below.outcome}{stat}"
     return replace(
         read,
-        ours=f"{read.ours}; read on the ladder at {top:,} tokens{seeds}",
+        ours=f"{read.ours}; read on the ladder at {top:,} tokens{seeds}{under}",
         previous=f"{earlier}until 2026-12-06 read at the profile's budget ({budget:,} tokens"
         f"{f', {before.n} seeds' if before.n else ''}) and gated up to there: "
         f"{before.outcome} — {before.ours}. Changed (issue 18) so that a verdict is read where its quantity has "

@@ -106,8 +106,12 @@ def ladder_verdict(before: Verdict, ladder: pd.DataFrame, gap_table: pd.DataFram
     (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
     if gap_table.empty:
         return before
-    read = kron_claims.verdict_equal_tokens(ladder[ladder.tokens == ladder.tokens.max()])
-    return BL.read_at_top(read, before, gap_table, GAP, budget, None, by="d_sae", name=QUANTITIES[GAP])
+    rungs = sorted(set(ladder.tokens))
+    if len(rungs) < 2:
+        return before
+    read = kron_claims.verdict_equal_tokens(ladder[ladder.tokens == rungs[-1]])
+    below = kron_claims.verdict_equal_tokens(ladder[ladder.tokens == rungs[-2]])
+    return BL.read_at_top(read, before, gap_table, GAP, budget, None, "d_sae", QUANTITIES[GAP], below)
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:
