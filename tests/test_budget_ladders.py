@@ -172,6 +172,11 @@ def test_read_at_top_gates_the_top_rung_s_reading_over_the_whole_ladder():
     # `before` gated on the rungs up to its budget (131k: the jump 0.40 → 0.60 moved), earlier revisions kept
     assert kept.previous.startswith("rule revised once; until 2026-12-06 read at the profile's budget (131,072 tokens, 5 seeds)")
     assert "gated up to there: untested — budget: 0.60 [not converged" in kept.previous
+    below = Verdict("claim", "paper", "262k", "partly", "rule", statistic=0.61, interval=(0.55, 0.67), n=3)
+    named = BL.read_at_top(read, before, t, "q", 131072, ["flat"], below=below)
+    assert named.ours == kept.ours + "; at 262,144 tokens the rule alone says partly +0.61 [+0.55, +0.67]"
+    bare = Verdict("claim", "paper", "262k", "untested", "rule")  # no statistic: the outcome alone
+    assert BL.read_at_top(read, before, t, "q", 131072, ["flat"], below=bare).ours.endswith("the rule alone says untested")
     moving = BL.read_at_top(read, before, t, "q", 131072, ["moving"])
     assert moving.outcome == "untested" and "the rule alone would say agrees" in moving.ours
     assert BL.read_at_top(read, before, t.iloc[:0], "q", 131072) is before  # no ladder: the budget's reading stands
@@ -192,7 +197,7 @@ def test_study4_equal_tokens_verdict_reads_the_ladder_s_top_rung():
     assert v.outcome == "agrees" and v.converged_at == "262,144 tokens"
     assert v.statistic == pytest.approx(-0.003 + 0.0002) and v.n == 3
     assert (
-        "read on the ladder at 524,288 tokens (3 seeds)" in v.ours
+        "read on the ladder at 524,288 tokens (3 seeds); at 262,144 tokens the rule alone says agrees -0.0028" in v.ours
         and "untested — grid [not converged; the rule alone would say disagrees]" in v.previous
     )
     assert KL.ladder_verdict(before, ladder, pd.DataFrame(), budget=131072) is before

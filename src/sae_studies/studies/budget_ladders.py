@@ -272,7 +272,8 @@ def read_at_top(
     earlier = f"{read.previous}; " if read.previous else ""
     under = ""
     if below is not None:
-        stat = f" {below.statistic:+.3g} [{below.interval[0]:+.3g}, {below.interval[1]:+.3g}]" if below.interval else ""
+        lo, hi = below.interval or (None, None)
+        stat = f" {below.statistic:+.3g} [{lo:+.3g}, {hi:+.3g}]" if below.statistic is not None and lo is not None else ""
         under = f"; at {conv.rungs[0]:,} tokens the rule alone says {below.outcome}{stat}"
     return replace(
         read,
