@@ -4,6 +4,7 @@ plain loop, a tiny real ladder table, the resume of a killed KronSAE / Hierarchi
 the profile checks of the new settings."""
 
 import dataclasses
+import functools
 
 import numpy as np
 import pandas as pd
@@ -158,28 +159,37 @@ def test_study4_gap_is_kron_minus_topk_per_rung_and_seed():
         assert r.ΔEV == pytest.approx(ref)
     v = Verdict("equal tokens", "paper", "x", "agrees", "rule")
     flat = planted({128: LEVEL}, by="d_sae", column="ΔEV")
-    assert KL.gate_verdict(v, flat, up_to=524288).outcome == "agrees"
-    assert KL.gate_verdict(v, flat, up_to=131072).outcome == "untested"
+    assert BL.gate_verdict(v, flat, KL.GAP, None, 524288, by="d_sae").outcome == "agrees"
+    assert BL.gate_verdict(v, flat, KL.GAP, None, 131072, by="d_sae").outcome == "untested"
 
 
 def test_read_at_top_gates_the_top_rung_s_reading_over_the_whole_ladder():
     t = planted({"flat": LEVEL, "moving": MOVING})
     before = Verdict("claim", "paper", "budget: 0.60", "agrees", "rule", n=5)
     read = Verdict("claim", "paper", "top: 0.615", "agrees", "rule", n=3, previous="rule revised once")
-    kept = BL.read_at_top(read, before, t, "q", 131072, ["flat"])
+    below = Verdict("claim", "paper", "262k", "partly", "rule", statistic=0.61, interval=(0.55, 0.67), n=3)
+    asked = []
+
+    def rule_at(tokens, at_below=below):
+        asked.append(tokens)
+        return {524288: read, 262144: at_below}[tokens]
+
+    kept = BL.read_at_top(rule_at, before, t, "q", 131072, ["flat"])
+    assert sorted(asked) == [262144, 524288]  # the rule is read at the top two rungs only
     assert kept.outcome == "agrees" and kept.converged_at == "131,072 tokens"
-    assert kept.ours == "top: 0.615; read on the ladder at 524,288 tokens (3 seeds)"
+    assert (
+        kept.ours
+        == "top: 0.615; read on the ladder at 524,288 tokens (3 seeds); at 262,144 tokens the rule alone says partly +0.61 [+0.55, +0.67]"
+    )
     # `before` gated on the rungs up to its budget (131k: the jump 0.40 → 0.60 moved), earlier revisions kept
     assert kept.previous.startswith("rule revised once; until 2026-12-06 read at the profile's budget (131,072 tokens, 5 seeds)")
     assert "gated up to there: untested — budget: 0.60 [not converged" in kept.previous
-    below = Verdict("claim", "paper", "262k", "partly", "rule", statistic=0.61, interval=(0.55, 0.67), n=3)
-    named = BL.read_at_top(read, before, t, "q", 131072, ["flat"], below=below)
-    assert named.ours == kept.ours + "; at 262,144 tokens the rule alone says partly +0.61 [+0.55, +0.67]"
     bare = Verdict("claim", "paper", "262k", "untested", "rule")  # no statistic: the outcome alone
-    assert BL.read_at_top(read, before, t, "q", 131072, ["flat"], below=bare).ours.endswith("the rule alone says untested")
-    moving = BL.read_at_top(read, before, t, "q", 131072, ["moving"])
+    bare_rule = functools.partial(rule_at, at_below=bare)
+    assert BL.read_at_top(bare_rule, before, t, "q", 131072, ["flat"]).ours.endswith("the rule alone says untested")
+    moving = BL.read_at_top(rule_at, before, t, "q", 131072, ["moving"])
     assert moving.outcome == "untested" and "the rule alone would say agrees" in moving.ours
-    assert BL.read_at_top(read, before, t.iloc[:0], "q", 131072) is before  # no ladder: the budget's reading stands
+    assert BL.read_at_top(rule_at, before, t.iloc[:0], "q", 131072) is before  # no ladder: the budget's reading stands
 
 
 def test_study4_equal_tokens_verdict_reads_the_ladder_s_top_rung():

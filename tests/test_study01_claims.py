@@ -55,6 +55,8 @@ def test_within_seed_best_finds_duplicates():
     assert best[2:].max() < 0.7
     with pytest.raises(ValueError, match="at least 2"):
         ss.within_seed_best(w[:1])
+    assert ss.duplicate_share(w, 0.9) == pytest.approx(2 / 40)  # the one copied pair, out of 40
+    assert ss.duplicate_share(w, 0.9) == float((best >= 0.9).double().mean())
 
 
 # --------------------------------------------------------------------------------------------

@@ -265,6 +265,12 @@ def within_seed_best(decoder: Tensor, **chunks) -> Tensor:
     return values  # on the CPU (best_cosine's results are)
 
 
+def duplicate_share(decoder: Tensor, cosine: float, **chunks) -> float:
+    """Share of a dictionary's features with another feature of the same dictionary at decoder
+    cosine ≥ ``cosine`` (:func:`within_seed_best`): its within-seed duplicates."""
+    return float((within_seed_best(decoder, **chunks) >= cosine).double().mean())
+
+
 # --------------------------------------------------------------------------------------------
 # null baselines: the stability of dictionaries with no learned structure
 # --------------------------------------------------------------------------------------------

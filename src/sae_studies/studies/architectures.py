@@ -263,10 +263,7 @@ def evaluate(
     rows = []
     todo = [(v, s) for v in variants(cfg) for s in range(len(cfg.seeds))]
     scores = {a: seed_stability.stability_scores([m.W_dec for m in ms], cfg.tau) for a, ms in trained.saes.items()}
-    dups = {
-        a: [float((seed_stability.within_seed_best(m.W_dec) >= cfg.duplicate_cosine).double().mean()) for m in ms]
-        for a, ms in trained.saes.items()
-    }
+    dups = {a: [seed_stability.duplicate_share(m.W_dec, cfg.duplicate_cosine) for m in ms] for a, ms in trained.saes.items()}
     speed = trained.speed.set_index(["architecture", "seed"]).tokens_per_second
     x_words = eval_x[torch.as_tensor(probes.words.rows)]
     for (label, arch, read_k), s in tqdm(todo, desc="study 6 metrics", disable=not progress):

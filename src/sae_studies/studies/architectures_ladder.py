@@ -18,6 +18,7 @@ statement about 3-seed stability, and its interval is a 3-seed interval.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import pandas as pd
@@ -43,7 +44,6 @@ __all__ = [
     "ladder_verdicts",
     "gate_table",
     "lr_sweep",
-    "MAX_LR_EXTENSIONS",
 ]
 
 GAP = "Δ stable"
@@ -53,10 +53,6 @@ QUANTITIES = {
     GAP: "Δ fraction stable vs TopK",
 }
 """Columns of :func:`gaps` that the ladder figure and gate table show, with their labels."""
-
-
-MAX_LR_EXTENSIONS = 2
-"""How many times the rate check widens its grid past an edge that holds the best rate."""
 
 
 def label(cfg: Study06Config, arch: str) -> str:
@@ -88,7 +84,7 @@ def rung_rows(saes: Sequence, seeds: Sequence[int], read_k: int | None, eval_x: 
     rows = []
     for s, (seed, sae) in enumerate(zip(seeds, saes)):
         held_out, _ = A.quality_and_stability(sae, read_k, eval_x, scores.fraction[s], cfg.min_firings)
-        duplicates = float((seed_stability.within_seed_best(sae.W_dec) >= cfg.duplicate_cosine).double().mean())
+        duplicates = seed_stability.duplicate_share(sae.W_dec, cfg.duplicate_cosine)
         rows.append({"seed": seed, **held_out, "read_k": read_k if read_k is not None else cfg.k, "duplicate_share": duplicates})
     return rows
 
@@ -140,7 +136,7 @@ def lr_sweep(run, eval_x: torch.Tensor, progress: bool = True) -> pd.DataFrame:
     acts = run.activations([hook])[hook]
     rungs = [t for t in cfg.convergence_tokens if t <= cfg.train_tokens]
     seed, base = cfg.convergence_seeds[0], A.sae_config(run.profile)
-    rows = []
+    tables = []
     for arch in tqdm(cfg.convergence_architectures, desc="lr check", disable=not progress):
         spec = A.spec(cfg, arch, cfg.expansion_factor * acts.d, seed)
 
@@ -160,22 +156,10 @@ def lr_sweep(run, eval_x: torch.Tensor, progress: bool = True) -> pd.DataFrame:
                 encode, lad.saes[-1].decode, eval_x.split(4096), lad.saes[-1].cfg.d_sae
             ).explained_variance
 
-        evs, best, inside = BL.widen_sweep(measure, cfg.convergence_lrs, MAX_LR_EXTENSIONS)
+        evs, best, inside = BL.widen_sweep(measure, cfg.convergence_lrs)
         given_up = evs[best] - evs[base.lr] if base.lr in evs else float("nan")
-        rows += [
-            {
-                "architecture": label(cfg, arch),
-                "tokens": rungs[-1],
-                "lr": lr,
-                "explained_variance": evs[lr],
-                "chosen": lr == best,
-                "inside": inside,
-                "study_lr": base.lr,
-                "ev_given_up": given_up,
-            }
-            for lr in sorted(evs)
-        ]
-    return pd.DataFrame(rows)
+        tables.append(BL.sweep_table(label(cfg, arch), rungs[-1], (evs, best, inside), study_lr=base.lr, ev_given_up=given_up))
+    return pd.concat(tables, ignore_index=True)
 
 
 def gaps(table: pd.DataFrame, reference: str = A.REFERENCE) -> pd.DataFrame:
@@ -207,21 +191,18 @@ def ladder_verdicts(
     if len(table_verdicts) != len(candidates):
         raise ValueError(f"one table verdict per candidate: got {len(table_verdicts)} for {list(candidates)}")
     on_ladder = [c for c in candidates if len(gap_table) and c in set(gap_table.architecture)]
-    if not on_ladder:
-        return list(table_verdicts)
 
+    @functools.cache  # one rule call per rung for every candidate (Holm runs over them together)
     def rule_at(tokens: int) -> dict[str, Verdict]:
         rows = gap_table[gap_table.tokens == tokens].rename(columns={"architecture": "variant"})
         untested = A.untested_rows(rows, cfg.collapse_duplicate_share)
         return dict(zip(on_ladder, A.stability_verdicts(rows, on_ladder, collapsed_variants=untested, model=model)))
 
-    rungs = sorted(set(gap_table.tokens))
-    if len(rungs) < 2:
-        return list(table_verdicts)
-    read, below = rule_at(rungs[-1]), rule_at(rungs[-2])
     return [
-        BL.read_at_top(read[c], before, gap_table, GAP, cfg.train_tokens, [c], "architecture", QUANTITIES[GAP], below[c])
-        if c in read
+        BL.read_at_top(
+            lambda t, c=c: rule_at(t)[c], before, gap_table, GAP, cfg.train_tokens, [c], "architecture", QUANTITIES[GAP]
+        )
+        if c in on_ladder
         else before
         for c, before in zip(candidates, table_verdicts)
     ]

@@ -36,7 +36,9 @@ __all__ = [
     "Arm",
     "check_ladder",
     "train_arms",
+    "MAX_LR_EXTENSIONS",
     "widen_sweep",
+    "sweep_table",
     "ladder_table",
     "paired_gap",
     "convergence",
@@ -112,8 +114,12 @@ def train_arms(
     return out
 
 
+MAX_LR_EXTENSIONS = 2
+"""How many times a learning-rate sweep widens its grid past an edge that holds the best rate."""
+
+
 def widen_sweep(
-    measure: Callable[[float], float], grid: Sequence[float], max_extensions: int = 2
+    measure: Callable[[float], float], grid: Sequence[float], max_extensions: int = MAX_LR_EXTENSIONS
 ) -> tuple[dict[float, float], float, bool]:
     """A learning-rate sweep that ends inside its grid where it can: ``measure(lr)`` (higher is
     better, e.g. held-out EV) at every rate of ``grid``, then the grid widened by a factor 2 beyond
@@ -133,6 +139,26 @@ def widen_sweep(
         todo = [best * 2 if best == rates[-1] else best / 2]
     rates, best = sorted(found), max(found, key=found.get)
     return found, best, len(rates) >= 3 and rates[0] < best < rates[-1]
+
+
+def sweep_table(architecture: str, tokens: int, sweep: tuple[dict[float, float], float, bool], **columns) -> pd.DataFrame:
+    """One row per swept rate of :func:`widen_sweep`'s result (rates ascending): architecture,
+    tokens, lr, explained_variance, ``chosen`` (the best rate), ``inside``, then ``columns``."""
+    evs, best, inside = sweep
+    return pd.DataFrame(
+        [
+            {
+                "architecture": architecture,
+                "tokens": tokens,
+                "lr": lr,
+                "explained_variance": evs[lr],
+                "chosen": lr == best,
+                "inside": inside,
+                **columns,
+            }
+            for lr in sorted(evs)
+        ]
+    )
 
 
 def ladder_table(
@@ -247,7 +273,7 @@ def gate_verdict(
 
 
 def read_at_top(
-    read: Verdict,
+    rule_at: Callable[[int], Verdict],
     before: Verdict,
     table: pd.DataFrame,
     quantity: str,
@@ -255,26 +281,23 @@ def read_at_top(
     labels: Sequence | None = None,
     by: str = "label",
     name: str | None = None,
-    below: Verdict | None = None,
 ) -> Verdict:
-    """``read``, a rule's verdict on the rows of the ladder's top rung, gated on ``quantity`` over
-    the whole ladder (:func:`convergence`); ``before``, the same rule where the profile's budget
-    (``budget`` tokens) reads it, gated on the rungs up to there, goes into ``previous`` with why
-    it changed. ``below``, the rule on the rung under the top, is named in ``ours``: whether the
-    last doubling changed what the rule says, which the gate (a change against the seed spread)
-    does not tell. Without a ladder to gate on, ``before`` stands."""
+    """``rule_at(tokens)``, a rule's verdict on the ladder's rows at one rung, read at the top
+    rung and gated on ``quantity`` over the whole ladder (:func:`convergence`); ``before``, the same
+    rule where the profile's budget (``budget`` tokens) reads it, gated on the rungs up to there,
+    goes into ``previous`` with why it changed. The rule at the rung under the top is named in
+    ``ours``: whether the last doubling changed what the rule says, which the gate (a change against
+    the seed spread) does not tell. Without a ladder to gate on, ``before`` stands."""
     conv = convergence(table, quantity, labels, None, by, name)
     if conv is None:
         return before
     before = gate_verdict(before, table, quantity, labels, budget, by, name)
-    top = int(table.tokens.max())
+    (under_top, top), read, below = conv.rungs, rule_at(conv.rungs[1]), rule_at(conv.rungs[0])
     seeds = f" ({read.n} seeds)" if read.n else ""
     earlier = f"{read.previous}; " if read.previous else ""
-    under = ""
-    if below is not None:
-        lo, hi = below.interval or (None, None)
-        stat = f" {below.statistic:+.3g} [{lo:+.3g}, {hi:+.3g}]" if below.statistic is not None and lo is not None else ""
-        under = f"; at {conv.rungs[0]:,} tokens the rule alone says {below.outcome}{stat}"
+    lo, hi = below.interval or (None, None)
+    stat = f" {below.statistic:+.3g} [{lo:+.3g}, {hi:+.3g}]" if below.statistic is not None and lo is not None else ""
+    under = f"; at {under_top:,} tokens the rule alone says {below.outcome}{stat}"
     return replace(
         read,
         ours=f"{read.ours}; read on the ladder at {top:,} tokens{seeds}{under}",

@@ -23,7 +23,7 @@ from . import kron_claims
 from .kron import Variant, training_config
 from .verdicts import Verdict
 
-__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "ladder_verdict", "gate_table"]
+__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "ladder_verdict", "gate_table"]
 
 TOPK, KRON = "TopK", "KronSAE"
 GAP = "ΔEV"
@@ -93,12 +93,6 @@ def gaps(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def gate_verdict(verdict: Verdict, gap_table: pd.DataFrame, up_to: int | None) -> Verdict:
-    """``verdict`` gated on ΔEV (every F of the ladder) on the rungs ≤ ``up_to``; unchanged when
-    there is no ladder."""
-    return BL.gate_verdict(verdict, gap_table, GAP, None, up_to, by="d_sae", name=QUANTITIES[GAP])
-
-
 def ladder_verdict(before: Verdict, ladder: pd.DataFrame, gap_table: pd.DataFrame, budget: int) -> Verdict:
     """The equal-tokens rule (:func:`kron_claims.verdict_equal_tokens`) on the ladder's top rung
     (``ladder``: :func:`ladder_table`'s rows), gated on ΔEV over the whole ladder, with ``before``
@@ -106,12 +100,11 @@ def ladder_verdict(before: Verdict, ladder: pd.DataFrame, gap_table: pd.DataFram
     (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
     if gap_table.empty:
         return before
-    rungs = sorted(set(ladder.tokens))
-    if len(rungs) < 2:
-        return before
-    read = kron_claims.verdict_equal_tokens(ladder[ladder.tokens == rungs[-1]])
-    below = kron_claims.verdict_equal_tokens(ladder[ladder.tokens == rungs[-2]])
-    return BL.read_at_top(read, before, gap_table, GAP, budget, None, "d_sae", QUANTITIES[GAP], below)
+
+    def rule_at(tokens: int) -> Verdict:
+        return kron_claims.verdict_equal_tokens(ladder[ladder.tokens == tokens])
+
+    return BL.read_at_top(rule_at, before, gap_table, GAP, budget, None, "d_sae", QUANTITIES[GAP])
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:

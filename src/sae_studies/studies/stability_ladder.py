@@ -3,7 +3,7 @@ that picks each architecture's rate, and the convergence gate of every quantity.
 
 Per architecture (analysis size, first layer): a learning-rate sweep at one rung (first seed; the
 grid is widened by factors of 2 while the best rate sits at its edge, at most
-``MAX_LR_EXTENSIONS`` times), then one warmup-stable-decay ladder per seed at the chosen rate
+``budget_ladders.MAX_LR_EXTENSIONS`` times), then one warmup-stable-decay ladder per seed at the chosen rate
 (:mod:`sae_studies.ladder`; the sweep's ladders share the trunk with the seed's ladder at the
 chosen rate, so they are not retrained). Every rung × seed row holds what study 1 reads: held-out
 EV, dead share, live fraction stable (among the seeds at that rung) and the Hungarian share ≥ τ
@@ -39,7 +39,6 @@ QUANTITIES = {
     "hungarian_share": "Hungarian share ≥ τ",
 }
 """The quantities study 1's verdicts read, as columns of the ladder table, with their labels."""
-MAX_LR_EXTENSIONS = 2
 
 
 def rung_rows(models: Sequence, seeds: Sequence[int], eval_x: torch.Tensor, tau: float, min_firings: int) -> list[dict]:
@@ -97,22 +96,9 @@ def lr_sweep(run, cfg: Study01Config, arch: str, acts, eval_x: torch.Tensor, pro
         )
         return quality.sae_reconstruction_metrics(lad.saes[-1], eval_x).explained_variance
 
-    evs, best, inside = BL.widen_sweep(measure, cfg.convergence_lrs, MAX_LR_EXTENSIONS)
+    sweep = BL.widen_sweep(measure, cfg.convergence_lrs)
     bar.close()
-    grid = sorted(evs)
-    return pd.DataFrame(
-        [
-            {
-                "architecture": arch,
-                "tokens": upto[-1],
-                "lr": lr,
-                "explained_variance": evs[lr],
-                "chosen": lr == best,
-                "inside": inside,
-            }
-            for lr in grid
-        ]
-    )
+    return BL.sweep_table(arch, upto[-1], sweep)
 
 
 def ladder_table(run, cfg: Study01Config, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
