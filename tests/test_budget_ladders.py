@@ -5,6 +5,7 @@ the profile checks of the new settings."""
 
 import dataclasses
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -323,3 +324,15 @@ def test_widen_sweep_widens_past_the_edge_that_holds_the_best_and_stops_inside()
     assert sorted(found) == [0.25, 0.5, 1.0, 2.0, 4.0] and (best, inside) == (0.25, False)
     with pytest.raises(ValueError, match="at least one rate"):
         BL.widen_sweep(measure, [])
+
+
+def test_sweep_rungs_read_the_rung_below_the_top_unless_told():
+    rungs = [65536, 131072, 262144, 524288]
+    assert BL.sweep_rungs(rungs, None) == [65536, 131072, 262144]  # the rung below the top
+    assert BL.sweep_rungs(rungs, 0) == [65536]
+    assert BL.sweep_rungs(rungs, 3) == rungs
+    assert BL.sweep_rungs([65536], None) == [65536]  # the only rung
+    cfg = SimpleNamespace(convergence_tokens=rungs, lr_sweep_rung=4)
+    with pytest.raises(ValueError, match=r"study06.lr_sweep_rung must be null or index study06.convergence_tokens \(0 .. 3\)"):
+        BL.check_sweep_rung("study06", cfg)
+    BL.check_sweep_rung("study06", SimpleNamespace(convergence_tokens=rungs, lr_sweep_rung=None))

@@ -60,6 +60,7 @@ def test_lr_check_sweeps_each_ladder_architecture_and_shares_the_ladder_at_the_s
     C = Study06Config(
         layer=0, expansion_factor=4, k=2, hierarchical_ks=(2, 4), batch_size=B, lr=5e-3, min_firings=1,
         train_tokens=RUNGS[-1], convergence_tokens=RUNGS, convergence_seeds=(0, 1), convergence_lrs=(2.5e-3, 5e-3, 1e-2),
+        lr_sweep_rung=1,
     )  # fmt: skip
     profile = SimpleNamespace(study06=C, sae=SAEConfig(lr=1e-4, dead_feature_window=8, train_tokens=RUNGS[-1]))
     run = SimpleNamespace(profile=profile, store=Store(tmp_path / "s"), activations=lambda hooks, split=None: {hooks[0]: acts})
@@ -67,7 +68,7 @@ def test_lr_check_sweeps_each_ladder_architecture_and_shares_the_ladder_at_the_s
     table = AL.ladder_table(run, x, progress=False)
     sweep = AL.lr_sweep(run, x, progress=False)
     assert set(sweep.architecture) == {"topk", "hierarchical_topk@2", "kron"}
-    assert (sweep.tokens == RUNGS[-1]).all() and (sweep.study_lr == 5e-3).all()
+    assert (sweep.tokens == RUNGS[-1]).all() and (sweep.study_lr == 5e-3).all()  # lr_sweep_rung=1: the top
     for arch, g in sweep.groupby("architecture"):
         assert {2.5e-3, 5e-3, 1e-2} <= set(g.lr) and g.chosen.sum() == 1
         best = g[g.chosen].iloc[0]
@@ -168,8 +169,10 @@ def test_check_names_the_ladder_settings():
         A.check(dataclasses.replace(C, convergence_tokens=(1000, 2048)), d, layers)
     with pytest.raises(ValueError, match="study06.convergence_seeds"):
         load_profile("smoke", {"study06.convergence_seeds": [0]})
-    with pytest.raises(ValueError, match="study06.convergence_lrs"):
-        A.check(dataclasses.replace(C, convergence_lrs=(1e-3,), train_tokens=4096), d, layers)
+    with pytest.raises(ValueError, match="study06.lr_sweep_rung"):
+        A.check(dataclasses.replace(C, lr_sweep_rung=len(C.convergence_tokens)), d, layers)
+    with pytest.raises(ValueError, match="study06.lr_sweep_rung"):
+        load_profile("smoke", {"study06.lr_sweep_rung": -1})
     with pytest.raises(ValueError, match="study06.convergence_lrs"):
         load_profile("smoke", {"study06.convergence_lrs": [2e-3, 1e-3]})
 

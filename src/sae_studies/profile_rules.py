@@ -368,6 +368,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "handle_scales": both(increasing(0), above(0)),
         **LADDER,
         "convergence_lrs": both(increasing_or_empty(0), above(0)),
+        "lr_sweep_rung": NONNEG,
         "threads": POS,
     },
 }

@@ -33,7 +33,7 @@ from ..config import Profile, SAEConfig
 from ..saes import registry
 from ..saes.registry import SAESpec
 from ..study_config import Study06Config
-from .budget_ladders import check_ladder
+from .budget_ladders import check_ladder, check_sweep_rung
 from .verdicts import STUDIES, Verdict, spread
 
 HIERARCHICAL = "hierarchical_topk"
@@ -93,11 +93,7 @@ def check(cfg: Study06Config, d_model: int, n_layers: int) -> int:
                 f"{STANDARD!r} (its L1 coefficient is the table's choice), including {REFERENCE!r}; got {ladder}"
             )
         check_ladder("study06", cfg, cfg.batch_size)
-    if cfg.convergence_lrs and not any(t <= cfg.train_tokens for t in cfg.convergence_tokens):
-        raise ValueError(
-            f"study06.convergence_lrs checks the rate at the largest rung of study06.convergence_tokens ≤ "
-            f"study06.train_tokens={cfg.train_tokens}; got rungs {list(cfg.convergence_tokens)}"
-        )
+    check_sweep_rung("study06", cfg)
     return d_sae
 
 

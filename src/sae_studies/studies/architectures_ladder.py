@@ -120,8 +120,8 @@ def ladder_table(run, eval_x: torch.Tensor, null_fraction_stable: float | None =
 
 def lr_sweep(run, eval_x: torch.Tensor, progress: bool = True) -> pd.DataFrame:
     """The check of the study's one learning rate (``study06.convergence_lrs``; empty table when
-    unset): per architecture of the ladder, the first ladder seed's ladder up to the largest rung ≤
-    ``train_tokens`` at every rate of the grid (widened by factors of 2 while the best sits at its
+    unset): per architecture of the ladder, the first ladder seed's ladder up to rung
+    ``lr_sweep_rung`` (:func:`budget_ladders.sweep_rungs`) at every rate of the grid (widened by factors of 2 while the best sits at its
     edge, :func:`budget_ladders.widen_sweep`), held-out EV at that rung read where the table reads
     it (HierarchicalTopK at ``k``). Columns: architecture, tokens, lr, explained_variance,
     ``chosen`` (the best rate), ``inside`` (the best ended strictly inside the grid), ``study_lr``
@@ -134,7 +134,7 @@ def lr_sweep(run, eval_x: torch.Tensor, progress: bool = True) -> pd.DataFrame:
         return pd.DataFrame()
     hook = hook_name(cfg.layer)
     acts = run.activations([hook])[hook]
-    rungs = [t for t in cfg.convergence_tokens if t <= cfg.train_tokens]
+    rungs = BL.sweep_rungs(cfg.convergence_tokens, cfg.lr_sweep_rung)
     seed, base = cfg.convergence_seeds[0], A.sae_config(run.profile)
     tables = []
     for arch in tqdm(cfg.convergence_architectures, desc="lr check", disable=not progress):

@@ -37,6 +37,8 @@ __all__ = [
     "check_ladder",
     "train_arms",
     "MAX_LR_EXTENSIONS",
+    "sweep_rungs",
+    "check_sweep_rung",
     "widen_sweep",
     "sweep_table",
     "ladder_table",
@@ -112,6 +114,22 @@ def train_arms(
             for s in tqdm(seeds, desc=f"{arm.label} ladders", disable=not progress, leave=False)
         ]
     return out
+
+
+def sweep_rungs(rungs: Sequence[int], index: int | None) -> list[int]:
+    """The ladder's rungs up to the one a learning-rate sweep reads (``index`` into ``rungs``;
+    None: the rung below the top, where a ladder's last doubling is judged, or the only rung)."""
+    index = max(len(rungs) - 2, 0) if index is None else index
+    return list(rungs[: index + 1])
+
+
+def check_sweep_rung(section: str, cfg) -> None:
+    """``cfg.lr_sweep_rung`` is null or an index of ``cfg.convergence_tokens`` (the message names it)."""
+    n = len(cfg.convergence_tokens)
+    if cfg.lr_sweep_rung is not None and not 0 <= cfg.lr_sweep_rung < n:
+        raise ValueError(
+            f"{section}.lr_sweep_rung must be null or index {section}.convergence_tokens (0 .. {n - 1}); got {cfg.lr_sweep_rung}"
+        )
 
 
 MAX_LR_EXTENSIONS = 2

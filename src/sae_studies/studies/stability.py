@@ -30,6 +30,7 @@ from ..devices import device_of, to_device, to_numpy
 from ..saes import registry
 from ..saes.registry import SAESpec
 from ..study_config import Study01Config
+from .budget_ladders import check_sweep_rung
 
 __all__ = [
     "GridCell",
@@ -110,11 +111,7 @@ def check(cfg: Study01Config, n_layers: int) -> None:
             plan(cfg.convergence_tokens, cfg.batch_size, cfg.ladder_decay_fraction, warmup_tokens=cfg.ladder_warmup_tokens)
         except ValueError as err:
             raise ValueError(f"study01.convergence_tokens / ladder_decay_fraction / ladder_warmup_tokens: {err}") from err
-        if cfg.lr_sweep_rung is not None and not 0 <= cfg.lr_sweep_rung < len(cfg.convergence_tokens):
-            raise ValueError(
-                f"study01.lr_sweep_rung must be null or index study01.convergence_tokens (0 .. "
-                f"{len(cfg.convergence_tokens) - 1}); got {cfg.lr_sweep_rung}"
-            )
+        check_sweep_rung("study01", cfg)
         if len(cfg.convergence_seeds) < 2 or not cfg.convergence_lrs:
             raise ValueError("study01.convergence_seeds needs at least 2 seeds and study01.convergence_lrs at least one rate")
 

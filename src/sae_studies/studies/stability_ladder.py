@@ -74,9 +74,7 @@ def lr_sweep(run, cfg: Study01Config, arch: str, acts, eval_x: torch.Tensor, pro
     """Held-out EV of the first seed at the sweep rung (``cfg.lr_sweep_rung``) for every rate of
     ``cfg.convergence_lrs``, widened by factors of 2 while the best is at an edge. ``chosen`` marks
     the best rate; ``inside`` says whether it ended strictly inside the swept grid."""
-    rungs = _rungs(cfg)
-    index = max(len(rungs) - 2, 0) if cfg.lr_sweep_rung is None else cfg.lr_sweep_rung
-    upto = rungs[: index + 1]
+    upto = BL.sweep_rungs(_rungs(cfg), cfg.lr_sweep_rung)
     cell = GridCell(cfg.layers[0], arch, cfg.analysis_expansion_factor)
     spec = cell_spec(cell, acts.d, run.profile.sae.k, cfg, cfg.convergence_seeds[0])
     bar = tqdm(desc=f"lr sweep {arch}", disable=not progress, leave=False)

@@ -105,10 +105,13 @@ class Study06Config:
     top rung's tokens per ladder."""
     convergence_lrs: tuple[float, ...] = ()
     """Learning-rate check of the study's one rate `lr` (() skips it): per architecture of
-    `convergence_architectures`, the first ladder seed's ladder up to the largest rung ≤
-    `train_tokens` at each rate, held-out EV at that rung (HierarchicalTopK read at `k`), the grid
-    widened by factors of 2 while the best sits at its edge. It reports each architecture's best
-    rate and the EV the study's rate gives up; it does not change the rate."""
+    `convergence_architectures`, the first ladder seed's ladder up to rung `lr_sweep_rung` at each
+    rate, held-out EV at that rung (HierarchicalTopK read at `k`), the grid widened by factors of 2
+    while the best sits at its edge. It reports each architecture's best rate and the EV the
+    study's rate gives up; it does not change the rate."""
+    lr_sweep_rung: int | None = None
+    """Index into `convergence_tokens` of the rung the rate is checked at (None: the one below the
+    top, where the gate judges the ladder's last doubling, or the only rung; as study 1's)."""
     convergence_seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of every ladder (≥ 2: stability and the gate's seed spread need them)."""
     convergence_architectures: tuple[str, ...] = ("topk", "hierarchical_topk", "kron")
