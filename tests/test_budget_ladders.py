@@ -132,12 +132,18 @@ def test_study3_budget_verdict_reads_the_ladder_over_seeds_where_there_is_one():
     assert table is sweep and source == "budget sweep"
 
 
-def test_study3_gate_reads_the_gap_at_every_k():
+def test_study3_reads_the_front_at_the_ladder_s_top_against_topk_and_gates_every_k():
     gap = planted({2: LEVEL, 8: MOVING}, by="k", column="ΔEV")
-    v = Verdict("front", "paper", "x", "partly", "rule")
-    gated = HL.gate_verdict(v, gap, up_to=524288)
-    assert gated.outcome == "untested" and "k=8" in gated.convergence.quantity
-    assert HL.gate_verdict(v, gap, up_to=524288, ks=[2]).outcome == "partly"
+    before = Verdict("front", "paper", "x", "partly", "rule", n=3)
+    read = HL.ladder_verdict(before, gap, 524288)
+    assert read.outcome == "untested" and "k=8" in read.convergence.quantity
+    level = HL.ladder_verdict(before, gap[gap.k == 2], 524288)
+    top = gap[(gap.k == 2) & (gap.tokens == gap.tokens.max())]["ΔEV"]
+    want = hc.verdict_front(gap[(gap.k == 2) & (gap.tokens == gap.tokens.max())])
+    assert level.outcome == want.outcome == "agrees" and level.statistic == pytest.approx(top.mean()) and level.n == len(top)
+    assert "against TopK at k, the ladder's one baseline" in level.ours
+    assert "read at the profile's budget (524,288 tokens" in level.previous
+    assert HL.ladder_verdict(before, pd.DataFrame(), 524288) is before
 
 
 def test_study4_gap_is_kron_minus_topk_per_rung_and_seed():

@@ -108,8 +108,8 @@ def test_ladder_table_rows_are_the_rung_saes_shares(tmp_path, acts, one_thread):
     assert got.to_dict() == pytest.approx(want)
 
 
-def test_gate_reads_the_share_at_every_layer():
-    v = Verdict("persistence", "paper", "x", "agrees", "rule")
+def test_ladder_verdict_reads_the_top_rung_s_shares_and_gates_every_layer():
+    before = Verdict("persistence", "paper", "budget: 0.5", "agrees", "rule", n=2)
     rungs = [65536, 131072, 262144]
     rows = []
     for layer, per_rung in {1: [[0.5, 0.52], [0.6, 0.61], [0.6, 0.61]], 2: [[0.2, 0.21], [0.4, 0.41], [0.6, 0.61]]}.items():
@@ -119,10 +119,16 @@ def test_gate_reads_the_share_at_every_layer():
                 for s, v_ in enumerate(seeds)
             ]
     table = pd.DataFrame(rows)
-    gated = FL.gate_verdict(v, table, up_to=262144)
-    assert gated.outcome == "untested" and gated.convergence.quantity.endswith("layer=2")
-    assert FL.gate_verdict(v, table[table.layer == 1], up_to=262144).outcome == "agrees"
-    assert FL.gate_verdict(v, pd.DataFrame(), up_to=262144) is v
+    gated = FL.ladder_verdict(before, table, 131072, 0.99, "m")
+    assert gated.outcome == "untested" and gated.convergence.quantity.endswith("layer=2")  # layer 2 still moving
+    assert "read on the ladder at 262,144 tokens (2 seeds)" in gated.ours
+    layer1 = FL.ladder_verdict(before, table[table.layer == 1], 131072, 0.99, "m")
+    # the rule on the top rung's two seeds: both far above the 1 % a null feature reaches
+    assert layer1.outcome == "agrees" and layer1.statistic == pytest.approx(0.605) and layer1.n == 2
+    assert layer1.convergence.converged_at == 131072
+    # the budget's reading, gated up to 131k where layer 1 still moved (0.51 -> 0.605), is the previous one
+    assert "read at the profile's budget (131,072 tokens, 2 seeds)" in layer1.previous and "untested" in layer1.previous
+    assert FL.ladder_verdict(before, pd.DataFrame(), 131072, 0.99, "m") is before
     gates = FL.gate_table(table, 262144)
     assert set(gates.layer) == {1, 2} and set(gates.quantity) == set(FL.QUANTITIES)
 

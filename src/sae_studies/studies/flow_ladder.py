@@ -8,8 +8,8 @@ per seed and layer L of the window, the quantity the persistence verdict reads
 (:func:`~sae_studies.studies.flow_claims.verdict_persistence`): the share of live residual
 features of L whose best previous-layer residual match s(R) beats the ``null_quantile`` of s(R)
 against a null dictionary (``null_kind``, drawn from the activation covariance of position
-``("resid", L − 1)``), next to the held-out EV of layer L's SAE. The persistence verdict is gated
-on the share at every layer (:func:`gate_verdict`). Only the residual SAEs are trained: s(R)
+``("resid", L − 1)``), next to the held-out EV of layer L's SAE. The persistence verdict is read
+at the ladder's top rung and gated on the share at every layer (:func:`ladder_verdict`). Only the residual SAEs are trained: s(R)
 needs no MLP or attention dictionary.
 """
 
@@ -26,10 +26,11 @@ from ..analyses.cosine import best_cosine
 from ..saes import registry
 from ..study_config import Study05Config
 from . import budget_ladders as BL
+from . import flow_claims
 from .flow import null_sources, position_seed, sae_config
 from .verdicts import Verdict
 
-__all__ = ["SHARE", "QUANTITIES", "resid_positions", "persistence_shares", "ladder_table", "gate_verdict", "gate_table"]
+__all__ = ["SHARE", "QUANTITIES", "resid_positions", "persistence_shares", "ladder_table", "ladder_verdict", "gate_table"]
 
 SHARE = "share_above_null"
 QUANTITIES = {SHARE: "share with s(R) > null quantile", "explained_variance": "EV (held-out)"}
@@ -130,10 +131,20 @@ def ladder_table(
     return pd.DataFrame(rows)
 
 
-def gate_verdict(verdict: Verdict, table: pd.DataFrame, up_to: int | None) -> Verdict:
-    """``verdict`` (persistence) gated on the share above the null at every layer on the rungs ≤
-    ``up_to``; unchanged when there is no ladder."""
-    return BL.gate_verdict(verdict, table, SHARE, None, up_to, by="layer", name="share above the null quantile")
+def ladder_verdict(before: Verdict, table: pd.DataFrame, budget: int, null_quantile: float, model: str) -> Verdict:
+    """The persistence rule (:func:`flow_claims.verdict_persistence`) on the ladder's top rung (its
+    seeds' shares per layer), gated on the share at every layer over the whole ladder, with
+    ``before`` (the rule on the notebook's SAEs at ``budget`` tokens) as its ``previous``
+    (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
+    if table.empty:
+        return before
+
+    def rule_at(tokens: int) -> Verdict:
+        rung = table[table.tokens == tokens]
+        shares = {int(layer): g.sort_values("seed")[SHARE].tolist() for layer, g in rung.groupby("layer")}
+        return flow_claims.verdict_persistence(shares, null_quantile, model)
+
+    return BL.read_at_top(rule_at, before, table, SHARE, budget, None, "layer", "share above the null quantile")
 
 
 def gate_table(table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:

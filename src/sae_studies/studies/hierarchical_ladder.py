@@ -5,13 +5,14 @@ rungs ``convergence_tokens``) for TopK at each k of ``ks`` and one for Hierarchi
 K = max(ks), all on the study's activations, dictionary size, learning rate and batch. At every
 rung the held-out EV of TopK trained at k and of the hierarchical model encoded at k (its top-k
 prefix); the paired gap ΔEV = hierarchical@k − TopK@k of the same seed (both select exactly k
-latents, so this is the gap at equal L0 against the TopK front). The Pareto verdict, which reads
-that gap at ``train_tokens``, is gated on it per k (:func:`gate_verdict`).
+latents, so this is the gap at equal L0 against the TopK front). The Pareto verdict is read on
+that gap at the ladder's top rung and gated on it per k over the whole ladder (:func:`ladder_verdict`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -22,9 +23,10 @@ from ..saes import registry
 from ..study_config import Study03Config
 from . import budget_ladders as BL
 from .hierarchical import HIERARCHICAL, sae_config
+from .hierarchical_claims import verdict_front
 from .verdicts import Verdict
 
-__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "gate_verdict", "gate_table", "budget_evidence"]
+__all__ = ["QUANTITIES", "arms", "rung_rows", "ladder_table", "gaps", "ladder_verdict", "gate_table", "budget_evidence"]
 
 GAP = "ΔEV"
 QUANTITIES = {
@@ -92,10 +94,20 @@ def gaps(table: pd.DataFrame) -> pd.DataFrame:
     ).rename(columns={f"explained_variance {HIERARCHICAL}": f"EV {HIERARCHICAL}", "explained_variance topk": "EV topk"})
 
 
-def gate_verdict(verdict: Verdict, gap_table: pd.DataFrame, up_to: int | None, ks: Sequence[int] | None = None) -> Verdict:
-    """``verdict`` gated on ΔEV at every k (``ks``: all in the table) on the rungs ≤ ``up_to``;
-    unchanged when there is no ladder."""
-    return BL.gate_verdict(verdict, gap_table, GAP, ks, up_to, by="k", name=QUANTITIES[GAP])
+def ladder_verdict(before: Verdict, gap_table: pd.DataFrame, budget: int) -> Verdict:
+    """The Pareto-front rule (:func:`hierarchical_claims.verdict_front`) on the ladder's top rung,
+    where the separately trained baseline at each k is TopK (the ladder's one baseline), gated on
+    ΔEV at every k over the whole ladder, with ``before`` (the rule on the notebook's grid at
+    ``budget`` tokens, against its best baseline) as its ``previous``
+    (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
+    if gap_table.empty:
+        return before
+
+    def rule_at(tokens: int) -> Verdict:
+        read = verdict_front(gap_table[gap_table.tokens == tokens])
+        return replace(read, ours=f"{read.ours} (against TopK at k, the ladder's one baseline)")
+
+    return BL.read_at_top(rule_at, before, gap_table, GAP, budget, None, "k", QUANTITIES[GAP])
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:
