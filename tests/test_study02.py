@@ -190,14 +190,23 @@ def _ladder(moving: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_ladder_gate_reads_every_quantity_of_a_verdict_for_every_architecture():
-    v = Verdict("isolated features are recovered", "p", "o", "agrees", "r")
-    assert S2L.gate_verdict(v, _ladder(None), S2L.READS["isolated"], 4096).outcome == "agrees"
-    moved = S2L.gate_verdict(v, _ladder("isolated_stable"), S2L.READS["isolated"], 4096)
+def test_ladder_verdict_reads_the_top_rung_gated_on_every_quantity_of_the_verdict_for_every_architecture():
+    before = Verdict("isolated features are recovered", "p", "o", "agrees", "r", n=5)
+
+    def rule(rows):
+        return synthetic_claims.verdict_isolated(rows, 0.9)
+
+    level = S2L.ladder_verdict(before, rule, _ladder(None), "isolated", 2048)
+    want = rule(_ladder(None).query("tokens == 4096"))
+    # every quantity sits at 0.5, below the rule's 90 %: the top rung's reading, levelled off
+    assert level.outcome == want.outcome == "disagrees" and level.statistic == pytest.approx(want.statistic)
+    assert level.convergence.converged and "read on the ladder at 4,096 tokens" in level.ours
+    assert "until 2026-12-07 read at the profile's budget (2,048 tokens, 5 seeds)" in level.previous
+    moved = S2L.ladder_verdict(before, rule, _ladder("isolated_stable"), "isolated", 2048)
     assert moved.outcome == "untested" and "isolated latents' fraction stable, standard" in moved.convergence.quantity
-    # a quantity the verdict does not read does not gate it, nor do rungs above its budget
-    assert S2L.gate_verdict(v, _ladder("group_stable"), S2L.READS["isolated"], 4096).outcome == "agrees"
-    assert S2L.gate_verdict(v, pd.DataFrame(), S2L.READS["isolated"], 4096).converged_at == "no ladder"
+    # a quantity the verdict does not read does not gate it
+    assert S2L.ladder_verdict(before, rule, _ladder("group_stable"), "isolated", 2048).outcome == "disagrees"
+    assert S2L.ladder_verdict(before, rule, pd.DataFrame(), "isolated", 2048) is before
     table = S2L.gate_table(_ladder("ev"), 4096)
     assert set(table.architecture) == {"topk", "standard"} and set(table.quantity) == set(S2L.QUANTITIES)
     assert not table[(table.quantity == "ev") & (table.architecture == "standard")].converged.item()

@@ -47,6 +47,7 @@ __all__ = [
     "weakest",
     "gate_verdict",
     "read_at_top",
+    "read_gated_at_top",
     "gate_table",
 ]
 
@@ -299,17 +300,33 @@ def read_at_top(
     labels: Sequence | None = None,
     by: str = "label",
     name: str | None = None,
+    until: str = "2026-12-06",
 ) -> Verdict:
     """``rule_at(tokens)``, a rule's verdict on the ladder's rows at one rung, read at the top
     rung and gated on ``quantity`` over the whole ladder (:func:`convergence`); ``before``, the same
     rule where the profile's budget (``budget`` tokens) reads it, gated on the rungs up to there,
-    goes into ``previous`` with why it changed. The rule at the rung under the top is named in
-    ``ours``: whether the last doubling changed what the rule says, which the gate (a change against
-    the seed spread) does not tell. Without a ladder to gate on, ``before`` stands."""
-    conv = convergence(table, quantity, labels, None, by, name)
+    goes into ``previous`` with why it changed and since when (``until``; :func:`read_gated_at_top`)."""
+    gate_up_to = lambda up_to: convergence(table, quantity, labels, up_to, by, name)  # noqa: E731
+    return read_gated_at_top(rule_at, before, gate_up_to, budget, until)
+
+
+def read_gated_at_top(
+    rule_at: Callable[[int], Verdict],
+    before: Verdict,
+    gate_up_to: Callable[[int | None], Convergence | None],
+    budget: int,
+    until: str = "2026-12-06",
+) -> Verdict:
+    """:func:`read_at_top` for any gate: ``gate_up_to(tokens)`` is the verdict's gate on the rungs
+    up to ``tokens`` (None: the whole ladder; None returned: no ladder to gate on). The rule at the
+    rung under the top is named in ``ours``: whether the last doubling changed what the rule says,
+    which the gate (a change against the seed spread) does not tell. Without a ladder, ``before``
+    stands."""
+    conv = gate_up_to(None)
     if conv is None:
         return before
-    before = gate_verdict(before, table, quantity, labels, budget, by, name)
+    at_budget = gate_up_to(budget)
+    before = before if at_budget is None else before.gated(at_budget)
     (under_top, top), read, below = conv.rungs, rule_at(conv.rungs[1]), rule_at(conv.rungs[0])
     seeds = f" ({read.n} seeds)" if read.n else ""
     earlier = f"{read.previous}; " if read.previous else ""
@@ -319,7 +336,7 @@ def read_at_top(
     return replace(
         read,
         ours=f"{read.ours}; read on the ladder at {top:,} tokens{seeds}{under}",
-        previous=f"{earlier}until 2026-12-06 read at the profile's budget ({budget:,} tokens"
+        previous=f"{earlier}until {until} read at the profile's budget ({budget:,} tokens"
         f"{f', {before.n} seeds' if before.n else ''}) and gated up to there: "
         f"{before.outcome} — {before.ours}. Changed (issue 18) so that a verdict is read where its quantity has "
         "levelled off, or at the ladder's top reported as not converged",

@@ -144,7 +144,7 @@ def ladder_verdict(before: Verdict, table: pd.DataFrame, budget: int, null_quant
         shares = {int(layer): g.sort_values("seed")[SHARE].tolist() for layer, g in rung.groupby("layer")}
         return flow_claims.verdict_persistence(shares, null_quantile, model)
 
-    return BL.read_at_top(rule_at, before, table, SHARE, budget, None, "layer", "share above the null quantile")
+    return BL.read_at_top(rule_at, before, table, SHARE, budget, None, "layer", "share above the null quantile", "2026-12-07")
 
 
 def gate_table(table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:

@@ -5,7 +5,8 @@ ladder (:mod:`sae_studies.ladder`, rungs ``convergence_tokens``) of the main syn
 (its F, k, learning rate and batch). At every rung the same per-seed numbers the verdicts read off
 the main SAEs (:func:`sae_studies.studies.synthetic.evaluate`): EV, isolated recovery and
 stability, group stability against its rotation null, subspace recovery. The verdicts on the main
-model, read at ``train_tokens``, are gated on the quantities each reads (:data:`READS`).
+model's claims are read at the ladder's top rung and gated over the whole ladder on the
+quantities each reads (:data:`READS`; :func:`ladder_verdict`).
 
 The phase diagram and the dictionary-size sweep train other specs (ranks, directions, F) at
 ``sweep_train_tokens``; no ladder covers them, and their verdicts say "no ladder".
@@ -13,7 +14,7 @@ The phase diagram and the dictionary-size sweep train other specs (ranks, direct
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -26,7 +27,7 @@ from . import budget_ladders as BL
 from .synthetic import dictionary_size, evaluate, sae_config
 from .verdicts import Verdict
 
-__all__ = ["QUANTITIES", "READS", "arms", "ladder_table", "gate_verdict", "gate_table"]
+__all__ = ["QUANTITIES", "READS", "arms", "ladder_table", "ladder_verdict", "gate_table"]
 
 QUANTITIES = {
     "ev": "EV",
@@ -85,16 +86,32 @@ def ladder_table(
     )
 
 
-def gate_verdict(verdict: Verdict, table: pd.DataFrame, quantities: Sequence[str], up_to: int | None) -> Verdict:
-    """``verdict`` behind the gate of every one of ``quantities`` (columns of the ladder table; a
-    verdict's are in :data:`READS`) for every architecture, on the rungs ≤ ``up_to``: converged
-    only if all have (the first that has not is reported, else the one that levelled off last).
-    Unchanged without a ladder."""
+def _gate(table: pd.DataFrame, quantities: Sequence[str], up_to: int | None):
+    """The gate of every one of ``quantities`` for every architecture on the rungs ≤ ``up_to``:
+    converged only if all have (:func:`budget_ladders.weakest`); None without a ladder."""
     found = [BL.convergence(table, q, None, up_to, "architecture", QUANTITIES[q]) for q in quantities]
     found = [c for c in found if c is not None]
-    if not found:
-        return verdict
-    return verdict.gated(BL.weakest(found))
+    return BL.weakest(found) if found else None
+
+
+def ladder_verdict(
+    before: Verdict, rule: Callable[[pd.DataFrame], Verdict], table: pd.DataFrame, reads: str, budget: int
+) -> Verdict:
+    """``rule`` (a ``synthetic_claims.verdict_*`` on per-seed rows) applied to the ladder's top rung
+    (its rows are the per-seed rows the main model's verdict reads), gated on the quantities it
+    reads (``READS[reads]``) for every architecture over the whole ladder, with ``before`` (the
+    rule on the main model at ``budget`` rows) as its ``previous``
+    (:func:`budget_ladders.read_gated_at_top`); ``before`` stands without a ladder."""
+    if table.empty:
+        return before
+    quantities = READS[reads]
+    return BL.read_gated_at_top(
+        lambda tokens: rule(table[table.tokens == tokens]),
+        before,
+        lambda up_to: _gate(table, quantities, up_to),
+        budget,
+        "2026-12-07",
+    )
 
 
 def gate_table(table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:
