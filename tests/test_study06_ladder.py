@@ -205,5 +205,8 @@ def test_lr_sweep_figure_draws_each_architecture_s_gap_to_its_best_rate():
     assert list(lines[0].get_ydata()) == pytest.approx([-0.03, 0.0, -0.01])
     assert list(lines[1].get_ydata()) == pytest.approx([-0.05, -0.04, 0.0])
     assert "the study's rate 0.002" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert ax.get_yscale() == "linear"  # gaps up to 0.05: one linear axis reads them
+    collapsed = sweep.assign(explained_variance=[0.90, 0.93, 0.50, 0.80, 0.81, 0.85])
+    assert ladder_plots.plot_lr_sweep(collapsed).axes[0].get_yscale() == "symlog"  # a 0.43 collapse would flatten the rest
     with pytest.raises(ValueError, match="lacks columns"):
         ladder_plots.plot_lr_sweep(sweep.drop(columns="chosen"))

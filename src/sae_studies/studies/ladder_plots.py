@@ -83,15 +83,25 @@ def plot_ladder(
     return fig
 
 
+LR_GAP_LINEAR = 0.01
+"""Below this EV gap the rate figure's axis is linear; a sweep with a far larger gap (a collapsed
+rate) draws the rest on a log scale, so the small gaps near the best stay readable."""
+
+
 def plot_lr_sweep(sweep: pd.DataFrame, *, by: str = "architecture", study_lr: float | None = None, title: str = "") -> plt.Figure:
     """A learning-rate sweep (columns ``lr``, ``explained_variance``, ``chosen``, ``by``): held-out
     EV against the rate, one line per group, its best rate starred and the rate the study trains
     at dotted. EV is drawn as the gap to each group's best (0 at the star), so groups whose EV
-    differs by more than the rate moves it stay readable on one axis."""
+    differs by more than the rate moves it stay readable on one axis; symmetric-log beyond
+    :data:`LR_GAP_LINEAR` when some rate collapsed."""
     missing = {"lr", "explained_variance", "chosen", by} - set(sweep.columns)
     if missing:
         raise ValueError(f"the sweep table lacks columns {sorted(missing)}; it has {sorted(sweep.columns)}")
     fig, ax = plt.subplots(figsize=(7.6, 3.4))
+    worst = float((sweep.explained_variance - sweep.groupby(by).explained_variance.transform("max")).abs().max())
+    if worst > 10 * LR_GAP_LINEAR:  # a collapse would flatten every other gap: linear near 0, log beyond
+        ax.set_yscale("symlog", linthresh=LR_GAP_LINEAR)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     for i, (group, g) in enumerate(sweep.groupby(by, sort=False)):
         g = g.sort_values("lr")
         gap = g.explained_variance - g.explained_variance.max()
@@ -106,6 +116,7 @@ def plot_lr_sweep(sweep: pd.DataFrame, *, by: str = "architecture", study_lr: fl
     ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("learning rate (constant phase)")
     ax.set_ylabel("held-out EV − the group's best EV")
+
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the axes, clear of the data
     if title:
         ax.set_title(title, fontsize=10)
