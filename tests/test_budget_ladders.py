@@ -181,7 +181,7 @@ def test_read_at_top_gates_the_top_rung_s_reading_over_the_whole_ladder():
         asked.append(tokens)
         return {524288: read, 262144: at_below}[tokens]
 
-    kept = BL.read_at_top(rule_at, before, t, "q", 131072, ["flat"])
+    kept = BL.read_at_top(rule_at, before, t, "q", 131072, ["flat"], until="2026-12-06")
     assert sorted(asked) == [262144, 524288]  # the rule is read at the top two rungs only
     assert kept.outcome == "agrees" and kept.converged_at == "131,072 tokens"
     assert (
@@ -193,10 +193,14 @@ def test_read_at_top_gates_the_top_rung_s_reading_over_the_whole_ladder():
     assert "gated up to there: untested — budget: 0.60 [not converged" in kept.previous
     bare = Verdict("claim", "paper", "262k", "untested", "rule")  # no statistic: the outcome alone
     bare_rule = functools.partial(rule_at, at_below=bare)
-    assert BL.read_at_top(bare_rule, before, t, "q", 131072, ["flat"]).ours.endswith("the rule alone says untested")
-    moving = BL.read_at_top(rule_at, before, t, "q", 131072, ["moving"])
+    assert BL.read_at_top(bare_rule, before, t, "q", 131072, ["flat"], until="2026-12-06").ours.endswith(
+        "the rule alone says untested"
+    )
+    moving = BL.read_at_top(rule_at, before, t, "q", 131072, ["moving"], until="2026-12-06")
     assert moving.outcome == "untested" and "the rule alone would say agrees" in moving.ours
-    assert BL.read_at_top(rule_at, before, t.iloc[:0], "q", 131072) is before  # no ladder: the budget's reading stands
+    assert (
+        BL.read_at_top(rule_at, before, t.iloc[:0], "q", 131072, until="2026-12-06") is before
+    )  # no ladder: the budget's reading stands
 
 
 def test_study4_equal_tokens_verdict_reads_the_ladder_s_top_rung():

@@ -121,8 +121,9 @@ def ladder_table(run, eval_x: torch.Tensor, null_fraction_stable: float | None =
 def lr_sweep(run, eval_x: torch.Tensor, progress: bool = True) -> pd.DataFrame:
     """The check of the study's one learning rate (``study06.convergence_lrs``; empty table when
     unset): per architecture of the ladder, the first ladder seed's ladder up to rung
-    ``lr_sweep_rung`` (:func:`budget_ladders.sweep_rungs`) at every rate of the grid (widened by factors of 2 while the best sits at its
-    edge, :func:`budget_ladders.widen_sweep`), held-out EV at that rung read where the table reads
+    ``lr_sweep_rung`` (:func:`budget_ladders.sweep_rungs`) at every rate of the grid (widened by
+    factors of 2 while the best sits at its edge, :func:`budget_ladders.widen_sweep`), held-out EV
+    at that rung read where the table reads
     it (HierarchicalTopK at ``k``). Columns: architecture, tokens, lr, explained_variance,
     ``chosen`` (the best rate), ``inside`` (the best ended strictly inside the grid), ``study_lr``
     and ``ev_given_up`` (best EV − EV at the study's rate; NaN when the study's rate was not swept).
@@ -200,7 +201,15 @@ def ladder_verdicts(
 
     return [
         BL.read_at_top(
-            lambda t, c=c: rule_at(t)[c], before, gap_table, GAP, cfg.train_tokens, [c], "architecture", QUANTITIES[GAP]
+            lambda t, c=c: rule_at(t)[c],
+            before,
+            gap_table,
+            GAP,
+            cfg.train_tokens,
+            [c],
+            "architecture",
+            QUANTITIES[GAP],
+            until="2026-12-06",
         )
         if c in on_ladder
         else before

@@ -300,14 +300,16 @@ def read_at_top(
     labels: Sequence | None = None,
     by: str = "label",
     name: str | None = None,
-    until: str = "2026-12-06",
+    *,
+    until: str,
 ) -> Verdict:
     """``rule_at(tokens)``, a rule's verdict on the ladder's rows at one rung, read at the top
     rung and gated on ``quantity`` over the whole ladder (:func:`convergence`); ``before``, the same
     rule where the profile's budget (``budget`` tokens) reads it, gated on the rungs up to there,
-    goes into ``previous`` with why it changed and since when (``until``; :func:`read_gated_at_top`)."""
+    goes into ``previous`` with why it changed and the date the reading changed (``until``, a record
+    per study; :func:`read_gated_at_top`)."""
     gate_up_to = lambda up_to: convergence(table, quantity, labels, up_to, by, name)  # noqa: E731
-    return read_gated_at_top(rule_at, before, gate_up_to, budget, until)
+    return read_gated_at_top(rule_at, before, gate_up_to, budget, until=until)
 
 
 def read_gated_at_top(
@@ -315,7 +317,8 @@ def read_gated_at_top(
     before: Verdict,
     gate_up_to: Callable[[int | None], Convergence | None],
     budget: int,
-    until: str = "2026-12-06",
+    *,
+    until: str,
 ) -> Verdict:
     """:func:`read_at_top` for any gate: ``gate_up_to(tokens)`` is the verdict's gate on the rungs
     up to ``tokens`` (None: the whole ladder; None returned: no ladder to gate on). The rule at the

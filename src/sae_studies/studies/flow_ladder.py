@@ -9,8 +9,8 @@ per seed and layer L of the window, the quantity the persistence verdict reads
 features of L whose best previous-layer residual match s(R) beats the ``null_quantile`` of s(R)
 against a null dictionary (``null_kind``, drawn from the activation covariance of position
 ``("resid", L − 1)``), next to the held-out EV of layer L's SAE. The persistence verdict is read
-at the ladder's top rung and gated on the share at every layer (:func:`ladder_verdict`). Only the residual SAEs are trained: s(R)
-needs no MLP or attention dictionary.
+at the ladder's top rung and gated on the share at every layer (:func:`ladder_verdict`). Only the
+residual SAEs are trained: s(R) needs no MLP or attention dictionary.
 """
 
 from __future__ import annotations
@@ -144,7 +144,9 @@ def ladder_verdict(before: Verdict, table: pd.DataFrame, budget: int, null_quant
         shares = {int(layer): g.sort_values("seed")[SHARE].tolist() for layer, g in rung.groupby("layer")}
         return flow_claims.verdict_persistence(shares, null_quantile, model)
 
-    return BL.read_at_top(rule_at, before, table, SHARE, budget, None, "layer", "share above the null quantile", "2026-12-07")
+    return BL.read_at_top(
+        rule_at, before, table, SHARE, budget, None, "layer", "share above the null quantile", until="2026-12-07"
+    )
 
 
 def gate_table(table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:

@@ -107,7 +107,7 @@ def ladder_verdict(before: Verdict, gap_table: pd.DataFrame, budget: int) -> Ver
         read = verdict_front(gap_table[gap_table.tokens == tokens])
         return replace(read, ours=f"{read.ours} (against TopK at k, the ladder's one baseline)")
 
-    return BL.read_at_top(rule_at, before, gap_table, GAP, budget, None, "k", QUANTITIES[GAP], "2026-12-07")
+    return BL.read_at_top(rule_at, before, gap_table, GAP, budget, None, "k", QUANTITIES[GAP], until="2026-12-07")
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:

@@ -104,7 +104,7 @@ def ladder_verdict(before: Verdict, ladder: pd.DataFrame, gap_table: pd.DataFram
     def rule_at(tokens: int) -> Verdict:
         return kron_claims.verdict_equal_tokens(ladder[ladder.tokens == tokens])
 
-    return BL.read_at_top(rule_at, before, gap_table, GAP, budget, None, "d_sae", QUANTITIES[GAP])
+    return BL.read_at_top(rule_at, before, gap_table, GAP, budget, None, "d_sae", QUANTITIES[GAP], until="2026-12-06")
 
 
 def gate_table(gap_table: pd.DataFrame, up_to: int | None = None) -> pd.DataFrame:

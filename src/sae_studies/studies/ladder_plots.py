@@ -116,7 +116,6 @@ def plot_lr_sweep(sweep: pd.DataFrame, *, by: str = "architecture", study_lr: fl
     ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("learning rate (constant phase)")
     ax.set_ylabel("held-out EV − the group's best EV")
-
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the axes, clear of the data
     if title:
         ax.set_title(title, fontsize=10)

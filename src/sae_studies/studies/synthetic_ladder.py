@@ -110,7 +110,7 @@ def ladder_verdict(
         before,
         lambda up_to: _gate(table, quantities, up_to),
         budget,
-        "2026-12-07",
+        until="2026-12-07",
     )
 
 
