@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -308,7 +309,7 @@ def read_at_top(
     rule where the profile's budget (``budget`` tokens) reads it, gated on the rungs up to there,
     goes into ``previous`` with why it changed and the date the reading changed (``until``, a record
     per study; :func:`read_gated_at_top`)."""
-    gate_up_to = lambda up_to: convergence(table, quantity, labels, up_to, by, name)  # noqa: E731
+    gate_up_to = partial(convergence, table, quantity, labels, by=by, name=name)  # up_to → the gate on the rungs ≤ up_to
     return read_gated_at_top(rule_at, before, gate_up_to, budget, until=until)
 
 

@@ -136,8 +136,6 @@ def ladder_verdict(before: Verdict, table: pd.DataFrame, budget: int, null_quant
     seeds' shares per layer), gated on the share at every layer over the whole ladder, with
     ``before`` (the rule on the notebook's SAEs at ``budget`` tokens) as its ``previous``
     (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
-    if table.empty:
-        return before
 
     def rule_at(tokens: int) -> Verdict:
         rung = table[table.tokens == tokens]

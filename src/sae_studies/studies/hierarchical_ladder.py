@@ -100,8 +100,6 @@ def ladder_verdict(before: Verdict, gap_table: pd.DataFrame, budget: int) -> Ver
     ΔEV at every k over the whole ladder, with ``before`` (the rule on the notebook's grid at
     ``budget`` tokens, against its best baseline) as its ``previous``
     (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
-    if gap_table.empty:
-        return before
 
     def rule_at(tokens: int) -> Verdict:
         read = verdict_front(gap_table[gap_table.tokens == tokens])

@@ -98,8 +98,6 @@ def ladder_verdict(before: Verdict, ladder: pd.DataFrame, gap_table: pd.DataFram
     (``ladder``: :func:`ladder_table`'s rows), gated on ΔEV over the whole ladder, with ``before``
     (the rule on the main grid at ``budget`` tokens) as its ``previous``
     (:func:`budget_ladders.read_at_top`); ``before`` stands when there is no ladder."""
-    if gap_table.empty:
-        return before
 
     def rule_at(tokens: int) -> Verdict:
         return kron_claims.verdict_equal_tokens(ladder[ladder.tokens == tokens])

@@ -102,8 +102,6 @@ def ladder_verdict(
     reads (``READS[reads]``) for every architecture over the whole ladder, with ``before`` (the
     rule on the main model at ``budget`` rows) as its ``previous``
     (:func:`budget_ladders.read_gated_at_top`); ``before`` stands without a ladder."""
-    if table.empty:
-        return before
     quantities = READS[reads]
     return BL.read_gated_at_top(
         lambda tokens: rule(table[table.tokens == tokens]),
