@@ -16,7 +16,7 @@ from sae_studies.store import Store
 from sae_studies.train import train_sae
 
 B = 128
-RUNGS = (40 * B, 80 * B, 160 * B)  # 40 / 80 / 160 steps: warm-up 2 steps, decay 8 / 16 / 32
+RUNGS = (40 * B, 80 * B, 160 * B)  # 40 / 80 / 160 steps: warm-up 8 steps (5 % of the top), decay 8 / 16 / 32
 CFG = SAEConfig(lr=5e-3, dead_feature_window=16, train_tokens=RUNGS[-1])
 
 
@@ -35,7 +35,17 @@ def test_plan_steps_and_cost():
     assert p.branch_steps == (51, 102, 205, 410)
     assert p.cost_steps == 410 + 13 + 26 + 51 + 102
     assert p.cost_ratio == pytest.approx(1.175, abs=0.01)  # 1 - f + f (1 + 1/2 + 1/4 + 1/8)
-    assert p.warmup_steps == 3  # 5 % of the first rung
+    assert p.warmup_steps == 25  # 5 % of the top rung (an ordinary run's at its length)
+
+
+def test_default_warm_up_is_an_ordinary_runs_at_most_a_1m_runs():
+    """The default warm-up does not shrink with the first rung: 5 % of the top rung up to 1M
+    tokens, then 5 % of 1M (52,428 tokens), however short the first rung."""
+    assert ladder.plan([65_536, 1_048_576], 2048).warmup_steps == 25  # 52,428 tokens
+    assert ladder.plan([65_536, 4_194_304], 2048).warmup_steps == 25  # capped: 5 % of 4M would pass the 65k branch
+    assert ladder.plan([65_536, 524_288], 2048).warmup_steps == 12  # 5 % of the top rung
+    assert ladder.plan([262_144, 1_048_576], 2048).warmup_steps == ladder.plan([65_536, 1_048_576], 2048).warmup_steps
+    assert ladder.plan([8192, 16384], 1024).warmup_steps == 0  # under 2 steps: none (SAELens needs >= 2)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +130,7 @@ def test_schedule_is_warmup_stable_decay(tmp_path, acts, one_thread):
         assert np.all(np.diff(sched[:w]) > 0) and sched[0] == pytest.approx(lr / w)
         np.testing.assert_allclose(sched[w:b], lr, rtol=1e-6)  # constant in the stable phase
         np.testing.assert_allclose(sched[b:], lr * (1 - np.arange(d) / d), rtol=1e-6)  # linear decay to 0
-    assert (p.warmup_steps, p.decay_steps) == (2, (8, 16, 32))
+    assert (p.warmup_steps, p.decay_steps) == (8, (8, 16, 32))
 
 
 def test_one_rung_ladder_is_an_ordinary_run(tmp_path, acts, one_thread):
@@ -153,12 +163,13 @@ def test_top_rung_matches_an_ordinary_run_of_the_same_length(tmp_path, acts, one
         assert fvu(top) == pytest.approx(fvu(ordinary), rel=0.1)
 
 
-def test_top_rung_with_the_ordinary_warm_up_is_the_ordinary_run(tmp_path, acts, one_thread):
-    """With the ordinary run's warm-up (5 % of the top rung) the top rung of a three-rung ladder is
-    `train_sae` at that length bit for bit: checkpoints and branches change nothing else."""
+def test_top_rung_of_a_default_ladder_is_the_ordinary_run(tmp_path, acts, one_thread):
+    """A ladder under 1M tokens warms up as an ordinary run of its top rung's length (5 %) by
+    default, so its top rung is `train_sae` at that length bit for bit: checkpoints and branches
+    change nothing else."""
     store = Store(tmp_path / "s")
     ordinary, _ = train_sae(acts, spec(), CFG, store, B)
-    top = ladder.train_ladder(acts, spec(), CFG, store, RUNGS, B, progress=False, warmup_tokens=RUNGS[-1] // 20).saes[-1]
+    top = ladder.train_ladder(acts, spec(), CFG, store, RUNGS, B, progress=False).saes[-1]
     a, b = state(ordinary), state(top)
     for k in a:
         assert torch.equal(a[k], b[k]), k

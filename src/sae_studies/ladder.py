@@ -71,6 +71,12 @@ POSITION_FILE = "ladder_position.json"
 LR_FILE = "lr.npy"
 CODE = (*BUILDER_CODE, "sae_studies.ladder")
 """The modules whose source builds a ladder's artifacts (their version is part of every key)."""
+WARMUP_REFERENCE_TOKENS = 1_048_576
+"""The longest run whose warm-up a ladder copies by default (`plan`). Not the top rung's own: until
+2026-12-07 the default was 5 % of the first rung, which left ladders starting at 65k tokens with
+no warm-up at all and moved TopK's live fraction stable at 1M (lr 8e-3) from an ordinary run's
+0.015 to 0.020 (none) or 0.009 (6 steps); a 4M ladder's 5 % (100 steps at batch 2,048) would fall
+past the branch points of its 65k and 131k rungs. 5 % of 1M (25 steps at 2,048) fits before them."""
 NORM_BATCHES = 20
 """Batches the trainer reads to estimate the activation scale before its first step (as `train_sae`)."""
 
@@ -124,10 +130,10 @@ def plan(
     warmup_tokens: int | None = None,
 ) -> LadderPlan:
     """Validate and build a ladder plan. The warm-up is `warmup_tokens` (rounded down to steps) or,
-    by default, `warmup_fraction` of the first rung's steps: fixed in steps, so every rung shares it
-    and the trunk does not depend on the top rung. (An ordinary `train_sae` run warms up over 5 %
-    of its own length: the ladder's top rung reproduces it bit for bit with
-    warmup_tokens = 0.05 × the top rung.)"""
+    by default, `warmup_fraction` of the top rung or of `WARMUP_REFERENCE_TOKENS`, whichever is
+    shorter: an ordinary `train_sae` run's warm-up (5 % of its own length) at the top rung's length,
+    at most a 1M-token run's. Every rung shares it, so a ladder up to 1M tokens reproduces an
+    ordinary run at its top rung bit for bit, and a longer one at its 1M rung."""
     rungs = tuple(int(r) for r in rungs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -140,8 +146,10 @@ def plan(
     if not 0 <= warmup_fraction < 1:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
     if warmup_tokens is not None and warmup_tokens < 0:
-        raise ValueError(f"warmup_tokens must be >= 0 (or None: warmup_fraction of the first rung); got {warmup_tokens}")
-    warmup = int(warmup_fraction * rungs[0] // batch_size) if warmup_tokens is None else warmup_tokens // batch_size
+        raise ValueError(f"warmup_tokens must be >= 0 (or None: plan's default); got {warmup_tokens}")
+    if warmup_tokens is None:
+        warmup_tokens = int(warmup_fraction * min(rungs[-1], WARMUP_REFERENCE_TOKENS))
+    warmup = warmup_tokens // batch_size
     p = LadderPlan(rungs, batch_size, decay_fraction, warmup if warmup >= 2 else 0)  # SAELens' warm-up needs >= 2 steps
     b = p.branch_steps
     if b[0] < max(1, p.warmup_steps) or any(x >= y for x, y in zip(b, b[1:])):
@@ -354,8 +362,8 @@ def train_ladder(
 
     `sae_cfg` gives the learning rate (the constant phase) and every other training setting;
     its `train_tokens`, `lr_decay_fraction` are replaced by the rungs and `decay_fraction`, and the
-    warm-up is `warmup_tokens` or, by default, `sae_cfg.lr_warm_up_fraction` of the first rung. Missing trunk checkpoints are
-    trained first (resuming from the latest one in the store), then every missing rung's branch.
+    warm-up is `warmup_tokens` or, by default, `plan`'s (an ordinary run's at the top rung's
+    length, at most a 1M-token run's). Missing trunk checkpoints are trained first (resuming from the latest one in the store), then every missing rung's branch.
     """
     p = plan(rungs, batch_size, decay_fraction, sae_cfg.lr_warm_up_fraction, warmup_tokens)
     acts.batches(batch_size, spec.seed)  # fails early if batch_size does not divide the rows

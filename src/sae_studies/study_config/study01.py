@@ -98,10 +98,12 @@ class Study01Config:
     ladder_decay_fraction: float = 0.2
     """Share of each rung's steps spent on its decay branch (learning rate linearly to 0)."""
     ladder_warmup_tokens: int | None = None
-    """The ladder's learning-rate warm-up in tokens (None: 5 % of its first rung). An ordinary run
-    warms up over 5 % of its own length (5 % of the top rung reproduces it bit for bit). Default
-    model, layer 2, TopK 8×, 1M tokens, lr 2e-3, 3 seeds: the same EV either way; live fraction
-    stable 0.012 vs 0.016 (sd 0.001) in float32, 0.0149 vs 0.0149 (sd 0.004 / 0.0025) in bfloat16."""
+    """The ladder's learning-rate warm-up in tokens (None: `ladder.plan`'s default, an ordinary
+    run's warm-up at the top rung's length, at most a 1M-token run's: 52,428 tokens, so the ladder's
+    1M rung is an ordinary 1M-token run bit for bit). Until 2026-12-07 None meant 5 % of the first
+    rung; default model, layer 2, TopK 8×, 1M tokens, 3 seeds, the ladder's 1M rung against an
+    ordinary run: the same EV either way; live fraction stable 0.012 vs 0.016 (sd 0.001) in float32
+    at lr 2e-3, 0.0149 vs 0.0149 in bfloat16 at 2e-3, 0.0091 vs 0.0150 (sd 0.002) at 8e-3."""
     convergence_lrs: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
     """Learning-rate grid of the ladder's sweep (first seed, at rung `lr_sweep_rung`, chosen by
     held-out EV); widened by factors of 2 while the best rate sits at the grid's edge."""
