@@ -123,10 +123,11 @@ def lr_sweep(run, eval_x: torch.Tensor, progress: bool = True) -> pd.DataFrame:
     unset): per architecture of the ladder, the first ladder seed's ladder up to rung
     ``lr_sweep_rung`` (:func:`budget_ladders.sweep_rungs`) at every rate of the grid (widened by
     factors of 2 while the best sits at its edge, :func:`budget_ladders.widen_sweep`), held-out EV
-    at that rung read where the table reads it (HierarchicalTopK at ``k``). Columns: architecture, tokens, lr, explained_variance,
-    ``chosen`` (the best rate), ``inside`` (the best ended strictly inside the grid), ``study_lr``
-    and ``ev_given_up`` (best EV − EV at the study's rate; NaN when the study's rate was not swept).
-    At the study's rate the sweep's ladder is the main ladder's first seed up to that rung."""
+    at that rung read where the table reads it (HierarchicalTopK at ``k``). Columns: architecture,
+    tokens, lr, explained_variance, ``chosen`` (the best rate), ``inside`` (the best ended strictly
+    inside the grid), ``study_lr`` and ``ev_given_up`` (best EV − EV at the study's rate; NaN when
+    the study's rate was not swept). At the study's rate the sweep's ladder is the main ladder's
+    first seed up to that rung."""
     from ..activations import hook_name
 
     cfg = run.profile.study06

@@ -98,15 +98,14 @@ def plot_lr_sweep(sweep: pd.DataFrame, *, by: str = "architecture", study_lr: fl
     if missing:
         raise ValueError(f"the sweep table lacks columns {sorted(missing)}; it has {sorted(sweep.columns)}")
     fig, ax = plt.subplots(figsize=(7.6, 3.4))
-    worst = float((sweep.explained_variance - sweep.groupby(by).explained_variance.transform("max")).abs().max())
-    if worst > 10 * LR_GAP_LINEAR:  # a collapse would flatten every other gap: linear near 0, log beyond
+    gap = sweep.explained_variance - sweep.groupby(by).explained_variance.transform("max")
+    if gap.abs().max() > 10 * LR_GAP_LINEAR:  # a collapse would flatten every other gap: linear near 0, log beyond
         ax.set_yscale("symlog", linthresh=LR_GAP_LINEAR)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    for i, (group, g) in enumerate(sweep.groupby(by, sort=False)):
+    for i, (group, g) in enumerate(sweep.assign(gap=gap).groupby(by, sort=False)):
         g = g.sort_values("lr")
-        gap = g.explained_variance - g.explained_variance.max()
         best = g[g.chosen].iloc[0]
-        ax.plot(g.lr, gap, marker="o", color=f"C{i}", label=f"{group} (best EV {best.explained_variance:.3f})")
+        ax.plot(g.lr, g.gap, marker="o", color=f"C{i}", label=f"{group} (best EV {best.explained_variance:.3f})")
         ax.plot([best.lr], [0.0], marker="*", ms=14, color=f"C{i}", ls="none")
     if study_lr is not None:
         ax.axvline(study_lr, ls=":", color="grey", label=f"the study's rate {study_lr:g}")
