@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sae_studies import ladder
+from sae_studies import ladder, pipeline
 from sae_studies.analyses import quality
 from sae_studies.config import SAEConfig, load_profile
 from sae_studies.saes import registry
@@ -281,6 +281,21 @@ def test_checks_name_the_ladder_settings():
         K.check_config(dataclasses.replace(p.study04, convergence_tokens=(4096, 2048)), p.lm.d_model, p.activations.n_tokens)
     with pytest.raises(ValueError, match=r"study04.convergence_seeds must be ≥ 2|at least 2 distinct"):
         load_profile("smoke", {"study04.convergence_seeds": [0]})
+
+
+def test_ladder_checks_use_the_profile_s_warm_up_fraction():
+    """The profile-load check plans each ladder with the warm-up `train_ladder` will use
+    (sae.lr_warm_up_fraction), not ladder.plan's default: a fraction whose warm-up runs past the
+    first rung's branch point fails at load, naming the field, before any work."""
+    p = load_profile("default")
+    rungs = p.study06.convergence_tokens  # 65k first rung at batch 2,048: branches at step 25
+    BL.check_ladder("study06", p.study06, p.study06.batch_size, 0.05)  # 25 warm-up steps: fits
+    with pytest.raises(ValueError, match=r"study06.convergence_tokens .*sae.lr_warm_up_fraction = 0.1.*branch steps"):
+        BL.check_ladder("study06", p.study06, p.study06.batch_size, 0.1)  # 51 steps: does not
+    assert ladder.plan(rungs, p.study06.batch_size, p.study06.ladder_decay_fraction, 0.05).warmup_steps == 25
+    with pytest.raises(ValueError, match=r"sae.lr_warm_up_fraction = 0.1"):
+        pipeline.check_studies(load_profile("default", {"sae.lr_warm_up_fraction": 0.1}))
+    pipeline.check_studies(load_profile("default", {"sae.lr_warm_up_fraction": 0.02}))  # a shorter one still plans
 
 
 def test_plot_ladder_draws_a_gap_table_by_k_with_a_zero_line():

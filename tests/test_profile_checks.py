@@ -26,6 +26,11 @@ from sae_studies import config, pipeline, profile_checks, profile_rules
         ({"study01.batch_size": 3000}, r"study01.batch_size=3000 must divide activations.n_tokens"),
         ({"study05.last_layer": 9}, r"study05.last_layer must be a layer in 0..3"),
         ({"study04.main_mn": [2, 4, 8]}, r"study04.main_mn must be a list of exactly 2 values"),
+        # every ladder warms up for this fraction: 51 steps run past study 5's 65k rung (branch step 25)
+        (
+            {"sae.lr_warm_up_fraction": 0.1},
+            r"study05.convergence_tokens / ladder_decay_fraction \(warm-up: sae.lr_warm_up_fraction = 0.1\)",
+        ),
     ],
 )
 def test_each_bad_value_is_named_at_start_before_any_work(override, message, tmp_path, monkeypatch):

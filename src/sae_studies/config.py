@@ -130,6 +130,8 @@ class SAEConfig:
     lr: float = 8e-4
     """Adam learning rate. Gao et al.'s scaling rule 2e-4 / sqrt(F / 2^14) gives 8e-4 at F = 1,024."""
     lr_warm_up_fraction: float = 0.05
+    """Share of a run's steps spent on the linear learning-rate warm-up. A ladder warms up for this
+    share of its top rung, at most of a 1M-token run (`ladder.plan`), before its first branch."""
     lr_decay_fraction: float = 0.2
     aux_loss_coefficient: float = 1 / 32
     l1_coefficient: float = 1.0

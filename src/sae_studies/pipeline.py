@@ -148,18 +148,20 @@ def check_studies(profile: Profile) -> None:
     the layer fields against the layer count and each study's `check`."""
     from .studies import architectures, flow, hierarchical, kron, stability, synthetic
 
-    synthetic.check(profile.study02)
+    warm = profile.sae.lr_warm_up_fraction  # every ladder's warm-up (ladder.plan's default rule)
+    synthetic.check(profile.study02, warm)
     shape = model_shape(profile)
     if shape is None:
         return
     n_layers, d_model = shape
     try:
         profile_checks.check_layers(profile, n_layers)
-        stability.check(profile.study01, n_layers)
-        hierarchical.check(profile.study03, profile.study03.expansion_factor * d_model, n_layers, profile.activations.batch_size)
-        kron.check_config(profile.study04, d_model, profile.activations.n_tokens)
-        flow.check_study05(profile.study05, n_layers, profile.sae.k, d_model, profile.corpus.source)
-        architectures.check(profile.study06, d_model, n_layers)
+        stability.check(profile.study01, n_layers, warm)
+        d_sae3 = profile.study03.expansion_factor * d_model
+        hierarchical.check(profile.study03, d_sae3, n_layers, profile.activations.batch_size, warm)
+        kron.check_config(profile.study04, d_model, profile.activations.n_tokens, warm)
+        flow.check_study05(profile.study05, n_layers, profile.sae.k, d_model, profile.corpus.source, warm)
+        architectures.check(profile.study06, d_model, n_layers, warm)
     except ValueError as err:
         raise ValueError(f"profile {profile.name!r}: {err}") from None
 

@@ -61,8 +61,8 @@ __all__ = [
 ]
 
 
-def check(cfg: Study06Config, d_model: int, n_layers: int) -> int:
-    """Fail early, naming the parameter, on a study-6 configuration that cannot run; returns F."""
+def check(cfg: Study06Config, d_model: int, n_layers: int, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> int:
+    """Fail early, naming the parameter, on a study-6 configuration that cannot run; returns F. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     bad = [a for a in cfg.architectures if a not in registry.names()]
     if bad or not cfg.architectures:
         raise ValueError(f"study06.architectures has unknown {bad}; valid: {registry.names()}")
@@ -92,7 +92,7 @@ def check(cfg: Study06Config, d_model: int, n_layers: int) -> int:
                 f"study06.convergence_architectures must be distinct architectures of study06.architectures other than "
                 f"{STANDARD!r} (its L1 coefficient is the table's choice), including {REFERENCE!r}; got {ladder}"
             )
-        check_ladder("study06", cfg, cfg.batch_size)
+        check_ladder("study06", cfg, cfg.batch_size, warmup_fraction)
     check_sweep_rung("study06", cfg)
     return d_sae
 

@@ -35,7 +35,7 @@ def flow_groups(run, progress: bool = True) -> tuple[pd.DataFrame, dict, list[in
     group table), ``decoders[seed][("resid", layer)]``."""
     P, C = run.profile, run.profile.study05
     model = run.model
-    layers = sf.check_study05(C, model.cfg.n_layers, P.sae.k, model.cfg.d_model, P.corpus.source)
+    layers = sf.check_study05(C, model.cfg.n_layers, P.sae.k, model.cfg.d_model, P.corpus.source, P.sae.lr_warm_up_fraction)
     hooks = {p: flow.position_hook(p) for p in flow.window_positions(layers)}
     train_acts = run.activations(list(hooks.values()))
     val_acts = run.activations(list(hooks.values()), split="val")

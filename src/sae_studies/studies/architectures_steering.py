@@ -144,7 +144,7 @@ def steer_handles(run) -> Handles:
     """The whole experiment of the module docstring on the run's profile."""
     P, C, S = run.profile, run.profile.study05, run.profile.study06
     model = run.model
-    layers = sf.check_study05(C, model.cfg.n_layers, P.sae.k, model.cfg.d_model, P.corpus.source)
+    layers = sf.check_study05(C, model.cfg.n_layers, P.sae.k, model.cfg.d_model, P.corpus.source, P.sae.lr_warm_up_fraction)
     sl = sf.steer_layer(C, layers)
     hooks = {p: flow.position_hook(p) for p in flow.window_positions(layers)}
     train_acts = run.activations(list(hooks.values()))

@@ -52,9 +52,16 @@ def steer_layer(C: Study05Config, layers: Sequence[int]) -> int:
     )
 
 
-def check_study05(C: Study05Config, n_layers: int, sae_k: int, d_model: int, corpus_source: str = "fortunes") -> list[int]:
+def check_study05(
+    C: Study05Config,
+    n_layers: int,
+    sae_k: int,
+    d_model: int,
+    corpus_source: str = "fortunes",
+    warmup_fraction: float = SAEConfig.lr_warm_up_fraction,
+) -> list[int]:
     """Every field of the section, before any work; returns the window of layers. The steering
-    themes are the fortune corpus's categories, so the corpus must be the fortunes."""
+    themes are the fortune corpus's categories, so the corpus must be the fortunes. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     if corpus_source != "fortunes":
         raise ValueError(
             f"study 5 steers toward the fortune corpus's categories: corpus.source must be 'fortunes'; got {corpus_source!r}"
@@ -71,7 +78,7 @@ def check_study05(C: Study05Config, n_layers: int, sae_k: int, d_model: int, cor
     check_cosine_threshold("study05.graph_resid_threshold", C.graph_resid_threshold)
     check_cosine_threshold("study05.graph_module_threshold", C.graph_module_threshold)
     if C.convergence_tokens:
-        check_ladder("study05", C, C.batch_size)
+        check_ladder("study05", C, C.batch_size, warmup_fraction)
     for name in (
         "deactivation_windows",
         "deactivation_features",

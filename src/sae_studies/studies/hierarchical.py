@@ -30,9 +30,15 @@ HIERARCHICAL = "hierarchical_topk"
 CUT = "topk@K cut to k"
 
 
-def check(cfg: Study03Config, d_sae: int, n_layers: int, batch_size: int | None = None) -> list[int]:
+def check(
+    cfg: Study03Config,
+    d_sae: int,
+    n_layers: int,
+    batch_size: int | None = None,
+    warmup_fraction: float = SAEConfig.lr_warm_up_fraction,
+) -> list[int]:
     """Fail early on a configuration that cannot run; returns the sorted k grid. ``batch_size``
-    (activations.batch_size, the rows per training step) checks the ladder's rungs against it."""
+    (activations.batch_size, the rows per training step) checks the ladder's rungs against it. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     ks = check_sorted_ints("study03.ks", cfg.ks, 1, d_sae)
     if not set(cfg.reduced_ks) <= set(ks):
         raise ValueError(f"study03.reduced_ks {list(cfg.reduced_ks)} must be a subset of study03.ks {ks}")
@@ -49,7 +55,7 @@ def check(cfg: Study03Config, d_sae: int, n_layers: int, batch_size: int | None 
         if t <= 0:
             raise ValueError(f"study03.budget_sweep must hold positive token counts; got {list(cfg.budget_sweep)}")
     if cfg.convergence_tokens:
-        check_ladder("study03", cfg, batch_size)
+        check_ladder("study03", cfg, batch_size, warmup_fraction)
     return ks
 
 

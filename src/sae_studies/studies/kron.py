@@ -114,8 +114,8 @@ class Variant:
         return {**dataclasses.asdict(self), "label": self.label}
 
 
-def check_config(cfg: Study04Config, d: int, n_tokens: int) -> None:
-    """Fail early, naming the parameter, if the grid cannot be built at input size ``d``."""
+def check_config(cfg: Study04Config, d: int, n_tokens: int, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> None:
+    """Fail early, naming the parameter, if the grid cannot be built at input size ``d``. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     check_int("study04.layer", cfg.layer, 0)
     check_int("study04.batch_size", cfg.batch_size, 1)
     if n_tokens % cfg.batch_size:
@@ -147,7 +147,7 @@ def check_config(cfg: Study04Config, d: int, n_tokens: int) -> None:
     if cfg.train_tokens < cfg.batch_size:
         raise ValueError(f"study04.train_tokens={cfg.train_tokens} is smaller than one batch ({cfg.batch_size})")
     if cfg.convergence_tokens:
-        check_ladder("study04", cfg, cfg.batch_size)
+        check_ladder("study04", cfg, cfg.batch_size, warmup_fraction)
 
 
 def grid(cfg: Study04Config, d: int) -> list[Variant]:

@@ -67,8 +67,8 @@ class GridCell:
         return {"layer": self.layer, "architecture": self.architecture, "expansion": self.expansion_factor}
 
 
-def check(cfg: Study01Config, n_layers: int) -> None:
-    """Fail early, naming the parameter, on a study-1 configuration that cannot run."""
+def check(cfg: Study01Config, n_layers: int, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> None:
+    """Fail early, naming the parameter, on a study-1 configuration that cannot run. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     from ..analyses.pooling import seed_groups
 
     seeds = list(cfg.seeds)
@@ -108,9 +108,12 @@ def check(cfg: Study01Config, n_layers: int) -> None:
         from ..ladder import plan
 
         try:
-            plan(cfg.convergence_tokens, cfg.batch_size, cfg.ladder_decay_fraction, warmup_tokens=cfg.ladder_warmup_tokens)
+            plan(cfg.convergence_tokens, cfg.batch_size, cfg.ladder_decay_fraction, warmup_fraction, cfg.ladder_warmup_tokens)
         except ValueError as err:
-            raise ValueError(f"study01.convergence_tokens / ladder_decay_fraction / ladder_warmup_tokens: {err}") from err
+            raise ValueError(
+                f"study01.convergence_tokens / ladder_decay_fraction / ladder_warmup_tokens "
+                f"(or, with it null, sae.lr_warm_up_fraction = {warmup_fraction}): {err}"
+            ) from err
         check_sweep_rung("study01", cfg)
         if len(cfg.convergence_seeds) < 2 or not cfg.convergence_lrs:
             raise ValueError("study01.convergence_seeds needs at least 2 seeds and study01.convergence_lrs at least one rate")

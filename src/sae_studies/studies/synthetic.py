@@ -94,9 +94,9 @@ def _seeds(name: str, seeds: Sequence[int], at_least: int = 2) -> None:
         check_int(f"each entry of {name}", s, 0)
 
 
-def check(cfg: Study02Config) -> syn.LowRankSpec:
+def check(cfg: Study02Config, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> syn.LowRankSpec:
     """Fail early, naming the parameter, on a study-2 configuration that cannot run; returns the
-    main model's spec."""
+    main model's spec. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     for m in cfg.sweep_directions:
         if m is not None:
             check_int("each entry of study02.sweep_directions", m, 1, hint=" or null (continuous)")
@@ -139,7 +139,7 @@ def check(cfg: Study02Config) -> syn.LowRankSpec:
             hint=f" (at least one batch of {cfg.batch_size})",
         )
     if cfg.convergence_tokens:
-        check_ladder("study02", cfg, cfg.batch_size)
+        check_ladder("study02", cfg, cfg.batch_size, warmup_fraction)
     check_int("study02.n_eval_rows", cfg.n_eval_rows, 1)
     check_tau(cfg.tau, "study02.tau")
     check_tau(cfg.recovered_cos, "study02.recovered_cos")
