@@ -62,7 +62,8 @@ __all__ = [
 
 
 def check(cfg: Study06Config, d_model: int, n_layers: int, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> int:
-    """Fail early, naming the parameter, on a study-6 configuration that cannot run; returns F. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
+    """Fail early, naming the parameter, on a study-6 configuration that cannot run; returns F.
+    ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     bad = [a for a in cfg.architectures if a not in registry.names()]
     if bad or not cfg.architectures:
         raise ValueError(f"study06.architectures has unknown {bad}; valid: {registry.names()}")

@@ -61,7 +61,8 @@ def check_study05(
     warmup_fraction: float = SAEConfig.lr_warm_up_fraction,
 ) -> list[int]:
     """Every field of the section, before any work; returns the window of layers. The steering
-    themes are the fortune corpus's categories, so the corpus must be the fortunes. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
+    themes are the fortune corpus's categories, so the corpus must be the fortunes.
+    ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     if corpus_source != "fortunes":
         raise ValueError(
             f"study 5 steers toward the fortune corpus's categories: corpus.source must be 'fortunes'; got {corpus_source!r}"

@@ -38,7 +38,8 @@ def check(
     warmup_fraction: float = SAEConfig.lr_warm_up_fraction,
 ) -> list[int]:
     """Fail early on a configuration that cannot run; returns the sorted k grid. ``batch_size``
-    (activations.batch_size, the rows per training step) checks the ladder's rungs against it. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
+    (activations.batch_size, the rows per training step) checks the ladder's rungs against it.
+    ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     ks = check_sorted_ints("study03.ks", cfg.ks, 1, d_sae)
     if not set(cfg.reduced_ks) <= set(ks):
         raise ValueError(f"study03.reduced_ks {list(cfg.reduced_ks)} must be a subset of study03.ks {ks}")

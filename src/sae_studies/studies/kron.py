@@ -115,7 +115,8 @@ class Variant:
 
 
 def check_config(cfg: Study04Config, d: int, n_tokens: int, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> None:
-    """Fail early, naming the parameter, if the grid cannot be built at input size ``d``. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
+    """Fail early, naming the parameter, if the grid cannot be built at input size ``d``.
+    ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     check_int("study04.layer", cfg.layer, 0)
     check_int("study04.batch_size", cfg.batch_size, 1)
     if n_tokens % cfg.batch_size:

@@ -68,7 +68,8 @@ class GridCell:
 
 
 def check(cfg: Study01Config, n_layers: int, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> None:
-    """Fail early, naming the parameter, on a study-1 configuration that cannot run. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
+    """Fail early, naming the parameter, on a study-1 configuration that cannot run.
+    ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     from ..analyses.pooling import seed_groups
 
     seeds = list(cfg.seeds)

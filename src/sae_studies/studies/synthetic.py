@@ -96,7 +96,8 @@ def _seeds(name: str, seeds: Sequence[int], at_least: int = 2) -> None:
 
 def check(cfg: Study02Config, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> syn.LowRankSpec:
     """Fail early, naming the parameter, on a study-2 configuration that cannot run; returns the
-    main model's spec. ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
+    main model's spec.
+    ``warmup_fraction`` is the profile's ``sae.lr_warm_up_fraction`` (the ladder's warm-up)."""
     for m in cfg.sweep_directions:
         if m is not None:
             check_int("each entry of study02.sweep_directions", m, 1, hint=" or null (continuous)")
