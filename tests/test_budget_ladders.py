@@ -23,6 +23,7 @@ from sae_studies.studies import hierarchical_claims as hc
 from sae_studies.studies import hierarchical_ladder as HL
 from sae_studies.studies import kron as K
 from sae_studies.studies import kron_ladder as KL
+from sae_studies.studies import stability
 from sae_studies.studies.verdicts import Verdict
 
 RUNGS = [65536, 131072, 262144, 524288]
@@ -296,6 +297,9 @@ def test_ladder_checks_use_the_profile_s_warm_up_fraction():
     with pytest.raises(ValueError, match=r"sae.lr_warm_up_fraction = 0.1"):
         pipeline.check_studies(load_profile("default", {"sae.lr_warm_up_fraction": 0.1}))
     pipeline.check_studies(load_profile("default", {"sae.lr_warm_up_fraction": 0.02}))  # a shorter one still plans
+    c1 = load_profile("convergence").study01  # study 1's own override wins over the fraction, and is named
+    with pytest.raises(ValueError, match=r"study01.convergence_tokens .*warm-up: study01.ladder_warmup_tokens = 1000000"):
+        stability.check(dataclasses.replace(c1, ladder_warmup_tokens=10**6), n_layers=4)
 
 
 def test_plot_ladder_draws_a_gap_table_by_k_with_a_zero_line():

@@ -69,22 +69,32 @@ RungRows = Callable[[str, list, Sequence[int]], list[dict]]
 every seed (in the order of ``seeds``); every row holds a ``seed``."""
 
 
-def check_ladder(section: str, cfg, batch_size: int | None, warmup_fraction: float = SAEConfig.lr_warm_up_fraction) -> None:
+def check_ladder(
+    section: str,
+    cfg,
+    batch_size: int | None,
+    warmup_fraction: float = SAEConfig.lr_warm_up_fraction,
+    warmup_tokens: int | None = None,
+) -> None:
     """A study's ladder settings (``convergence_tokens``, ``convergence_seeds``,
     ``ladder_decay_fraction``): a plan that `ladder.plan` accepts at ``batch_size`` (when given)
-    with the warm-up `train_ladder` will use (``warmup_fraction``: the profile's
-    ``sae.lr_warm_up_fraction``), and at least two distinct seeds; the message names the fields."""
+    with the warm-up `train_ladder` will use (``warmup_tokens``, study 1's override, or else
+    ``warmup_fraction``: the profile's ``sae.lr_warm_up_fraction``), and at least two distinct
+    seeds; the message names the fields."""
     if len(set(cfg.convergence_seeds)) != len(cfg.convergence_seeds) or len(cfg.convergence_seeds) < 2:
         raise ValueError(
             f"{section}.convergence_seeds must be at least 2 distinct seeds (the gate's seed spread); got {list(cfg.convergence_seeds)}"
         )
     if batch_size is not None:
         try:
-            plan(cfg.convergence_tokens, batch_size, cfg.ladder_decay_fraction, warmup_fraction)
+            plan(cfg.convergence_tokens, batch_size, cfg.ladder_decay_fraction, warmup_fraction, warmup_tokens)
         except ValueError as err:
-            raise ValueError(
-                f"{section}.convergence_tokens / ladder_decay_fraction (warm-up: sae.lr_warm_up_fraction = {warmup_fraction}): {err}"
-            ) from err
+            warm = (
+                f"sae.lr_warm_up_fraction = {warmup_fraction}"
+                if warmup_tokens is None
+                else f"{section}.ladder_warmup_tokens = {warmup_tokens}"
+            )
+            raise ValueError(f"{section}.convergence_tokens / ladder_decay_fraction (warm-up: {warm}): {err}") from err
 
 
 def train_arms(

@@ -30,7 +30,7 @@ from ..devices import device_of, to_device, to_numpy
 from ..saes import registry
 from ..saes.registry import SAESpec
 from ..study_config import Study01Config
-from .budget_ladders import check_sweep_rung
+from .budget_ladders import check_ladder, check_sweep_rung
 
 __all__ = [
     "GridCell",
@@ -106,18 +106,10 @@ def check(cfg: Study01Config, n_layers: int, warmup_fraction: float = SAEConfig.
     check_int("study01.min_firings", cfg.min_firings, 1)
     check_int("study01.n_random_ablations", cfg.n_random_ablations, 1)
     if cfg.convergence_tokens:
-        from ..ladder import plan
-
-        try:
-            plan(cfg.convergence_tokens, cfg.batch_size, cfg.ladder_decay_fraction, warmup_fraction, cfg.ladder_warmup_tokens)
-        except ValueError as err:
-            raise ValueError(
-                f"study01.convergence_tokens / ladder_decay_fraction / ladder_warmup_tokens "
-                f"(or, with it null, sae.lr_warm_up_fraction = {warmup_fraction}): {err}"
-            ) from err
+        check_ladder("study01", cfg, cfg.batch_size, warmup_fraction, cfg.ladder_warmup_tokens)
         check_sweep_rung("study01", cfg)
-        if len(cfg.convergence_seeds) < 2 or not cfg.convergence_lrs:
-            raise ValueError("study01.convergence_seeds needs at least 2 seeds and study01.convergence_lrs at least one rate")
+        if not cfg.convergence_lrs:  # (check_ladder has checked the seeds)
+            raise ValueError("study01.convergence_lrs needs at least one rate")
 
 
 def grid(cfg: Study01Config) -> list[GridCell]:
