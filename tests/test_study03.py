@@ -65,3 +65,16 @@ def test_pareto_summary_is_mean_and_sd_over_seeds():
     assert s.loc[("h", 4), "ev_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert s.loc[("h", 4), "lr_sd"] == pytest.approx(0.0) and np.isnan(s.loc[("b", 4), "ev_sd"])
     assert s.loc[("h", 16), "lr"] == pytest.approx(0.95)
+
+
+def test_the_study_rate_reaches_the_grid_and_the_ladder():
+    from sae_studies.config import load_profile
+    from sae_studies.studies import hierarchical_ladder
+
+    P = load_profile("smoke", {"sae.lr": 4e-4})
+    assert hierarchical.sae_config(P).lr == 4e-4  # unset: sae.lr
+    P = load_profile("smoke", {"sae.lr": 4e-4, "study03.lr": 3.2e-3})
+    assert hierarchical.sae_config(P).lr == 3.2e-3 and hierarchical.sae_config(P, 4096).lr == 3.2e-3
+    assert hierarchical_ladder.sae_config is hierarchical.sae_config  # the ladder trains at the grid's rate
+    with pytest.raises(ValueError, match="study03.lr"):
+        load_profile("smoke", {"study03.lr": 0.0})

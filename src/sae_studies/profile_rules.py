@@ -263,6 +263,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "seeds": seeds(1),
         "train_tokens": POS,
         "budget_sweep": increasing_or_empty(),
+        "lr": above(0),
         **LADDER,
         "reduced_ks": increasing_or_empty(),
         "matryoshka_fractions": both(increasing(0), UNIT),

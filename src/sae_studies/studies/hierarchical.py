@@ -61,7 +61,11 @@ def check(
 
 
 def sae_config(profile: Profile, train_tokens: int | None = None) -> SAEConfig:
-    return dataclasses.replace(profile.sae, train_tokens=train_tokens or profile.study03.train_tokens)
+    """The profile's SAE settings with this study's budget and learning rate."""
+    cfg = profile.study03
+    return dataclasses.replace(
+        profile.sae, train_tokens=train_tokens or cfg.train_tokens, lr=cfg.lr if cfg.lr is not None else profile.sae.lr
+    )
 
 
 def specs(cfg: Study03Config, d_sae: int, seed: int) -> tuple[dict[tuple[str, int], SAESpec], list[str]]:

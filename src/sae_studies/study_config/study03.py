@@ -18,6 +18,11 @@ class Study03Config:
     """Every model of the grid is trained once per seed; numbers are reported as mean ± sd over them."""
     train_tokens: int = 1_048_576
     """Training tokens of every SAE in this study (all see the same activations and budget)."""
+    lr: float | None = None
+    """Adam learning rate of every SAE of this study, its ladder included (None: sae.lr). On
+    SmolLM2 sae.lr = 4e-4 is far below what this batch (4,096) and budget need: study 1's sweep at
+    the same layer and width (TopK, k = 32, 524k tokens) gave held-out EV 0.56 at 4e-4 and 0.94 at
+    3.2e-3, so the smollm2 profile sets study 1's chosen rate here."""
     budget_sweep: tuple[int, ...] = ()
     """Token budgets of the training-length sweep (TopK per k and HierarchicalTopK, first seed):
     does HierarchicalTopK reach the TopK front when trained longer? () skips it. The
