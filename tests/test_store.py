@@ -163,3 +163,29 @@ def test_leftovers_of_killed_builds_are_cleaned_with_a_notice(tmp_path, monkeypa
     assert set(removed) == {dead, aside}
     assert alive.exists() and foreign.exists()  # a live build, and another host's recent one
     assert "deleted 2 folder" in (tmp_path / "cache.log").read_text()
+
+
+def test_provenance_sees_uncommitted_changes_from_the_package_folder(tmp_path):
+    """git runs in the package's folder (src/<package>/): a change to a profile two levels up must
+    still make the findings say "with uncommitted changes"."""
+    import subprocess
+
+    from sae_studies.store import git_dirty
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "m.py").write_text("x = 1\n")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "p.yaml").write_text("a: 1\n")
+    (tmp_path / "figures.md").write_text("out\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    assert not git_dirty(package)
+    (tmp_path / "figures.md").write_text("changed output\n")  # outputs are not provenance
+    assert not git_dirty.__wrapped__(package)
+    (tmp_path / "configs" / "p.yaml").write_text("a: 2\n")
+    assert git_dirty.__wrapped__(package)

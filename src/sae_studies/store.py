@@ -291,19 +291,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _git(*args: str) -> str | None:
-    """stdout of a git command run in the package's folder; None where git or the checkout is missing."""
+def _git(*args: str, cwd: Path | None = None) -> str | None:
+    """stdout of a git command run in ``cwd`` (default: the package's folder); None where git or the
+    checkout is missing."""
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd or Path(__file__).resolve().parent)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-@lru_cache(maxsize=1)
-def git_dirty() -> bool:
+# from the checkout's top: git resolves plain pathspecs against the folder it runs in (the package's),
+# where "src" matched nothing and every run read as clean until 2026-12-07
+_PROVENANCE_PATHS = (":(top)src", ":(top)notebooks", ":(top)configs")
+
+
+@lru_cache(maxsize=4)
+def git_dirty(cwd: Path | None = None) -> bool:
     """True when the package's source, notebooks or profiles differ from the commit (findings say so)."""
-    return bool(_git("status", "--porcelain", "--", "src", "notebooks", "configs"))
+    return bool(_git("status", "--porcelain", "--", *_PROVENANCE_PATHS, cwd=cwd))
 
 
 @lru_cache(maxsize=1)
