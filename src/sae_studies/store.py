@@ -295,7 +295,9 @@ def _git(*args: str, cwd: Path | None = None) -> str | None:
     """stdout of a git command run in ``cwd`` (default: the package's folder); None where git or the
     checkout is missing."""
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd or Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd or Path(__file__).resolve().parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
