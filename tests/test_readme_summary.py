@@ -45,6 +45,8 @@ def test_summary_shows_each_models_outcome_number_and_source(tmp_path):
     assert "| gated | **untested** (not converged) +0.100, n = 3 | not in this model's table |" in md
     assert "1 agrees, 1 untested (code abcdef1)" in md and "previous rules (before issue 19)" in md
     assert "Study 3" not in md  # a study without findings is left out
+    _write(tmp_path, "stability", [v_new], counts, "overrides: none; code at commit abcdef1234 with uncommitted changes")
+    assert "(code abcdef1 with uncommitted changes)" in RS.summary_markdown(tmp_path)  # a dirty run does not read as clean
 
 
 def test_update_rewrites_only_the_block_and_needs_it(tmp_path):

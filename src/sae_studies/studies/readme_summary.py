@@ -57,8 +57,10 @@ def _source(record: dict | None) -> str:
     if "outcome_counts" not in record:
         return "previous rules (before issue 19)"
     counts = ", ".join(f"{n} {o}" for o, n in record["outcome_counts"].items() if n and o in OUTCOMES)
-    commit = re.search(r"commit ([0-9a-f]{7,})", record.get("provenance", ""))
-    return counts + (f" (code {commit.group(1)[:7]})" if commit else "")
+    provenance = record.get("provenance", "")
+    commit = re.search(r"commit ([0-9a-f]{7,})", provenance)
+    dirty = " with uncommitted changes" if "uncommitted changes" in provenance else ""
+    return counts + (f" (code {commit.group(1)[:7]}{dirty})" if commit else "")
 
 
 def summary_markdown(figures: Path, models: dict[str, str] | None = None) -> str:
