@@ -19,7 +19,7 @@ import pandas as pd
 from . import activations, lm, plotting, profile_checks, smollm2, sweep
 from .analyses import quality
 from .config import EMBEDDED_MODEL, Profile, load_profile
-from .store import Store, git_commit, git_dirty
+from .store import UNCOMMITTED, Store, git_commit, git_dirty
 from .studies import verdicts
 
 
@@ -128,7 +128,7 @@ class Run:
         P = self.profile
         overrides = ", ".join(f"{k}={v!r}" for k, v in P.overrides) or "none"
         commit = git_commit() or "unknown commit"
-        dirty = " with uncommitted changes" if git_dirty() else ""
+        dirty = f" {UNCOMMITTED}" if git_dirty() else ""
         return f"overrides: {overrides}; code at commit {commit[:10]}{dirty}"
 
 

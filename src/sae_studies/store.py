@@ -306,6 +306,8 @@ def _git(*args: str, cwd: Path | None = None) -> str | None:
 # from the checkout's top: git resolves plain pathspecs against the folder it runs in (the package's),
 # where "src" matched nothing and every run read as clean until 2026-12-07
 _PROVENANCE_PATHS = (":(top)src", ":(top)notebooks", ":(top)configs")
+UNCOMMITTED = "with uncommitted changes"
+"""What a findings file's provenance says after its commit when `git_dirty` (the README summary reads it)."""
 
 
 @lru_cache(maxsize=4)
