@@ -11,6 +11,9 @@ NOTEBOOKS := $(sort $(wildcard notebooks/$(NOTEBOOK).ipynb))
 OVERRIDES ?=
 BUILD := build/notebooks/$(PROFILE)$(if $(OVERRIDES),-overrides)
 KERNEL := sae-studies
+## Notebooks `make figures` runs at once (each on its profile's torch threads: one on default, smoke,
+## smollm2 and convergence); JOBS=1 runs them one after another with papermill's progress on the terminal.
+JOBS ?= 2
 LAB_ARGS ?=
 CACHE_LOG = $${SAE_STUDIES_DATA:-data}/cache.log
 
@@ -19,7 +22,7 @@ CACHE_LOG = $${SAE_STUDIES_DATA:-data}/cache.log
 
 ## This list of targets and variables.
 help:
-	@echo "SAE feature studies: make <target> [PROFILE=default] [NOTEBOOK='01_*'] [OVERRIDES='{\"sae.k\": 16}']"
+	@echo "SAE feature studies: make <target> [PROFILE=default] [NOTEBOOK='01_*'] [OVERRIDES='{\"sae.k\": 16}'] [JOBS=2]"
 	@echo
 	@awk '/^## /{doc = doc substr($$0, 4) " "; next} /^[a-z][a-z0-9-]*:/{if (doc) {split($$1, t, ":"); printf "  %-12s %s\n", t[1], doc}; doc = ""; next} {doc = ""}' $(MAKEFILE_LIST)
 
@@ -41,19 +44,36 @@ $(STAMP): pyproject.toml
 	  git config diff.ipynb.textconv '$(abspath $(PY)) -m nbstripout --keep-id -t'; fi
 	rm -f $(VENV)/.installed-* && touch $@
 
-## Every notebook (or NOTEBOOK='01_*') on PROFILE through papermill. A committed profile without OVERRIDES publishes into figures/ once each notebook has finished; anything else writes build/figures/.
+## Every notebook (or NOTEBOOK='01_*') on PROFILE through papermill, JOBS of them at a time. A committed profile without OVERRIDES publishes into figures/ once each notebook has finished; anything else writes build/figures/.
 figures: $(STAMP)
 	@mkdir -p $(BUILD)
-	@for nb in $(NOTEBOOKS); do \
-	  printf '== %s (%s)\n' "$$nb" '$(PROFILE)$(if $(OVERRIDES), with overrides $(OVERRIDES))'; start=$$(date +%s); \
-	  log=$(CACHE_LOG); seen=$$(cat $$log 2>/dev/null | wc -l); \
-	  SAE_STUDIES_PUBLISH=$(if $(OVERRIDES),0,1) SAE_STUDIES_STAGE=$$(basename $$nb .ipynb) $(PY) -m papermill "$$nb" "$(BUILD)/$$(basename $$nb)" -k $(KERNEL) \
-	    -p profile $(PROFILE) $(if $(OVERRIDES),-p overrides '$(OVERRIDES)') --cwd notebooks --progress-bar; rc=$$?; \
+	@start=$$(date +%s); $(MAKE) --no-print-directory -j$(JOBS) $(NB_TARGETS) || exit $$?; \
+	  echo "== $(words $(NB_TARGETS)) notebook(s) on $(PROFILE), $(JOBS) at a time: $$(( $$(date +%s) - start )) s"
+
+# One target per notebook (nb-00 ...), so that make runs JOBS of them at once in dependency order.
+# What a notebook reads that another builds, so that notebooks running at once build it once:
+# every language-model notebook reads 00's model and activations; 06 reads 05's SAEs.
+NB_IDS := $(foreach nb,$(NOTEBOOKS),$(firstword $(subst _, ,$(notdir $(nb)))))
+NB_ORDER := 00 02 05 06 01 03 04# the order they start in as lanes free up: the longest chain (00, 05, 06) first
+NB_TARGETS := $(addprefix nb-,$(filter $(NB_IDS),$(NB_ORDER)) $(filter-out $(NB_ORDER),$(NB_IDS)))
+.PHONY: $(NB_TARGETS)
+$(filter-out nb-00 nb-02,$(NB_TARGETS)): $(filter nb-00,$(NB_TARGETS))
+$(filter nb-06,$(NB_TARGETS)): $(filter nb-05,$(NB_TARGETS))
+
+# One notebook: papermill, the cache's warnings, publishing. With JOBS > 1 its output goes to
+# $(BUILD)/<notebook>.log (one line here when it starts and ends), not to the terminal.
+$(NB_TARGETS): nb-%:
+	@nb=$(filter notebooks/$*_%,$(NOTEBOOKS)); name=$$(basename $$nb .ipynb); start=$$(date +%s); \
+	  log=$(CACHE_LOG); seen=$$(cat $$log 2>/dev/null | wc -l); run_log=$(BUILD)/$$name.log; \
+	  run() { SAE_STUDIES_PUBLISH=$(if $(OVERRIDES),0,1) SAE_STUDIES_STAGE=$$name $(PY) -m papermill "$$nb" "$(BUILD)/$$name.ipynb" \
+	    -k $(KERNEL) -p profile $(PROFILE) $(if $(OVERRIDES),-p overrides '$(OVERRIDES)') --cwd notebooks --progress-bar; }; \
+	  printf '== %s (%s)%s\n' "$$nb" '$(PROFILE)$(if $(OVERRIDES), with overrides $(OVERRIDES))' \
+	    "$$([ $(JOBS) -gt 1 ] && echo ", started $$(date +%H:%M); progress: tail -f $$run_log")"; \
+	  if [ $(JOBS) -gt 1 ]; then run > $$run_log 2>&1; else run; fi; rc=$$?; \
 	  tail -n +$$((seen + 1)) $$log 2>/dev/null | sed 's/^/   cache: /'; \
-	  [ $$rc -eq 0 ] || exit $$rc; \
-	  $(if $(OVERRIDES),,SAE_STUDIES_STAGE=$$(basename $$nb .ipynb) $(PY) -m sae_studies.publish $(PROFILE) "$(BUILD)/$$(basename $$nb)" &&) \
-	  echo "   $$(( $$(date +%s) - start )) s"; \
-	done
+	  if [ $$rc -ne 0 ]; then [ $(JOBS) -gt 1 ] && { echo "== $$name failed; the end of $$run_log:"; tail -n 30 $$run_log; }; exit $$rc; fi; \
+	  $(if $(OVERRIDES),,SAE_STUDIES_STAGE=$$name $(PY) -m sae_studies.publish $(PROFILE) "$(BUILD)/$$name.ipynb" &&) \
+	  echo "   $$name: $$(( $$(date +%s) - start )) s"
 
 ## Every notebook on the smoke profile (seconds each; build/figures/smoke/).
 smoke:
