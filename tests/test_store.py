@@ -116,19 +116,23 @@ def test_file_hash_reads_in_chunks(tmp_path, monkeypatch):
 
 
 def test_a_changed_builder_recomputes(tmp_path, monkeypatch):
-    """The builder's code is part of the key: editing what it does rebuilds, a docstring does not."""
+    """The builder's code is part of the key: editing what it does rebuilds, a docstring (of a module,
+    function or attribute) does not."""
     pkg = tmp_path / "src"
     pkg.mkdir()
     module = pkg / "toy_builder.py"
-    module.write_text('"""v1"""\ndef scale():\n    return 2\n')
+    module.write_text('"""v1"""\ndef scale():\n    return 2\n\nclass Cfg:\n    k: int = 32\n    """k."""\n')
     monkeypatch.syspath_prepend(str(pkg))
     store, calls = Store(tmp_path / "data"), []
     store.get_or_build("thing", {"p": 1}, _writer(calls), code=("toy_builder",))
-    module.write_text('"""v1, reworded docstring"""\ndef scale():\n    # a comment\n    return 2\n')
+    module.write_text(
+        '"""v1, reworded docstring"""\ndef scale():\n    # a comment\n    return 2\n\n'
+        'class Cfg:\n    k: int = 32\n    """The number of live latents (an attribute docstring)."""\n'
+    )
     code_version.cache_clear()
     store.get_or_build("thing", {"p": 1}, _writer(calls), code=("toy_builder",))
     assert len(calls) == 1
-    module.write_text('"""v1"""\ndef scale():\n    return 3\n')
+    module.write_text('"""v1"""\ndef scale():\n    return 2\n\nclass Cfg:\n    k: int = 64\n    """k."""\n')
     code_version.cache_clear()
     art = store.get_or_build("thing", {"p": 1}, _writer(calls), code=("toy_builder",))
     assert len(calls) == 2 and art.manifest["code_version"] == code_version("toy_builder")

@@ -1,8 +1,9 @@
 """A version of the code that builds an artifact, for its cache key.
 
 `code_version("sae_studies.train", "sae_studies.saes")` hashes the source of those modules (a
-package: every ``.py`` file under it) after parsing it and dropping docstrings, so a change to
-what the code *does* changes the digest while comments, docstrings and formatting do not. A
+package: every ``.py`` file under it) after parsing it and dropping docstrings (attribute
+docstrings included), so a change to what the code *does* changes the digest while comments,
+docstrings and formatting do not. A
 builder passes the modules it depends on to `Store.get_or_build(..., code=...)`, so a changed
 builder recomputes its artifacts (and, through their keys, everything downstream), and a warm
 cache never serves an artifact an older version of the code made.
@@ -17,14 +18,20 @@ from functools import cache
 from pathlib import Path
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-                if isinstance(body[0].value.value, str):
-                    node.body = body[1:] or [ast.Pass()]
-    return tree
+class _DropDocstrings(ast.NodeTransformer):
+    """Drops every statement that is a bare string: docstrings, and the attribute docstrings under
+    a dataclass's fields, which no other statement reads (editing one must not change a key)."""
+
+    def visit_Expr(self, node: ast.Expr) -> ast.Expr | None:
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return None
+        return node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        if isinstance(getattr(node, "body", None), list) and not node.body:
+            node.body = [ast.Pass()]  # a body that held only a docstring
+        return node
 
 
 def source_files(module: str) -> list[Path]:
@@ -39,7 +46,7 @@ def source_files(module: str) -> list[Path]:
 
 def file_digest(path: Path) -> str:
     """Digest of one source file's code (docstrings, comments and layout left out)."""
-    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    tree = _DropDocstrings().visit(ast.parse(path.read_text(), filename=str(path)))
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
 
 
