@@ -80,7 +80,7 @@ smoke:
 	$(MAKE) figures PROFILE=smoke
 
 ## The real model (SmolLM2-135M, offline): every notebook that reads a language model (study 2's
-## synthetic data has none), figures in figures/smollm2/ (about 6 h one notebook at a time on 2 cores, 06 included).
+## synthetic data has none), figures in figures/smollm2/ (about 6 h one notebook at a time on 2 cores, 06 included; JOBS=2 runs two at once).
 smollm2:
 	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[013456]_*"
 

@@ -117,4 +117,5 @@ class Study01Config:
     """torch threads for this notebook (None: torch's default, all cores). 1 by default: on the
     busy 2-core reference machine a second thread costs far more than it gives at these sizes
     (measured: TopK 4× SAE training 4.5k tokens/s with 2 threads vs 33k tokens/s for TopK 8× with
-    1; smoke LM forward passes 3× slower). Set None on a machine of your own."""
+    1; smoke LM forward passes 3× slower); `make figures` uses the cores by running notebooks
+    side by side instead (its JOBS, 2 by default). Set None on a machine of your own (and JOBS=1)."""
