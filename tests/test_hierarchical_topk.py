@@ -205,3 +205,26 @@ def test_bad_multi_config_raises():
         MultiTopKTrainingSAEConfig(d_in=8, d_sae=32, k=2, multi_topk_factor=1)
     with pytest.raises(ValueError, match="k must be"):
         MultiTopKTrainingSAEConfig(d_in=8, d_sae=32, k=9)
+
+
+def test_prefix_loss_gradient_is_bit_reproducible_on_two_workers(monkeypatch):
+    """The two worker threads each sum their rows' decoder gradient into a buffer of their own,
+    added in worker order after they join: the same inputs give the same bits every time (a
+    shared buffer took the workers' blocks in thread-timing order, and training diverged)."""
+    import importlib
+
+    sd = importlib.import_module("sae_studies.saes.sparse_decode")
+    monkeypatch.setattr(sd, "_PREFIX_WORKERS", 2)
+    monkeypatch.setattr(sd, "_PREFIX_ROWS", 4)
+    B, d, F, K = 512, 64, 96, 16  # few latents: both workers add into the same decoder rows
+    g = torch.Generator().manual_seed(2)
+    x, W, b = torch.randn(B, d, generator=g), torch.randn(F, d, generator=g) / d**0.5, torch.randn(d, generator=g)
+    idx = torch.stack([torch.randperm(F, generator=g)[:K] for _ in range(B)])
+    v = torch.rand(B, K, generator=g).sort(-1, descending=True).values
+    pat, w = SparsePattern.from_topk(idx, F), prefix_level_weights(K)
+    grads = []
+    for _ in range(40):
+        W_in = W.clone().requires_grad_()
+        prefix_mse_loss(v, pat, W_in, b, x, w, chunk_elems=4 * d).backward()
+        grads.append(W_in.grad)
+    assert all(torch.equal(grads[0], other) for other in grads[1:])

@@ -27,7 +27,6 @@ and their sums (decodes, decoder gradients, the prefix loss) stay float32.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -490,10 +489,14 @@ class _PrefixLoss(torch.autograd.Function):
             S1 = torch.zeros_like(base)
         S1.add_(base)
         n_rows, n_lev, n_workers = _prefix_chunks(W_dec.device, B, d, L, chunk_elems)
-        lock = threading.Lock()
+        n_workers = n_workers if L > 0 else 1
+        # One decoder-gradient buffer per worker, summed in worker order after they join: a shared
+        # buffer took the workers' blocks in whichever order the threads reached it, so training was
+        # not bit-reproducible (float addition does not commute in rounding).
+        grads_W = [grad_W] + [torch.zeros_like(W_dec) for _ in range(n_workers - 1)] if grad_W is not None else None
 
         @torch.no_grad()  # grad mode is thread-local: off in the worker threads too
-        def work(lo: int, hi: int) -> None:
+        def work(lo: int, hi: int, grad_W: torch.Tensor | None) -> None:
             nb = min(n_rows, hi - lo)
             buf = W_dec.new_empty(n_lev * nb * d)
             S = W_dec.new_empty(nb * d)
@@ -521,19 +524,23 @@ class _PrefixLoss(torch.autograd.Function):
                         if grad_W is not None:
                             torch.mul(Sc, vT[j], out=E[t])
                     if grad_W is not None:
-                        with lock:
-                            grad_W.index_add_(0, ib, E.view(c * n, d))
+                        grad_W.index_add_(0, ib, E.view(c * n, d))
                 r.copy_(Sc)
 
         with single_thread(W_dec):
-            if n_workers == 1 or L == 0:
-                work(0, B)
+            if n_workers == 1:
+                work(0, B, grad_W)
             else:
                 bounds = [B * i // n_workers for i in range(n_workers + 1)]
                 with ThreadPoolExecutor(n_workers) as ex:
-                    futs = [ex.submit(work, bounds[i], bounds[i + 1]) for i in range(n_workers)]
+                    futs = [
+                        ex.submit(work, bounds[i], bounds[i + 1], None if grads_W is None else grads_W[i])
+                        for i in range(n_workers)
+                    ]
                     for f in futs:
                         f.result()
+                for extra in grads_W[1:] if grads_W is not None else []:
+                    grad_W.add_(extra)
         loss = (torch.linalg.vecdot(S1, base).sum() + (vals * D).sum()) / B
 
         if need_grad:
