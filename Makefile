@@ -54,7 +54,7 @@ figures: $(STAMP)
 # What a notebook reads that another builds, so that notebooks running at once build it once:
 # every language-model notebook reads 00's model and activations; 06 reads 05's SAEs.
 NB_IDS := $(foreach nb,$(NOTEBOOKS),$(firstword $(subst _, ,$(notdir $(nb)))))
-NB_ORDER := 00 02 05 06 01 03 04# the order they start in as lanes free up: the longest chain (00, 05, 06) first
+NB_ORDER := 00 02 05 06 01 03 04# the order make tries them in: the longest chain (00, 05, 06) first (a later one may take a lane while 06 waits for 05)
 NB_TARGETS := $(addprefix nb-,$(filter $(NB_IDS),$(NB_ORDER)) $(filter-out $(NB_ORDER),$(NB_IDS)))
 .PHONY: $(NB_TARGETS)
 $(filter-out nb-00 nb-02,$(NB_TARGETS)): $(filter nb-00,$(NB_TARGETS))
