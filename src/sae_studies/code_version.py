@@ -3,10 +3,10 @@
 `code_version("sae_studies.train", "sae_studies.saes")` hashes the source of those modules (a
 package: every ``.py`` file under it) after parsing it and dropping docstrings (attribute
 docstrings included), so a change to what the code *does* changes the digest while comments,
-docstrings and formatting do not. A
-builder passes the modules it depends on to `Store.get_or_build(..., code=...)`, so a changed
-builder recomputes its artifacts (and, through their keys, everything downstream), and a warm
-cache never serves an artifact an older version of the code made.
+docstrings and formatting do not. A builder passes the modules it depends on to
+`Store.get_or_build(..., code=...)`, so a changed builder recomputes its artifacts (and, through
+their keys, everything downstream), and a warm cache never serves an artifact an older version of
+the code made.
 """
 
 from __future__ import annotations

@@ -583,8 +583,9 @@ def prefix_mse_loss(
     the loss is ``mean_b sum_j level_weights[j-1] ||x_hat_j - target||^2``. HierarchicalTopK
     uses weights ``1/|J|`` on its levels ``J``; Multi-TopK ``1`` at ``k`` and ``1/8`` at ``4k``.
     Extra memory: ``O(B (d + K))`` plus ``chunk_elems`` elements per worker thread (the gathered
-    decoder rows of a block of levels for a chunk of rows); the ``B x K x d`` prefix tensor is
-    never built. Work ``O(B K d)``.
+    decoder rows of a block of levels for a chunk of rows) and, past the first worker, an ``F x d``
+    decoder-gradient buffer each (so the sum is bit-reproducible); the ``B x K x d`` prefix tensor
+    is never built. Work ``O(B K d)``.
     """
     if pattern.k is None or values.shape != (pattern.n_rows, pattern.k):
         raise ValueError("prefix_mse_loss needs a from_topk pattern matching values [B, K]")
