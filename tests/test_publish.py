@@ -1,5 +1,6 @@
 """Where results go: only a finished publishing run of a committed profile reaches figures/."""
 
+import json
 import shutil
 
 import matplotlib
@@ -52,10 +53,18 @@ def test_a_publishing_run_reaches_figures_only_when_published(checkout, monkeypa
     _figure(run, "03_demo")
     assert (checkout / "figures" / "03_demo.png").read_bytes() == b"old"  # a failed run stops here
     executed = tmp_path / "03_demo.ipynb"
-    executed.write_text("{}")
+    bar = {
+        "output_type": "display_data",
+        "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "m"}, "text/plain": "0%|"},
+    }
+    table = {"output_type": "execute_result", "data": {"text/plain": "k  EV"}, "execution_count": 1, "metadata": {}}
+    cell = {"cell_type": "code", "source": "train()", "outputs": [bar, table], "metadata": {}}
+    executed.write_text(json.dumps({"cells": [cell], "metadata": {"widgets": {"state": {"m": {}}}, "kernelspec": {"name": "k"}}}))
     moved = publish("default", executed)
     assert (checkout / "figures" / "03_demo.png").read_bytes() != b"old"
-    assert (checkout / "figures" / "notebooks" / "default" / "03_demo.ipynb").exists()
+    published = json.loads((checkout / "figures" / "notebooks" / "default" / "03_demo.ipynb").read_text())
+    assert published["cells"][0]["outputs"] == [table]  # the progress bar is left out, the table kept
+    assert published["metadata"] == {"kernelspec": {"name": "k"}}  # and the widgets' state
     assert len(moved) == 3 and not run.profile.figures_dir.exists()  # png, pdf, notebook
 
 

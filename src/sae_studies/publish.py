@@ -6,11 +6,14 @@ the whole notebook does the Makefile call `python -m sae_studies.publish <profil
 notebook>`, which moves every staged file into the committed folder (`figures/` or
 `figures/<profile>/`) and copies the executed notebook, outputs and all, to
 `figures/notebooks/<profile>/`, so a reader sees every table and figure in context without
-running anything. A failed or interrupted run publishes nothing.
+running anything. A failed or interrupted run publishes nothing. The copy leaves out progress bars
+(tqdm's ipywidgets: their outputs and the widget state in the notebook's metadata), which are half
+of a cold run's notebook and no result.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +22,18 @@ from .config import load_profile
 
 #: An executed notebook above this size is published with a warning (they are committed).
 MAX_NOTEBOOK_BYTES = 5 * 2**20
+#: The output type of a Jupyter widget (tqdm.auto's progress bars in the kernel).
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def without_progress_bars(notebook: dict) -> dict:
+    """The executed notebook without widget outputs and the widget state in its metadata: what
+    remains are the tables, figures, text and prose."""
+    for cell in notebook.get("cells", []):
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if WIDGET_VIEW not in o.get("data", {})]
+    notebook.get("metadata", {}).pop("widgets", None)
+    return notebook
 
 
 def publish(profile_name: str, executed_notebook: Path | None = None) -> list[Path]:
@@ -37,7 +52,8 @@ def publish(profile_name: str, executed_notebook: Path | None = None) -> list[Pa
         executed_notebook = Path(executed_notebook)
         dst = profile.root / "figures" / "notebooks" / profile_name / executed_notebook.name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(executed_notebook, dst)
+        notebook = without_progress_bars(json.loads(executed_notebook.read_text()))
+        dst.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")  # as nbformat writes
         moved.append(dst)
         size = dst.stat().st_size
         if size > MAX_NOTEBOOK_BYTES:
