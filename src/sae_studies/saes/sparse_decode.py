@@ -493,7 +493,7 @@ class _PrefixLoss(torch.autograd.Function):
         # One decoder-gradient buffer per worker, summed in worker order after they join: a shared
         # buffer took the workers' blocks in whichever order the threads reached it, so training was
         # not bit-reproducible (float addition does not commute in rounding).
-        grads_W = [grad_W] + [torch.zeros_like(W_dec) for _ in range(n_workers - 1)] if grad_W is not None else None
+        parts = [grad_W] + [None if grad_W is None else torch.zeros_like(W_dec) for _ in range(n_workers - 1)]
 
         @torch.no_grad()  # grad mode is thread-local: off in the worker threads too
         def work(lo: int, hi: int, grad_W: torch.Tensor | None) -> None:
@@ -533,14 +533,12 @@ class _PrefixLoss(torch.autograd.Function):
             else:
                 bounds = [B * i // n_workers for i in range(n_workers + 1)]
                 with ThreadPoolExecutor(n_workers) as ex:
-                    futs = [
-                        ex.submit(work, bounds[i], bounds[i + 1], None if grads_W is None else grads_W[i])
-                        for i in range(n_workers)
-                    ]
+                    futs = [ex.submit(work, bounds[i], bounds[i + 1], parts[i]) for i in range(n_workers)]
                     for f in futs:
                         f.result()
-                for extra in grads_W[1:] if grads_W is not None else []:
-                    grad_W.add_(extra)
+                if grad_W is not None:
+                    for part in parts[1:]:
+                        grad_W.add_(part)
         loss = (torch.linalg.vecdot(S1, base).sum() + (vals * D).sum()) / B
 
         if need_grad:
