@@ -2,6 +2,7 @@
 artifacts it reads (so that two at once never build the same model or SAEs twice), and a
 selection (NOTEBOOK=...) must run only what it names. Read from make's dry run."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -47,3 +48,36 @@ def test_a_selection_runs_only_what_it_names():
     assert _run_order(_targets("06_*"), "06_*") == ["06"]
     assert _run_order(_targets("0[156]_*"), "0[156]_*") == ["05", "06", "01"]
     assert _run_order(["nb-06", "nb-05"], "0[56]_*") == ["05", "06"]
+
+
+_FAKE_PYTHON = """#!/bin/bash
+# Stands in for the venv's python: `-m papermill <notebook> ...` sleeps its notebook's share of a
+# cold default run and logs when it ran; `-m sae_studies.publish` does nothing.
+[ "$2" = papermill ] || exit 0
+nb=$(basename "$3" .ipynb); nb=${nb%%_*}
+declare -A seconds=([00]=0.57 [02]=0.32 [05]=1.1 [06]=3.0 [01]=1.5 [03]=2.9 [04]=0.3)
+echo "start $nb" >> "$LANE_LOG"; sleep "${seconds[$nb]}"; echo "end $nb" >> "$LANE_LOG"
+"""
+
+
+def test_two_lanes_start_06_as_soon_as_05_ends(tmp_path):
+    """With JOBS=2, the lane 05 frees goes to 06 (the longest notebook), not to 03 or 04: GNU make
+    alone came back to 06 only after starting everything else, so 06 ran last. Notebooks stand in
+    by sleeps in the proportions of a cold default run."""
+    fake = tmp_path / "python"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "lanes.log"
+    subprocess.run(
+        ["make", "figures", "PROFILE=smoke", "JOBS=2", "STAMP=", f"PY={fake}", f"BUILD={tmp_path}/build"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LANE_LOG": str(log), "SAE_STUDIES_DATA": str(tmp_path)},
+    )
+    events = log.read_text().split("\n")
+    after_05 = events[events.index("end 05") + 1]
+    assert after_05 == "start 06"
+    assert events.index("start 04") > events.index("start 06")
+    assert sorted(e for e in events if e.startswith("end")) == [f"end {nb}" for nb in ("00", "01", "02", "03", "04", "05", "06")]
