@@ -89,7 +89,7 @@ smoke:
 	$(MAKE) figures PROFILE=smoke
 
 ## The real model (SmolLM2-135M, offline): every notebook that reads a language model (study 2's
-## synthetic data has none), figures in figures/smollm2/ (about 6 h one notebook at a time on 2 cores, 06 included; JOBS=2 runs two at once).
+## synthetic data has none), figures in figures/smollm2/ (its notebooks' committed times add up to 6.5 h; JOBS=2, two at once, about 3.7 h).
 smollm2:
 	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[013456]_*"
 
