@@ -117,9 +117,10 @@ def study1_control(
         hue="control",
         order=list(dict.fromkeys(sub.group)),
         palette={"across seeds": "C3", "random subset": "0.6", "reference": "C4"},
+        errorbar="sd",  # seaborn's default, a bootstrap interval, drew other bars on every run
         ax=axes[2],
     )
-    axes[2].set_ylabel("projection overlap of two seeds' subspaces")
+    axes[2].set_ylabel("projection overlap of two seeds' subspaces\n(mean ± sd over seed pairs, draws)")
     axes[2].set_xlabel("")
     axes[2].tick_params(axis="x", labelsize=8)
     axes[2].set_title(f"{archs[0]}: study 1's claim-4 analysis")
