@@ -61,9 +61,10 @@ $(filter-out nb-00 nb-02,$(NB_TARGETS)): $(filter nb-00,$(NB_TARGETS))
 $(filter nb-06,$(NB_TARGETS)): $(filter nb-05,$(NB_TARGETS))
 # Two lanes, [00 05 06 04] beside [02 01 03]. GNU make comes back to a target that waited for a
 # running prerequisite only once it has nothing else to start, so when 05 ended, 03 or 04 took the lane
-# and 06, the longest notebook, ran last (cold default: 92 min; with the lanes about 84; SmolLM2 about
-# 4.3 h -> 3.7 h, from each notebook's measured time). Order-only, and only with both 05 and 06 at two
-# at a time: any other selection or JOBS runs whatever is ready.
+# and 06, the longest notebook, ran last. Cold default with the lanes: 92 min on an afternoon when most
+# notebooks ran 6-20 % slow; the old order, replayed with those times, about 101 (SmolLM2, replayed with
+# its committed times: 4.3 h -> 3.7 h). Order-only, and only with both 05 and 06 at two at a time: any
+# other selection or JOBS runs whatever is ready.
 ifeq ($(JOBS)$(filter nb-05,$(NB_TARGETS))$(filter nb-06,$(NB_TARGETS)),2nb-05nb-06)
 $(filter nb-03,$(NB_TARGETS)): | $(filter nb-01,$(NB_TARGETS))
 $(filter nb-04,$(NB_TARGETS)): | nb-06

@@ -1,6 +1,7 @@
 """`make figures` runs notebooks JOBS at a time: each must start after the notebooks whose
 artifacts it reads (so that two at once never build the same model or SAEs twice), and a
-selection (NOTEBOOK=...) must run only what it names. Read from make's dry run."""
+selection (NOTEBOOK=...) must run only what it names. Read from make's dry run; the two lanes
+from a real make run whose notebooks are sleeps."""
 
 import os
 import re
