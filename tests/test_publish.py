@@ -4,6 +4,7 @@ import json
 import shutil
 
 import matplotlib
+import nbformat
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -59,10 +60,11 @@ def test_a_publishing_run_reaches_figures_only_when_published(checkout, monkeypa
     }
     table = {"output_type": "execute_result", "data": {"text/plain": "k  EV"}, "execution_count": 1, "metadata": {}}
     cell = {"cell_type": "code", "source": "train()", "outputs": [bar, table], "metadata": {}}
-    executed.write_text(json.dumps({"cells": [cell], "metadata": {"widgets": {"state": {"m": {}}}, "kernelspec": {"name": "k"}}}))
+    metadata = {"widgets": {"state": {"m": {}}}, "kernelspec": {"name": "k"}}
+    executed.write_text(json.dumps({"cells": [cell], "metadata": metadata, "nbformat": 4, "nbformat_minor": 4}))
     moved = publish("default", executed)
     assert (checkout / "figures" / "03_demo.png").read_bytes() != b"old"
-    published = json.loads((checkout / "figures" / "notebooks" / "default" / "03_demo.ipynb").read_text())
+    published = nbformat.read(checkout / "figures" / "notebooks" / "default" / "03_demo.ipynb", as_version=nbformat.NO_CONVERT)
     assert published["cells"][0]["outputs"] == [table]  # the progress bar is left out, the table kept
     assert published["metadata"] == {"kernelspec": {"name": "k"}}  # and the widgets' state
     assert len(moved) == 3 and not run.profile.figures_dir.exists()  # png, pdf, notebook

@@ -13,10 +13,11 @@ of a cold run's notebook and no result.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
+
+import nbformat
 
 from .config import load_profile
 
@@ -52,8 +53,8 @@ def publish(profile_name: str, executed_notebook: Path | None = None) -> list[Pa
         executed_notebook = Path(executed_notebook)
         dst = profile.root / "figures" / "notebooks" / profile_name / executed_notebook.name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        notebook = without_progress_bars(json.loads(executed_notebook.read_text()))
-        dst.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")  # as nbformat writes
+        notebook = nbformat.read(executed_notebook, as_version=nbformat.NO_CONVERT)
+        nbformat.write(without_progress_bars(notebook), dst)
         moved.append(dst)
         size = dst.stat().st_size
         if size > MAX_NOTEBOOK_BYTES:
