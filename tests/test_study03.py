@@ -25,6 +25,38 @@ def test_category_auroc_known_answers():
     assert auc[1] == pytest.approx(0.5) and set(auc) == {0, 1, 2}  # all-zero ties: chance
 
 
+def test_rank_sums_agree_with_scipy_rankdata():
+    """The sparse rank sums equal the dense average ranks' sums: ties among zeros, among nonzero
+    values and across columns, negative codes, an all-zero column and a column with no zero."""
+    from scipy.stats import rankdata
+
+    g = np.random.default_rng(0)
+    a = g.choice([0.0, 0.0, 0.0, 0.5, 1.0, 2.5], size=(300, 7)).astype(np.float32)
+    a[:, 1] = 0.0
+    a[:, 2] = g.normal(size=300)  # no zeros, some negative
+    a[::7, 3] = -1.0  # negative codes below the zeros
+    rows = g.random(300) < 0.3
+    ranks = rankdata(a.astype(np.float64), axis=0)
+    np.testing.assert_allclose(features.rank_sums(a, [rows, ~rows]), [ranks[rows].sum(0), ranks[~rows].sum(0)], rtol=1e-12)
+
+
+def test_category_auroc_agrees_with_sklearn():
+    """Best single-latent AUROC per category against sklearn's roc_auc_score on TopK-like codes."""
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(1)
+    pre = torch.randn(400, 32, generator=g)
+    codes = quality.keep_top_k(torch.relu(pre), 4)
+    cats = np.random.default_rng(1).integers(-1, 3, size=400)
+    codes[torch.as_tensor(cats == 2), 5] += 3.0  # latent 5 tracks category 2
+    auc = features.category_auroc(codes, cats)
+    keep = cats >= 0
+    for c in (0, 1, 2):
+        best = max(roc_auc_score(cats[keep] == c, codes.numpy()[keep, j]) for j in range(32))
+        assert auc[c] == pytest.approx(best, abs=1e-12)
+    assert auc[2] > 0.9
+
+
 def test_interpolation_in_log_l0_and_gap():
     assert hierarchical.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 8) == pytest.approx(0.6)
     assert np.isnan(hierarchical.interpolate_at_l0(np.array([4, 16]), np.array([0.5, 0.7]), 32))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import entropy, rankdata
+from scipy.stats import entropy
 
 from ..checks import check_masks
 from ..devices import device_of, to_cpu, to_device, to_numpy
@@ -255,18 +255,48 @@ def category_auroc(codes: torch.Tensor, categories: np.ndarray) -> dict[int, flo
     """Best single-latent AUROC per category (rows with category < 0, separators, are skipped).
 
     AUROC of latent j for category c = P(a_j on a token of c > a_j on another token), with ties
-    counted half, computed from average ranks (Mann-Whitney U) for all latents at once.
+    counted half, computed from average ranks (Mann-Whitney U) for all latents at once
+    (:func:`rank_sums`: only the nonzero codes are sorted).
     """
     keep = categories >= 0
-    a = to_numpy(codes)[keep].astype(np.float64)
-    cats = categories[keep]
-    ranks = rankdata(a, axis=0)  # average ranks: ties (mostly zeros) count half
+    cats, a = categories[keep], to_numpy(codes)
+    found = [c for c in np.unique(cats) if 0 < (cats == c).sum() < len(cats)]
+    sums = rank_sums(a if keep.all() else a[keep], [cats == c for c in found])
     out = {}
-    for c in np.unique(cats):
-        pos = cats == c
-        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-        if n_pos == 0 or n_neg == 0:
-            continue
-        auc = (ranks[pos].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-        out[int(c)] = float(auc.max())
+    for c, s in zip(found, sums):
+        n_pos = int((cats == c).sum())
+        n_neg = len(cats) - n_pos
+        out[int(c)] = float(((s - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).max())
+    return out
+
+
+def rank_sums(a: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """``[len(groups), F]``: per row mask of ``groups`` and column j of ``a`` ``[n, F]``, the sum
+    over the masked rows of the rank of ``a[i, j]`` within column j (average ranks, 1-based, as
+    ``scipy.stats.rankdata(a, axis=0)``).
+
+    SAE codes are mostly zeros, so only the nonzero entries are sorted (by column, then value);
+    the zeros of a column tie at one rank, which is counted without sorting them."""
+    n, n_cols = a.shape
+    r, c = np.nonzero(a)
+    v = a[r, c].astype(np.float64)
+    by_value = np.argsort(v)
+    # then by column, stably (a radix sort for ≤ 2^15 columns): np.lexsort((v, c)), twice as fast
+    order = by_value[np.argsort(c[by_value].astype(np.int16 if n_cols < 2**15 else np.int64), kind="stable")]
+    r, c, v = r[order], c[order], v[order]
+    nnz = np.bincount(c, minlength=n_cols)
+    n_zero = n - nnz
+    # average rank of each nonzero among its column's nonzeros: ties are runs of equal (column, value)
+    at = np.arange(len(v)) - np.concatenate([[0], np.cumsum(nnz)[:-1]])[c]
+    starts = np.ones(len(v), dtype=bool)
+    starts[1:] = (c[1:] != c[:-1]) | (v[1:] != v[:-1])
+    run = np.cumsum(starts) - 1
+    rank = at[starts][run] + (np.bincount(run)[run] + 1) / 2
+    rank += np.where(v > 0, n_zero[c], 0)  # positive codes rank above the column's zeros
+    zero_rank = np.bincount(c[v < 0], minlength=n_cols) + (n_zero + 1) / 2
+    out = np.empty((len(groups), n_cols))
+    for i, rows in enumerate(groups):
+        in_rows = rows[r]
+        nonzero_sum = np.bincount(c[in_rows], weights=rank[in_rows], minlength=n_cols)
+        out[i] = nonzero_sum + (int(rows.sum()) - np.bincount(c[in_rows], minlength=n_cols)) * zero_rank
     return out
