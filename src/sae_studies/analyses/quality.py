@@ -151,7 +151,9 @@ class Splicer:
     Build one per (model, hook, contexts) and ask it for many replacements: the clean and the
     zero-ablation CE are computed once, and for `blocks.L.hook_resid_post` the residual stream at
     the hook is cached, so each replacement costs only the blocks after L (same numbers as
-    splicing with a hook). Other hooks are spliced with `run_with_hooks`.
+    splicing with a hook). Other hooks are spliced with `run_with_hooks`. The clean model's
+    log-probabilities, which every KL needs, are cached too (the same numbers as recomputing
+    them), each cache while it fits `cache_mib`.
 
     - `ce(replacements, kl=...)`: CE for each replacement; `replacements(a)` takes the hook's
       activation flattened to [tokens, d] and returns a dict of tensors of that shape (made one
@@ -191,6 +193,8 @@ class Splicer:
         self._layer = layer if kind == "resid" else None
         resid_mib = contexts.size * model.cfg.d_model * 4 / 2**20
         self._resid: dict[int, torch.Tensor] | None = {} if self._layer is not None and resid_mib <= cache_mib else None
+        logp_mib = self.n_predicted * model.cfg.d_vocab_out * 8 / 2**20  # float64
+        self._clean_logp: dict[int, torch.Tensor] | None = {} if logp_mib <= cache_mib else None
         self._ce_clean: float | None = None
         self._ce_zero: float | None = None
 
@@ -246,11 +250,13 @@ class Splicer:
         for i in tqdm(range(0, len(self.contexts), self.batch_size), desc=desc or f"spliced CE at {self.hook}", leave=False):
             tokens = self._tokens(i)
             a, clean = self._activation(i, tokens)
-            clean_logp = None
-            if self._ce_clean is None or kl:
+            clean_logp = self._clean_logp.get(i) if kl and self._clean_logp is not None else None
+            if self._ce_clean is None or (kl and clean_logp is None):
                 clean = self._logits(tokens, a) if clean is None else clean
                 add("clean", _next_token_ce(clean, tokens).item())
                 clean_logp = clean[:, :-1].double().log_softmax(-1)
+                if kl and self._clean_logp is not None:
+                    self._clean_logp[i] = clean_logp
             # one replacement at a time: logits are [batch, pos, vocab], never hold more than one
             kept, rest = a[:, : self.keep_first], a[:, self.keep_first :]
             for key, value in replacements(rest.reshape(-1, a.shape[-1])).items():
