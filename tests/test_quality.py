@@ -55,11 +55,11 @@ def test_identity_splice_recovers_everything_and_caches(micro_run):
 @pytest.mark.parametrize("hook", ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"])
 def test_cached_clean_log_probs_give_the_same_numbers_with_fewer_forwards(micro_run, hook, monkeypatch):
     """A splicer that caches the clean log-probabilities reports exactly what one that recomputes
-    them (cache_mib=0) reports; after the first report, a residual-stream splicer runs one LM
+    them (logp_cache_mib=0) reports; after the first report, a residual-stream splicer runs one LM
     forward per batch, not two (other hooks get the clean logits with the clean activation)."""
     contexts = micro_run.eval_contexts(1024)
     cached = quality.Splicer(micro_run.model, hook, contexts, batch_size=4)
-    uncached = quality.Splicer(micro_run.model, hook, contexts, batch_size=4, cache_mib=0)
+    uncached = quality.Splicer(micro_run.model, hook, contexts, batch_size=4, logp_cache_mib=0)
     for scale in (0.9, 0.5):
         assert cached.report(lambda a, s=scale: s * a) == uncached.report(lambda a, s=scale: s * a)
     n_batches = -(-len(contexts) // 4)
