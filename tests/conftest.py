@@ -1,6 +1,8 @@
 """Shared fixtures: a micro profile whose whole pipeline (tokenizer, LM, activations) builds in
 seconds into a temporary data folder, so unit tests never touch the repository's cache."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,18 @@ def monkeypatch_session():
     mp.undo()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    """The whole session on SAE_STUDIES_TEST_THREADS torch threads (default 1): the tensors here
+    are tiny, and beside another job on the 2 cores OpenMP hand-offs between two threads cost more
+    than the arithmetic (the micro pipeline's build took 490 s on two threads beside one notebook,
+    30 s on one thread beside two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("SAE_STUDIES_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -44,9 +58,9 @@ def _seed():
 
 @pytest.fixture
 def one_thread():
-    """torch on one thread for the test, restored after: the tensors in these tests are tiny, and
-    with other jobs on the 2 cores OpenMP hand-offs between two threads cost more than the
-    arithmetic (measured 7x slower)."""
+    """torch on one thread for the test, restored after, whatever SAE_STUDIES_TEST_THREADS says:
+    the tensors in these tests are tiny, and with other jobs on the 2 cores OpenMP hand-offs
+    between two threads cost more than the arithmetic (measured 7x slower)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
