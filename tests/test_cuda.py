@@ -24,6 +24,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from sae_studies import devices, feed, train
 from sae_studies.activations import ActivationSet, harvest
 from sae_studies.analyses import features, flow, quality, seed_stability, steering
+from sae_studies.analyses import flow_deactivation as deactivation
 from sae_studies.config import SAEConfig
 from sae_studies.lm import LoadedModel
 from sae_studies.saes import registry
@@ -362,7 +363,7 @@ def test_deactivation_and_steering_hooks(device, tmp_path):
     """The deactivation test and removal steering with the LM and SAEs on the device."""
     model, ctx = _tiny_lm(device), _contexts(8)
     saes = {key: _sae(device, tmp_path, seed=i) for i, key in enumerate(("target", "resid", "mlp", "attn"))}
-    ld = flow.LayerDeactivation(model, 1, saes, ctx, batch_size=4)
+    ld = deactivation.LayerDeactivation(model, 1, saes, ctx, batch_size=4)
     f = int(torch.argmax((ld.codes["target"] > 0).sum((0, 1))))
     windows = torch.nonzero(ld.firing(f).any(1)).flatten().cpu().tolist()[:3]
     cands = ld.active_predecessors(f, windows)[:4]

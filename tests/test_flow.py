@@ -11,6 +11,7 @@ import torch
 
 from sae_studies import train
 from sae_studies.analyses import flow
+from sae_studies.analyses import flow_deactivation as deactivation
 from sae_studies.saes import registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
@@ -180,7 +181,7 @@ def layer_saes(micro_run):
     spec = registry.get("topk").spec(4 * micro_run.profile.lm.d_model, 4)
     saes = {p: train.train_sae(acts[h], spec, cfg, micro_run.store, 512)[0] for p, h in hooks.items()}
     contexts = micro_run.eval_contexts(1024)
-    ld = flow.LayerDeactivation(
+    ld = deactivation.LayerDeactivation(
         micro_run.model,
         1,
         {"target": saes[("resid", 1)], "resid": saes[("resid", 0)], "mlp": saes[("mlp", 1)], "attn": saes[("attn", 1)]},
@@ -268,14 +269,14 @@ def test_deactivation_table_invariants(layer_saes):
     m = flow.match_decoders(decs, [1], k=5)
     firing = (ld.codes["target"] > 0).sum((0, 1))
     features = torch.nonzero(firing > 0).flatten()[:5].tolist()
-    tab = flow.deactivation_table(ld, m, features, n_windows=1, rng=np.random.default_rng(0))
-    assert set(tab["method"]) == set(flow.METHODS)
+    tab = deactivation.deactivation_table(ld, m, features, n_windows=1, rng=np.random.default_rng(0))
+    assert set(tab["method"]) == set(deactivation.METHODS)
     wide = tab.pivot(index="feature", columns="method", values="change")
     assert (wide["exhaustive"] >= wide["top-1 cosine"] - 1e-9).all()
     assert (wide["exhaustive"] >= wide["random top-5"] - 1e-9).all()
     top1 = tab[tab.method == "top-1 cosine"].set_index("feature")
     for feat, row in top1.iterrows():  # the top-1 pick is the best pooled cosine
-        best = flow.pooled_top(m, 1, int(feat), 5)[0]
+        best = deactivation.pooled_top(m, 1, int(feat), 5)[0]
         assert (row["kind"], row["predecessor"]) == best[:2]
         assert row["cosine"] == pytest.approx(best[2], abs=1e-5)
     assert tab["success"].between(0, 1).all()
