@@ -12,6 +12,7 @@ import torch
 from sae_studies.activations import ActivationSet
 from sae_studies.analyses import seed_stability, subspaces
 from sae_studies.analyses import synthetic as syn
+from sae_studies.analyses import synthetic_recovery as rec
 from sae_studies.store import Store
 
 SMALL = dict(d=16, n_isolated=3, n_groups=2, rank=3, noise_std=0.0, p_isolated=0.2, p_group=0.3)
@@ -177,11 +178,11 @@ def test_isolated_and_direction_recovery():
     t = _truth()
     noise = torch.randn(5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     dec = torch.cat([t.isolated[[2, 0]], noise])
-    rec = syn.isolated_recovery(dec, t)
-    assert rec[0] == pytest.approx(1.0) and rec[2] == pytest.approx(1.0) and rec[1] < 0.99
-    dirs = syn.direction_recovery(torch.cat([t.directions[1], noise]), t)
+    best = rec.isolated_recovery(dec, t)
+    assert best[0] == pytest.approx(1.0) and best[2] == pytest.approx(1.0) and best[1] < 0.99
+    dirs = rec.direction_recovery(torch.cat([t.directions[1], noise]), t)
     torch.testing.assert_close(dirs[1], torch.ones(6, dtype=torch.float64))
-    assert syn.direction_recovery(dec, syn.ground_truth(syn.LowRankSpec(**SMALL))) is None
+    assert rec.direction_recovery(dec, syn.ground_truth(syn.LowRankSpec(**SMALL))) is None
 
 
 def test_assignment_by_energy_sign_and_firing():
@@ -196,14 +197,14 @@ def test_assignment_by_energy_sign_and_firing():
             t.isolated[2] + torch.linalg.svd(torch.cat([t.isolated, t.bases.reshape(-1, 16)]))[2][-1] * 2,
         ]
     )
-    a = syn.assign_latents(dec, t)
+    a = rec.assign_latents(dec, t)
     assert list(a.owner) == [0, -1, 3 + 1, 3 + 0, -1]  # −u_0 is not feature 0; the last has 20 % in u_2
     assert list(a.kind) == ["isolated", "none", "group", "group", "none"]
     assert a.energy[3] == pytest.approx(0.64)
-    dead = syn.assign_latents(dec, t, firings=np.array([10, 0, 3, 10, 10]), min_firings=5)
+    dead = rec.assign_latents(dec, t, firings=np.array([10, 0, 3, 10, 10]), min_firings=5)
     assert list(dead.kind) == ["isolated", "dead", "dead", "group", "none"]
     with pytest.raises(ValueError, match="min_energy"):
-        syn.assign_latents(dec, t, min_energy=0.0)
+        rec.assign_latents(dec, t, min_energy=0.0)
 
 
 def test_subspace_recovery_and_agreement_known_answers():
@@ -211,14 +212,14 @@ def test_subspace_recovery_and_agreement_known_answers():
     g = torch.Generator().manual_seed(0)
     rot = [subspaces.random_subspace(3, 3, g, dtype=torch.float64) for _ in range(2)]
     full = torch.cat([t.isolated, rot[0] @ t.bases[0], rot[1] @ t.bases[1]])  # an arbitrary basis of each group
-    a = syn.assign_latents(full, t)
-    np.testing.assert_allclose(syn.subspace_recovery(full, t, a), np.ones((2, 3)), atol=1e-9)
+    a = rec.assign_latents(full, t)
+    np.testing.assert_allclose(rec.subspace_recovery(full, t, a), np.ones((2, 3)), atol=1e-9)
     partial = torch.cat([t.isolated, t.bases[0, :2], rot[1] @ t.bases[1]])  # group 0 misses one dimension
-    cos = syn.subspace_recovery(partial, t, syn.assign_latents(partial, t))
+    cos = rec.subspace_recovery(partial, t, rec.assign_latents(partial, t))
     np.testing.assert_allclose(cos[0], [1, 1, 0], atol=1e-9)
     other = torch.cat([t.isolated, t.bases[0], t.bases[1] * 3])
-    agree = syn.cross_seed_span_agreement(
-        [full, other, partial], t, [a, syn.assign_latents(other, t), syn.assign_latents(partial, t)]
+    agree = rec.cross_seed_span_agreement(
+        [full, other, partial], t, [a, rec.assign_latents(other, t), rec.assign_latents(partial, t)]
     )
     assert agree.shape == (3, 2, 3)
     np.testing.assert_allclose(agree[0], np.ones((2, 3)), atol=1e-9)
@@ -226,7 +227,7 @@ def test_subspace_recovery_and_agreement_known_answers():
 
 
 def test_random_subspace_reference_matches_r_over_d():
-    cos = syn.random_subspace_cosines(4, 32, 400, torch.Generator().manual_seed(0))
+    cos = rec.random_subspace_cosines(4, 32, 400, torch.Generator().manual_seed(0))
     assert cos.shape == (400, 4)
     assert float((cos**2).mean()) == pytest.approx(4 / 32, abs=0.01)
 
@@ -235,9 +236,9 @@ def test_rotation_null_keeps_isolated_latents_and_subspaces():
     spec = syn.LowRankSpec(d=40, n_isolated=4, n_groups=2, rank=8, noise_std=0.0)
     t = syn.ground_truth(spec)
     dec = torch.cat([t.isolated, t.bases[0], -t.bases[0], t.bases[1]]).float()  # the same dictionary in both seeds
-    asg = [syn.assign_latents(dec, t)] * 2
+    asg = [rec.assign_latents(dec, t)] * 2
     real = seed_stability.stability_scores([dec, dec], 0.7)
-    null = syn.rotation_null([dec, dec], t, asg, 0.7, torch.Generator().manual_seed(0))
+    null = rec.rotation_null([dec, dec], t, asg, 0.7, torch.Generator().manual_seed(0))
     torch.testing.assert_close(null.fraction[:, :4], real.fraction[:, :4])  # isolated latents untouched
     assert float(real.mean_best[:, 4:].mean()) == pytest.approx(1.0, abs=1e-6)
     assert float(null.mean_best[:, 4:].mean()) < 0.8  # an identical basis becomes a random one
@@ -247,30 +248,30 @@ def test_rotation_null_keeps_isolated_latents_and_subspaces():
 
 def test_within_subspace_null_and_its_checks():
     t = _truth()
-    out = syn.within_subspace_null(t, [6, 6], 3, 0.7, torch.Generator().manual_seed(0))
+    out = rec.within_subspace_null(t, [6, 6], 3, 0.7, torch.Generator().manual_seed(0))
     assert set(out) >= {"fraction_stable", "mean_best", "pair_share"} and 0 <= out["fraction_stable"] <= 1
     with pytest.raises(ValueError, match="per_group"):
-        syn.within_subspace_null(t, [6], 3, 0.7)
+        rec.within_subspace_null(t, [6], 3, 0.7)
 
 
 def test_mcc_against_ground_truth():
     t = _truth()
     exact = torch.cat([t.isolated, t.directions.reshape(-1, 16)])
     perm = exact[torch.randperm(len(exact), generator=torch.Generator().manual_seed(0))]
-    out = syn.mcc(perm, t)
+    out = rec.mcc(perm, t)
     assert out["isolated"] == pytest.approx(1.0, abs=1e-6) and out["all_directions"] == pytest.approx(1.0, abs=1e-6)
-    assert set(syn.mcc(perm, syn.ground_truth(syn.LowRankSpec(**SMALL)))) == {"isolated"}
-    assert math.isfinite(syn.mcc(torch.randn(20, 16), t)["isolated"])
+    assert set(rec.mcc(perm, syn.ground_truth(syn.LowRankSpec(**SMALL)))) == {"isolated"}
+    assert math.isfinite(rec.mcc(torch.randn(20, 16), t)["isolated"])
 
 
 def test_standard_mcc_counts_unmatched_directions_as_zero():
     t = _truth()
     exact = torch.cat([t.isolated, t.directions.reshape(-1, 16)]).float()
     half = exact[: len(exact) // 2]  # fewer latents than directions, each one exact
-    out = syn.mcc(half, t)
+    out = rec.mcc(half, t)
     assert out["all_directions_saelens"] == pytest.approx(1.0, abs=1e-6)  # min(n_true, F) = F: inflated
     assert out["all_directions"] == pytest.approx(len(half) / len(exact), abs=1e-6)
     # a plain reference: greedy is optimal when every latent is one distinct true direction
-    assert syn.mcc_over_truth(exact, exact) == pytest.approx(1.0) and syn.mcc_over_truth(exact, -exact) == pytest.approx(1.0)
+    assert rec.mcc_over_truth(exact, exact) == pytest.approx(1.0) and rec.mcc_over_truth(exact, -exact) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="ground-truth"):
-        syn.mcc_over_truth(torch.zeros(0, 16), exact)
+        rec.mcc_over_truth(torch.zeros(0, 16), exact)

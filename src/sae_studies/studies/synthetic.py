@@ -28,6 +28,7 @@ import torch
 
 from ..analyses import quality, seed_stability
 from ..analyses import synthetic as syn
+from ..analyses import synthetic_recovery as rec
 from ..checks import check_choice, check_int, check_tau, check_unit_interval
 from ..config import Profile, SAEConfig
 from ..saes import registry
@@ -206,7 +207,7 @@ class CellResult:
     decoders: list[torch.Tensor]
     firings: np.ndarray
     """``[S, F]`` firings on the held-out rows."""
-    assignments: list[syn.Assignment]
+    assignments: list[rec.Assignment]
     scores: seed_stability.StabilityScores
     rotated: seed_stability.StabilityScores
     """Stability after rotating each group's latents at random inside its subspace (the null)."""
@@ -252,14 +253,14 @@ def evaluate(
     decs = [s.W_dec.detach().cpu() for s in saes]
     reps = [quality.sae_reconstruction_metrics(s, eval_x) for s in saes]
     firings = np.stack([r.density * len(eval_x) for r in reps])
-    asg = [syn.assign_latents(w, truth, cfg.min_energy, f, cfg.min_firings) for w, f in zip(decs, firings)]
+    asg = [rec.assign_latents(w, truth, cfg.min_energy, f, cfg.min_firings) for w, f in zip(decs, firings)]
     scores = seed_stability.stability_scores(decs, cfg.tau)
-    rotated = syn.rotation_null(decs, truth, asg, cfg.tau, generator)
-    iso_best = np.stack([syn.isolated_recovery(w, truth).numpy() for w in decs])
-    dirs = [syn.direction_recovery(w, truth) for w in decs]
+    rotated = rec.rotation_null(decs, truth, asg, cfg.tau, generator)
+    iso_best = np.stack([rec.isolated_recovery(w, truth).numpy() for w in decs])
+    dirs = [rec.direction_recovery(w, truth) for w in decs]
     dir_best = None if dirs[0] is None else np.stack([x.numpy() for x in dirs])
-    to_truth = np.stack([syn.subspace_recovery(w, truth, a) for w, a in zip(decs, asg)])
-    cross = syn.cross_seed_span_agreement(decs, truth, asg)
+    to_truth = np.stack([rec.subspace_recovery(w, truth, a) for w, a in zip(decs, asg)])
+    cross = rec.cross_seed_span_agreement(decs, truth, asg)
     rows, lat = [], []
     for s, (seed, w, a, rep) in enumerate(zip(seeds, decs, asg, reps)):
         kind, fr, mb = a.kind, scores.fraction[s].numpy(), scores.mean_best[s].numpy()
@@ -276,7 +277,7 @@ def evaluate(
             "iso_best": float(iso_best[s].mean()) if iso_best.size else np.nan,
             "dir_recovered": float((dir_best[s] >= cfg.recovered_cos).mean()) if dir_best is not None else np.nan,
             "subspace_cos2": float((to_truth[s] ** 2).mean()) if to_truth.size else np.nan,
-            **{f"mcc_{k}": v for k, v in syn.mcc(w, truth).items()},
+            **{f"mcc_{k}": v for k, v in rec.mcc(w, truth).items()},
             **_kind_stats(kind, fr, mb, "isolated"),
             **_kind_stats(kind, fr, mb, "group"),
             **_kind_stats(kind, fr, mb, "none"),
@@ -302,7 +303,7 @@ def evaluate(
         )
     per_seed = pd.DataFrame(rows)
     per_seed["cross_seed_cos2"] = _per_seed_pairs((cross**2).mean(axis=(1, 2)), len(seeds)) if cross.size else np.nan
-    random = syn.random_subspace_cosines(spec.rank, spec.d, cfg.n_random_subspaces, generator)
+    random = rec.random_subspace_cosines(spec.rank, spec.d, cfg.n_random_subspaces, generator)
     nulls = null_table(decs, eval_x, truth, asg, cfg, generator)
     return CellResult(
         architecture,
@@ -337,7 +338,7 @@ def null_table(
     decs: list[torch.Tensor],
     eval_x: torch.Tensor,
     truth: syn.GroundTruth,
-    asg: list[syn.Assignment],
+    asg: list[rec.Assignment],
     cfg: Study02Config,
     generator: torch.Generator,
 ) -> pd.DataFrame:
@@ -352,7 +353,7 @@ def null_table(
     ]
     per_group = [int(round(np.mean([a.group_mask(g).sum() for a in asg]))) for g in range(truth.bases.shape[0])]
     if sum(per_group):
-        rows.append({"null": "within subspaces", **syn.within_subspace_null(truth, per_group, n, cfg.tau, generator)})
+        rows.append({"null": "within subspaces", **rec.within_subspace_null(truth, per_group, n, cfg.tau, generator)})
     return pd.DataFrame(rows)
 
 
