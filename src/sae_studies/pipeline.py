@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import activations, lm, plotting, profile_checks, smollm2, sweep
+from . import activations, lm, plotting, profile_checks, smollm2, sweep, table_cache
 from .analyses import quality
 from .config import EMBEDDED_MODEL, Profile, load_profile
 from .store import UNCOMMITTED, Store, git_commit, git_dirty
@@ -100,6 +100,13 @@ class Run:
         if self.profile.name == "default" and committed.exists():
             return pd.read_csv(committed)
         return pd.DataFrame()
+
+    def cached_table(
+        self, name: str, compute: Callable[[], pd.DataFrame], inputs: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """``compute()``'s table, kept in the store so that a rerun of the notebook from the top
+        reads it (keyed by the profile, the package's code and the cells run before: `table_cache`)."""
+        return table_cache.cached_table(self.store, self.profile, name, compute, inputs)
 
     @property
     def model_label(self) -> str:
