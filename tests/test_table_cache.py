@@ -1,6 +1,8 @@
 """The table cache: a stored table is served only under the same profile, package code, kernel
 history and computation; its computation leaves the global random state alone."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,3 +104,23 @@ def test_a_computation_that_returns_no_table_stores_nothing(store, profile):
     with pytest.raises(TypeError, match="DataFrame"):
         table_cache.cached_table(store, profile, "t", lambda: [1, 2])
     assert not list((store.root / table_cache.KIND).glob("*/table.pkl"))
+
+
+def test_code_digest_is_the_same_in_every_process():
+    """A set literal compiles to a frozenset whose repr's order follows PYTHONHASHSEED: the digest
+    must not, or no other process would ever read the table."""
+    import subprocess
+    import sys
+
+    script = "from sae_studies.table_cache import code_digest; print(code_digest((lambda m: m in {'topk', 'batchtopk', 'standard', 'kron', 'matryoshka'}).__code__))"
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(digests) == 1

@@ -64,6 +64,8 @@ def code_digest(code: CodeType) -> str:
         for const in c.co_consts:
             if isinstance(const, CodeType):
                 add(const)
+            elif isinstance(const, frozenset):  # `x in {"a", "b"}`: its repr's order follows the string hash seed
+                h.update(repr(sorted(map(repr, const))).encode())
             else:
                 h.update(repr(const).encode())
 
