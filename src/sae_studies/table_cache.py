@@ -10,9 +10,10 @@ trained take minutes on the default profile and most of an hour on SmolLM2).
   numerical libraries' versions (`Store` keys: it fixes every builder and analysis);
 * the source of every cell the Jupyter kernel has run so far, this one included (IPython's
   ``In``): a notebook run from the top in a fresh kernel reads the table, while an edited or
-  re-run earlier cell, whose variables the computation may read, recomputes it. Outside a kernel
-  the code object of ``compute`` stands in (what a script's lambda does), with ``inputs`` for
-  anything else it reads that the profile does not fix;
+  re-run earlier cell, whose variables the computation may read, recomputes it;
+* the code object of ``compute`` (outside a kernel, what tells one script's lambda from another)
+  and ``inputs``, for anything else it reads that none of the above fixes (a file outside the
+  package, an environment variable);
 * pandas' version (the pickle's format).
 
 Coarse on purpose: any change to the package, the profile or the notebook above recomputes; a
