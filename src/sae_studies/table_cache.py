@@ -90,13 +90,10 @@ def cached_table(
     store: Store, profile: Profile, name: str, compute: Callable[[], pd.DataFrame], inputs: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
     """``compute()``, or the table a run with the same key stored (see the module docstring)."""
-    params = table_params(profile, name, compute, inputs)
-    found = store.get(KIND, params, code=CODE)
-    if found is not None:
-        print(f"{name}: read from the cache ({found.path})")
-        return pd.read_pickle(found.path / FILE)
+    computed = []
 
     def build(tmp: Path) -> dict[str, Any]:
+        computed.append(name)
         numpy_state = np.random.get_state()
         try:
             with torch.random.fork_rng():
@@ -108,5 +105,7 @@ def cached_table(
         table.to_pickle(tmp / FILE)
         return {"rows": len(table), "columns": list(map(str, table.columns))}
 
-    art = store.get_or_build(KIND, params, build, code=CODE)
+    art = store.get_or_build(KIND, table_params(profile, name, compute, inputs), build, code=CODE)
+    if not computed:
+        print(f"{name}: read from the cache ({art.path})")
     return pd.read_pickle(art.path / FILE)

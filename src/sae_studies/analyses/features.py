@@ -260,13 +260,14 @@ def category_auroc(codes: torch.Tensor, categories: np.ndarray) -> dict[int, flo
     """
     keep = categories >= 0
     cats, a = categories[keep], to_numpy(codes)
-    found = [c for c in np.unique(cats) if 0 < (cats == c).sum() < len(cats)]
-    sums = rank_sums(a if keep.all() else a[keep], [cats == c for c in found])
+    masks = {int(c): cats == c for c in np.unique(cats)}
+    masks = {c: m for c, m in masks.items() if 0 < m.sum() < len(cats)}  # both classes present
+    sums = rank_sums(a if keep.all() else a[keep], list(masks.values()))
     out = {}
-    for c, s in zip(found, sums):
-        n_pos = int((cats == c).sum())
+    for (c, pos), s in zip(masks.items(), sums):
+        n_pos = int(pos.sum())
         n_neg = len(cats) - n_pos
-        out[int(c)] = float(((s - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).max())
+        out[c] = float(((s - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).max())
     return out
 
 
@@ -297,6 +298,7 @@ def rank_sums(a: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     out = np.empty((len(groups), n_cols))
     for i, rows in enumerate(groups):
         in_rows = rows[r]
-        nonzero_sum = np.bincount(c[in_rows], weights=rank[in_rows], minlength=n_cols)
-        out[i] = nonzero_sum + (int(rows.sum()) - np.bincount(c[in_rows], minlength=n_cols)) * zero_rank
+        cols = c[in_rows]
+        nonzero_sum = np.bincount(cols, weights=rank[in_rows], minlength=n_cols)
+        out[i] = nonzero_sum + (int(rows.sum()) - np.bincount(cols, minlength=n_cols)) * zero_rank
     return out

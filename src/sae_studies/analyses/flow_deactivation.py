@@ -23,13 +23,8 @@ from torch import Tensor
 from ..checks import check_int
 from ..devices import to_cpu, to_device
 from .cosine import unit_rows
+from .features import feature_contributions
 from .flow import SOURCES, FlowMatches, position_hook
-
-
-def _contributions(sae) -> Tensor:
-    from .features import feature_contributions
-
-    return feature_contributions(sae)
 
 
 def _standard_block(cfg) -> bool:
@@ -84,7 +79,7 @@ class LayerDeactivation:
             for key, act_key in (("target", "post"), ("resid", "resid"), ("mlp", "mlp"), ("attn", "attn")):
                 z = self._encode(key, self.acts[act_key].flatten(0, 1))
                 self.codes[key] = z.reshape(*self.acts[act_key].shape[:2], -1)
-        self.u = {kind: _contributions(self.saes[kind]).to(self.device) for kind in SOURCES}
+        self.u = {kind: feature_contributions(self.saes[kind]).to(self.device) for kind in SOURCES}
 
     def _encode(self, key: str, x: Tensor) -> Tensor:
         """Codes of ``saes[key]`` for activations ``x``, computed on the SAE's device, returned on
