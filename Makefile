@@ -62,12 +62,15 @@ $(filter nb-06,$(NB_TARGETS)): $(filter nb-05,$(NB_TARGETS))
 # Two lanes, [00 05 06 04] beside [02 01 03]. GNU make comes back to a target that waited for a
 # running prerequisite only once it has nothing else to start, so when 05 ended, 03 or 04 took the lane
 # and 06, the longest notebook, ran last. Cold default with the lanes: 92 min on an afternoon when most
-# notebooks ran 6-20 % slow; the old order, replayed with those times, about 101 (SmolLM2, replayed with
-# its committed times: 4.3 h -> 3.7 h). Order-only, and only with both 05 and 06 at two at a time: any
-# other selection or JOBS runs whatever is ready.
+# notebooks ran 6-20 % slow; the old order, replayed with those times, about 101. On smollm2, 04 goes
+# to the other lane, after 03, because there 00 05 06 alone is the longest chain (06 cold: a 30-SAE
+# table with 5 Matryoshka SAEs of 6 min each, 45 spliced-CE passes, its ladders): replayed with the
+# cold times of 2026-12-07 (README), 5.5 h -> 5.0 h. Order-only, and only with both 05 and 06 at two
+# at a time: any other selection or JOBS runs whatever is ready.
+LANE_BEFORE_04 := $(if $(filter smollm2,$(PROFILE)),$(filter nb-03,$(NB_TARGETS)),nb-06)
 ifeq ($(JOBS)$(filter nb-05,$(NB_TARGETS))$(filter nb-06,$(NB_TARGETS)),2nb-05nb-06)
 $(filter nb-03,$(NB_TARGETS)): | $(filter nb-01,$(NB_TARGETS))
-$(filter nb-04,$(NB_TARGETS)): | nb-06
+$(filter nb-04,$(NB_TARGETS)): | $(LANE_BEFORE_04)
 endif
 
 # One notebook: papermill, the cache's warnings, publishing. With JOBS > 1 its output goes to
@@ -90,7 +93,7 @@ smoke:
 	$(MAKE) figures PROFILE=smoke
 
 ## The real model (SmolLM2-135M, offline): every notebook that reads a language model (study 2's
-## synthetic data has none), figures in figures/smollm2/ (its notebooks' committed times add up to 6.5 h; JOBS=2, two at once, about 3.7 h).
+## synthetic data has none), figures in figures/smollm2/ (cold, about 4.5 h with JOBS=2: notebook 06 alone takes about 3 h).
 smollm2:
 	$(MAKE) figures PROFILE=smollm2 NOTEBOOK="0[013456]_*"
 

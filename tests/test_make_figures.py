@@ -53,32 +53,47 @@ def test_a_selection_runs_only_what_it_names():
 
 _FAKE_PYTHON = """#!/bin/bash
 # Stands in for the venv's python: `-m papermill <notebook> ...` sleeps its notebook's share of a
-# cold default run and logs when it ran; `-m sae_studies.publish` does nothing.
+# cold run (SECONDS_OF) and logs when it ran; `-m sae_studies.publish` does nothing.
 [ "$2" = papermill ] || exit 0
 nb=$(basename "$3" .ipynb); nb=${nb%%_*}
-declare -A seconds=([00]=0.57 [02]=0.32 [05]=1.1 [06]=3.0 [01]=1.5 [03]=2.9 [04]=0.3)
+declare -A seconds=(SECONDS_OF)
 echo "start $nb" >> "$LANE_LOG"; sleep "${seconds[$nb]}"; echo "end $nb" >> "$LANE_LOG"
 """
 
 
-def test_two_lanes_start_06_as_soon_as_05_ends(tmp_path):
-    """With JOBS=2, the lane 05 frees goes to 06 (the longest notebook), not to 03 or 04: GNU make
-    alone came back to 06 only after starting everything else, so 06 ran last. Notebooks stand in
-    by sleeps in the proportions of a cold default run."""
+def _lanes(tmp_path, seconds: dict[str, float], *make_args: str) -> list[str]:
+    """The start / end events of `make figures JOBS=2 <make_args>` whose notebooks sleep `seconds`."""
     fake = tmp_path / "python"
-    fake.write_text(_FAKE_PYTHON)
+    fake.write_text(_FAKE_PYTHON.replace("SECONDS_OF", " ".join(f"[{nb}]={s}" for nb, s in seconds.items())))
     fake.chmod(0o755)
     log = tmp_path / "lanes.log"
     subprocess.run(
-        ["make", "figures", "PROFILE=smoke", "JOBS=2", "STAMP=", f"PY={fake}", f"BUILD={tmp_path}/build"],
+        ["make", "figures", "JOBS=2", "STAMP=", f"PY={fake}", f"BUILD={tmp_path}/build", *make_args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "LANE_LOG": str(log), "SAE_STUDIES_DATA": str(tmp_path)},
     )
-    events = log.read_text().split("\n")
+    return log.read_text().split("\n")
+
+
+def test_two_lanes_start_06_as_soon_as_05_ends(tmp_path):
+    """With JOBS=2, the lane 05 frees goes to 06 (the longest notebook), not to 03 or 04: GNU make
+    alone came back to 06 only after starting everything else, so 06 ran last. Notebooks stand in
+    by sleeps in the proportions of a cold default run."""
+    seconds = {"00": 0.57, "02": 0.32, "05": 1.1, "06": 3.0, "01": 1.5, "03": 2.9, "04": 0.3}
+    events = _lanes(tmp_path, seconds, "PROFILE=smoke")
     after_05 = events[events.index("end 05") + 1]
     assert after_05 == "start 06"
     assert events.index("start 04") > events.index("start 06")
     assert sorted(e for e in events if e.startswith("end")) == [f"end {nb}" for nb in ("00", "01", "02", "03", "04", "05", "06")]
+
+
+def test_smollm2_runs_04_after_03_beside_06(tmp_path):
+    """On smollm2, 00 05 06 alone is the longest chain (06 cold: about 3 h), so 04 joins the other
+    lane after 03 instead of following 06. Sleeps in the proportions of its cold run of 2026-12-07."""
+    seconds = {"00": 0.15, "05": 0.33, "06": 1.13, "01": 0.63, "03": 0.39, "04": 0.18}
+    events = _lanes(tmp_path, seconds, "PROFILE=smollm2", "NOTEBOOK=0[013456]_*")
+    assert events[events.index("end 05") + 1] == "start 06"
+    assert events.index("end 03") < events.index("start 04") < events.index("end 06")
