@@ -2,6 +2,8 @@
 history and computation; its computation leaves the global random state alone."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -109,9 +111,6 @@ def test_a_computation_that_returns_no_table_stores_nothing(store, profile):
 def test_code_digest_is_the_same_in_every_process():
     """A set literal compiles to a frozenset whose repr's order follows PYTHONHASHSEED: the digest
     must not, or no other process would ever read the table."""
-    import subprocess
-    import sys
-
     script = "from sae_studies.table_cache import code_digest; print(code_digest((lambda m: m in {'topk', 'batchtopk', 'standard', 'kron', 'matryoshka'}).__code__))"
     digests = {
         subprocess.run(

@@ -90,10 +90,9 @@ def cached_table(
     store: Store, profile: Profile, name: str, compute: Callable[[], pd.DataFrame], inputs: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
     """``compute()``, or the table a run with the same key stored (see the module docstring)."""
-    computed = []
+    computed = []  # the table, when this call computed it (then it is not read back from disk)
 
     def build(tmp: Path) -> dict[str, Any]:
-        computed.append(name)
         numpy_state = np.random.get_state()
         try:
             with torch.random.fork_rng():
@@ -103,9 +102,11 @@ def cached_table(
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"cached_table {name!r}: compute must return a pandas DataFrame; got {type(table).__name__}")
         table.to_pickle(tmp / FILE)
+        computed.append(table)
         return {"rows": len(table), "columns": list(map(str, table.columns))}
 
     art = store.get_or_build(KIND, table_params(profile, name, compute, inputs), build, code=CODE)
-    if not computed:
-        print(f"{name}: read from the cache ({art.path})")
+    if computed:
+        return computed[0]
+    print(f"{name}: read from the cache ({art.path})")
     return pd.read_pickle(art.path / FILE)
